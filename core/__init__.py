@@ -1,0 +1,1 @@
+"""The headless engine of sft-wizard. Never imports textual or the TUI."""

@@ -1,0 +1,386 @@
+"""RunConfig: the one typed schema behind presets, the wizard, the CLI and the runner.
+
+A preset is a YAML file of this schema. Loading validates every field and reports every
+problem with its dotted path; unknown keys are errors with a did-you-mean. Field names in
+``training`` are TRL's ``SFTConfig`` names, so export to ``trl sft`` is a plain copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+BUILTIN_MODEL = "builtin:tiny-chat"
+
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+Attn = Literal["auto", "eager", "sdpa", "flash_attention_2"]
+DataFormat = Literal[
+    "auto", "messages", "prompt_completion", "conversational_prompt_completion",
+    "alpaca", "sharegpt", "text",
+]
+TemplateSource = Literal["auto", "tokenizer", "trl-training", "file", "inferred", "chatml"]
+MethodType = Literal["full", "lora", "qlora"]
+
+
+class ConfigError(ValueError):
+    """A preset or override is invalid. ``problems`` lists every ``path: message``."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(problems))
+
+
+def _check(fn, message: str):
+    return {"check": fn, "message": message}
+
+
+def positive(v):
+    return v is None or v > 0
+
+
+def non_negative(v):
+    return v is None or v >= 0
+
+
+@dataclass
+class ModelSection:
+    id: str = BUILTIN_MODEL
+    revision: str | None = None
+    dtype: Dtype = "auto"
+    attn_implementation: Attn = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataSource:
+    path: str = ""
+    split: str = "train"
+    format: DataFormat = "auto"
+    name: str | None = None  # hub dataset config name
+    columns: dict[str, str] = field(default_factory=dict)  # our field -> their column
+    roles: dict[str, str] = field(default_factory=dict)  # their role -> ours (user/assistant/system/tool)
+    max_rows: int | None = field(default=None, metadata=_check(positive, "must be > 0"))
+
+
+@dataclass
+class DataSection:
+    sources: list[DataSource] = field(default_factory=lambda: [DataSource(path="builtin:demo")])
+    eval_source: DataSource | None = None
+    eval_fraction: float = field(
+        default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "must be >= 0 and < 1")
+    )
+    on_bad_rows: Literal["stop", "drop"] = "stop"
+
+
+@dataclass
+class TemplateSection:
+    source: TemplateSource = "auto"
+    path: str | None = None  # a Jinja file, with source: file
+    system_prompt: str | None = None
+
+
+@dataclass
+class MethodSection:
+    type: MethodType = "lora"
+    lora_r: int = field(default=16, metadata=_check(positive, "must be > 0"))
+    lora_alpha: int = field(default=32, metadata=_check(positive, "must be > 0"))
+    lora_dropout: float = field(default=0.05, metadata=_check(lambda v: 0 <= v < 1, "must be >= 0 and < 1"))
+    lora_target_modules: Union[str, list[str]] = "all-linear"
+    use_dora: bool = False
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+@dataclass
+class TrainingSection:
+    num_train_epochs: float = field(default=1.0, metadata=_check(positive, "must be > 0"))
+    max_steps: int = -1
+    per_device_train_batch_size: int = field(default=8, metadata=_check(positive, "must be > 0"))
+    per_device_eval_batch_size: int = field(default=8, metadata=_check(positive, "must be > 0"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_check(positive, "must be > 0"))
+    learning_rate: float = field(default=2e-4, metadata=_check(positive, "must be > 0"))
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+        "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
+    ] = "linear"
+    warmup_ratio: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "must be >= 0 and < 1"))
+    warmup_steps: int = field(default=0, metadata=_check(non_negative, "must be >= 0"))
+    weight_decay: float = field(default=0.0, metadata=_check(non_negative, "must be >= 0"))
+    max_grad_norm: float = field(default=1.0, metadata=_check(non_negative, "must be >= 0"))
+    max_length: int | None = field(default=1024, metadata=_check(positive, "must be > 0"))
+    packing: bool = False
+    packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
+    padding_free: bool = False
+    assistant_only_loss: bool | None = None  # None: yes for conversational data
+    completion_only_loss: bool | None = None  # None: yes for prompt-completion data
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None  # None: follows model.dtype
+    fp16: bool | None = None
+    optim: str = "adamw_torch"
+    seed: int = 42
+    logging_steps: float = field(default=10, metadata=_check(positive, "must be > 0"))
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: float | None = field(default=None, metadata=_check(positive, "must be > 0"))
+    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_steps: float = field(default=500, metadata=_check(positive, "must be > 0"))
+    save_total_limit: int | None = field(default=2, metadata=_check(positive, "must be > 0"))
+    report_to: Union[str, list[str]] = "none"
+    dataset_num_proc: int | None = field(default=None, metadata=_check(positive, "must be > 0"))
+    dataloader_num_workers: int = field(default=0, metadata=_check(non_negative, "must be >= 0"))
+    use_liger_kernel: bool = False
+
+
+@dataclass
+class RunSection:
+    name: str | None = None
+    output_root: str | None = None  # None: the data dir's runs/
+
+
+@dataclass
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    template: TemplateSection = field(default_factory=TemplateSection)
+    method: MethodSection = field(default_factory=MethodSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        return dataclasses.replace(self, **sections)
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    """Check ``value`` against type ``tp``; return the converted value (or None after recording a problem)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{path}: must be a mapping, got {value!r}")
+            return None
+        return _build(tp, value, path, problems)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}{hint}")
+        return None
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            out = _coerce(value, arg, path, trial)
+            if not trial:
+                return out
+        problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        return None
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{path}: must be a list, got {value!r}")
+            return None
+        return [_coerce(v, item_tp, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{path}: must be a mapping, got {value!r}")
+            return None
+        return {str(k): _coerce(v, get_args(tp)[1], f"{path}.{k}", problems) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    return None
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
+            problems.append(f"{path}: unknown key{hint}")
+            continue
+        before = len(problems)
+        converted = _coerce(value, hints[key], path, problems)
+        if len(problems) > before:
+            continue
+        meta = fields[key].metadata
+        if "check" in meta and converted is not None and not meta["check"](converted):
+            problems.append(f"{path}: {meta['message']}, got {value!r}")
+            continue
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: RunConfig) -> list[str]:
+    problems = []
+    if not cfg.data.sources:
+        problems.append("data.sources: at least one source is needed")
+    for i, src in enumerate(cfg.data.sources):
+        if not src.path:
+            problems.append(f"data.sources[{i}].path: must not be empty")
+    if cfg.template.source == "file" and not cfg.template.path:
+        problems.append("template.path: needed when template.source is 'file'")
+    if cfg.training.bf16 and cfg.training.fp16:
+        problems.append("training.fp16: bf16 and fp16 cannot both be on")
+    if cfg.training.max_steps == 0 or cfg.training.max_steps < -1:
+        problems.append(f"training.max_steps: must be -1 (use epochs) or > 0, got {cfg.training.max_steps}")
+    if cfg.training.eval_strategy != "no" and cfg.data.eval_source is None and cfg.data.eval_fraction == 0:
+        problems.append("training.eval_strategy: evaluation needs data.eval_source or data.eval_fraction > 0")
+    if cfg.method.type == "full" and cfg.method.use_dora:
+        problems.append("method.use_dora: DoRA needs method.type lora or qlora")
+    return problems
+
+
+def config_from_dict(data: Any, source: str | None = None) -> RunConfig:
+    """Validate a plain mapping into a RunConfig; raise ConfigError with every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level: must be a mapping of sections, got {type(data).__name__}"], source)
+    problems: list[str] = []
+    cfg = _build(RunConfig, data, "", problems)
+    if not problems:
+        problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` overrides (values parsed as YAML scalars) and re-validate."""
+    data = cfg.to_dict()
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item}: expected section.key=value")
+            continue
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and isinstance(node.get(part), (dict, list)):
+                node = node[part]
+            else:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node[parts[-1]] = _parse_scalar(raw)
+    if problems:
+        raise ConfigError(problems, "--set")
+    return config_from_dict(data, "--set")
+
+
+# --------------------------------------------------------------------------- presets I/O
+
+def load_preset(path: str | os.PathLike) -> RunConfig:
+    """Load and validate a YAML preset. Raises ConfigError naming the file and line or field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"no such preset file"], str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}YAML syntax error: {problem}"], str(p)) from None
+    return config_from_dict(data, str(p))
+
+
+def dump_preset(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def save_preset(cfg: RunConfig, path: str | os.PathLike) -> Path:
+    """Write atomically: a temp file in the same folder, then rename over the target."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = dump_preset(cfg)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def resolved_dtype(cfg: RunConfig, bf16_supported: bool, cuda: bool) -> str:
+    """The dtype weights are loaded in: ``auto`` is bf16 on GPUs that support it, else fp32."""
+    if cfg.model.dtype != "auto":
+        return cfg.model.dtype
+    if cuda and bf16_supported:
+        return "bf16"
+    return "fp32"

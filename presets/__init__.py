@@ -1,0 +1,1 @@
+"""Presets shipped with sft-wizard (YAML files beside this module)."""
