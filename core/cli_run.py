@@ -1,0 +1,180 @@
+"""`sft-wizard run`, `validate` and `presets`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sftwizard.core.cli import EXIT_USER_ERROR, UserError, add_json_flag, print_json
+from sftwizard.core.config import ConfigError, apply_overrides, load_preset
+from sftwizard.core.presets import find_preset, list_presets
+
+# Failure reasons that are the user's input, not a crash: exit code 2 like any bad input.
+USER_REASONS = {"config", "data"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="fine-tune from a preset (headless; follows the run unless --detach)")
+    p.add_argument("preset", help="a preset YAML file, or the name of a shipped/user preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting (repeatable), e.g. --set training.max_steps=50")
+    p.add_argument("--detach", action="store_true", help="print the run id and return; the run goes on")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a preset: schema, ranges, and what this machine can run")
+    p.add_argument("preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("presets", help="list shipped and user presets")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_presets)
+
+
+def load_with_overrides(preset: str, overrides: list[str]):
+    path = find_preset(preset)
+    cfg = load_preset(path)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return path, cfg
+
+
+def preflight(cfg) -> None:
+    """Cheap checks before a process is started: files that must exist do."""
+    from sftwizard.core.models import ModelError, resolve_model
+
+    if cfg.model.id.startswith(("/", "./", "../", "~")) or cfg.model.id.startswith("builtin:"):
+        try:
+            resolve_model(cfg.model.id, allow_download=False)
+        except ModelError as exc:
+            raise UserError(str(exc)) from None
+    for i, src in enumerate(list(cfg.data.sources) + ([cfg.data.eval_source] if cfg.data.eval_source else [])):
+        if src.path.startswith("builtin:"):
+            continue
+        p = Path(src.path).expanduser()
+        local_like = src.path.startswith(("/", "./", "../", "~")) or p.suffix.lower() in (
+            ".jsonl", ".json", ".parquet", ".csv", ".txt")
+        if local_like and not p.exists():
+            raise UserError(f"{src.path}: no such data file")
+        if p.is_file() and p.stat().st_size == 0:
+            raise UserError(f"{src.path}: the data file is empty")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sftwizard.core import runs
+    from sftwizard.core.events import EventTail
+    from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
+
+    path, cfg = load_with_overrides(args.preset, args.overrides)
+    preflight(cfg)
+    launched = runs.launch(cfg, str(path))
+    run_dir = launched.run_dir
+    if args.detach:
+        print(run_dir.name)
+        print(f"  directory: {run_dir}", file=sys.stderr)
+        print(f"  follow it: sft-wizard attach {run_dir.name}    stop it: sft-wizard stop {run_dir.name}",
+              file=sys.stderr)
+        return 0
+    print(f"run {run_dir.name}  ({run_dir})", file=sys.stderr)
+    tail = EventTail(run_dir / EVENTS_FILE)
+    end = None
+    interrupted = 0
+    while end is None:
+        try:
+            for ev in tail.poll():
+                print_event(ev)
+                if ev.get("event") == "end":
+                    end = ev
+            if end is None:
+                if launched.process.poll() is not None:
+                    time.sleep(0.2)
+                    for ev in tail.poll():
+                        print_event(ev)
+                        if ev.get("event") == "end":
+                            end = ev
+                    if end is None:
+                        end = {"status": "failed", "reason": "crash",
+                               "message": f"the training process exited with code {launched.process.returncode}; "
+                                          f"see {run_dir / 'train.log'}"}
+                    break
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            interrupted += 1
+            if interrupted == 1:
+                (run_dir / STOP_FILE).touch()
+                print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
+            else:
+                launched.process.kill()
+    status = end.get("status")
+    if status == "finished":
+        print(f"finished in {end.get('duration_s', 0):.1f} s — model: {end.get('final_dir')}", file=sys.stderr)
+        return 0
+    if status == "stopped":
+        print(f"stopped at step {end.get('step')} — resume with: sft-wizard resume {run_dir.name}", file=sys.stderr)
+        return 0
+    message = end.get("message") or "training failed"
+    print(f"sft-wizard: error: {message} (details: {run_dir / 'train.log'})", file=sys.stderr)
+    return EXIT_USER_ERROR if end.get("reason") in USER_REASONS else 1
+
+
+def format_event(ev: dict) -> str | None:
+    kind = ev.get("event")
+    if kind == "log":
+        total = ev.get("max_steps") or "?"
+        parts = [f"step {ev.get('step'):>5}/{total}", f"loss {ev.get('loss'):.4f}" if ev.get("loss") is not None else ""]
+        if ev.get("learning_rate") is not None:
+            parts.append(f"lr {ev['learning_rate']:.2e}")
+        if ev.get("grad_norm") is not None:
+            parts.append(f"grad {ev['grad_norm']:.2f}")
+        if ev.get("tokens_per_s"):
+            parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
+        return "  ".join(p for p in parts if p)
+    if kind == "eval":
+        return f"step {ev.get('step'):>5}  eval_loss {ev.get('eval_loss'):.4f}" if ev.get("eval_loss") is not None else None
+    if kind == "prepared":
+        return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows; template: "
+                f"{ev.get('template_source')}; trainable {ev.get('trainable_params'):,} of {ev.get('total_params'):,} params")
+    if kind == "checkpoint":
+        return f"checkpoint {ev.get('path')}"
+    if kind == "warning":
+        return f"warning: {ev.get('message')}"
+    return None
+
+
+def print_event(ev: dict) -> None:
+    line = format_event(ev)
+    if line:
+        print(line, flush=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        path, cfg = load_with_overrides(args.preset, args.overrides)
+    except ConfigError as exc:
+        if args.json:
+            print_json({"valid": False, "preset": exc.source, "problems": exc.problems, "warnings": []})
+            return EXIT_USER_ERROR
+        raise
+    warnings: list[dict] = []
+    if args.json:
+        print_json({"valid": True, "preset": str(path), "problems": [], "warnings": warnings})
+    else:
+        print(f"{path}: valid")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    presets = list_presets()
+    if args.json:
+        print_json({"presets": [p.to_dict() for p in presets]})
+        return 0
+    if not presets:
+        print("no presets")
+        return 0
+    width = max(len(p.name) for p in presets)
+    for p in presets:
+        print(f"{p.name:<{width}}  {p.origin:<7}  {p.method:<5}  {p.model}  — {p.description or ''}")
+    return 0

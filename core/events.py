@@ -1,0 +1,103 @@
+"""``events.jsonl``: the contract between a run and every viewer.
+
+One JSON object per line, appended and flushed as written (fsync on the events that matter for
+recovery). Every event has ``event``, ``time`` (unix seconds) and ``step``. Readers never break
+on a half-written last line: it is left for the next read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+EVENTS_FILE = "events.jsonl"
+# Events after which a crash must not lose the line.
+DURABLE = {"start", "checkpoint", "end", "error", "resume"}
+
+
+class EventWriter:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        record = {"event": event, "time": round(time.time(), 3), "step": step, **fields}
+        line = json.dumps(record, default=_jsonable, ensure_ascii=False, allow_nan=True)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        if event in DURABLE:
+            os.fsync(self._fh.fileno())
+        return record
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def parse_lines(chunk: str) -> tuple[list[dict[str, Any]], str]:
+    """Split complete lines into events; return (events, incomplete remainder)."""
+    events = []
+    *complete, rest = chunk.split("\n")
+    for line in complete:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue  # a torn line in the middle (never written by us): skip it
+        if isinstance(obj, dict):
+            events.append(obj)
+    return events, rest
+
+
+def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every complete event in the file (a torn last line is ignored)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    events, _ = parse_lines(text)
+    return events
+
+
+@dataclass
+class EventTail:
+    """Incremental reader: ``poll()`` returns the events appended since the last call."""
+
+    path: Path
+    offset: int = 0
+    _rest: str = field(default="", repr=False)
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        if not data:
+            return []
+        self.offset += len(data)
+        events, self._rest = parse_lines(self._rest + data.decode("utf-8", errors="replace"))
+        return events
+
+    def follow(self, interval: float = 0.5, stop=None) -> Iterator[list[dict[str, Any]]]:
+        while True:
+            batch = self.poll()
+            if batch:
+                yield batch
+            if stop is not None and stop():
+                return
+            time.sleep(interval)

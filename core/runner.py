@@ -1,0 +1,365 @@
+"""RunConfig → SFTTrainer, run inside a run directory, reporting through ``events.jsonl``.
+
+This is the one place that turns a config into a trainer (the probe, the benchmark and the
+detached job all call ``build_trainer``). Entry point of the training process:
+``python -m sftwizard.core.runner RUN_DIR [--resume CHECKPOINT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftwizard.core.config import RunConfig, load_preset, resolved_dtype
+from sftwizard.core.events import EVENTS_FILE, EventWriter
+
+CONFIG_FILE = "config.yaml"
+STOP_FILE = "STOP"
+FINAL_DIR = "final"
+CHECKPOINTS_DIR = "checkpoints"
+
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+# SFTConfig fields copied from `training` as they are (TRL's own names).
+PASSTHROUGH = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+    "weight_decay", "max_grad_norm", "max_length", "packing", "packing_strategy", "padding_free",
+    "gradient_checkpointing", "optim", "seed", "logging_steps", "eval_strategy", "eval_steps",
+    "save_strategy", "save_steps", "save_total_limit", "report_to", "dataset_num_proc",
+    "dataloader_num_workers", "use_liger_kernel",
+)
+
+
+class RunnerError(Exception):
+    """A configuration that cannot run here (e.g. QLoRA without CUDA). One sentence."""
+
+
+@dataclass
+class Environment:
+    cuda: bool
+    bf16_supported: bool
+    device_count: int
+
+    @classmethod
+    def detect(cls) -> "Environment":
+        import torch
+
+        cuda = torch.cuda.is_available()
+        return cls(
+            cuda=cuda,
+            bf16_supported=bool(cuda and torch.cuda.is_bf16_supported()),
+            device_count=torch.cuda.device_count() if cuda else 0,
+        )
+
+
+def check_runnable(cfg: RunConfig, env: Environment) -> None:
+    """Refuse, before anything loads, what this machine cannot run."""
+    if cfg.method.type == "qlora" and not env.cuda:
+        raise RunnerError("method.type: QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use lora or full")
+    if cfg.method.type == "qlora":
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise RunnerError("method.type: QLoRA needs bitsandbytes: pip install 'sft-wizard[gpu]'")
+    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
+    if dtype == "bf16" and env.cuda and not env.bf16_supported:
+        raise RunnerError("model.dtype: this GPU has no bf16 support (pre-Ampere); use fp16 or fp32")
+    if dtype == "fp16" and not env.cuda:
+        raise RunnerError("model.dtype: fp16 training needs a CUDA GPU; use fp32 (or bf16) on CPU")
+    if cfg.model.attn_implementation == "flash_attention_2":
+        import importlib.util
+
+        if not env.cuda or importlib.util.find_spec("flash_attn") is None:
+            raise RunnerError("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package")
+
+
+def attn_implementation(cfg: RunConfig, env: Environment) -> str:
+    if cfg.model.attn_implementation != "auto":
+        return cfg.model.attn_implementation
+    return "sdpa"
+
+
+def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Everything SFTConfig receives, derived from the RunConfig alone."""
+    t = cfg.training
+    kwargs = {name: getattr(t, name) for name in PASSTHROUGH}
+    if t.warmup_ratio and not t.warmup_steps:
+        kwargs["warmup_steps"] = t.warmup_ratio  # transformers 5: a float < 1 is a ratio of total steps
+    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
+    kwargs["bf16"] = t.bf16 if t.bf16 is not None else dtype == "bf16"
+    kwargs["fp16"] = t.fp16 if t.fp16 is not None else dtype == "fp16"
+    if not env.cuda:
+        kwargs["use_cpu"] = True
+    if kwargs["gradient_checkpointing"]:
+        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    kwargs.update(
+        output_dir=str(output_dir),
+        logging_first_step=True,
+        disable_tqdm=True,
+        save_only_model=False,
+        remove_unused_columns=True,
+    )
+    if kwargs["eval_strategy"] == "no":
+        kwargs.pop("eval_steps")
+    return kwargs
+
+
+def _resolve_data(cfg: RunConfig):
+    from sftwizard.core import data as data_mod
+
+    train: list[dict] = []
+    reports = []
+    for source in cfg.data.sources:
+        examples, report = data_mod.load_examples(source, on_bad_rows=cfg.data.on_bad_rows)
+        train.extend(examples)
+        reports.append(report)
+    evals: list[dict] = []
+    if cfg.data.eval_source is not None:
+        evals, report = data_mod.load_examples(cfg.data.eval_source, on_bad_rows=cfg.data.on_bad_rows)
+        reports.append(report)
+    elif cfg.data.eval_fraction > 0:
+        import random
+
+        rng = random.Random(cfg.training.seed)
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        n_eval = max(1, int(len(train) * cfg.data.eval_fraction))
+        held = set(order[:n_eval])
+        evals = [ex for i, ex in enumerate(train) if i in held]
+        train = [ex for i, ex in enumerate(train) if i not in held]
+    return train, evals, reports
+
+
+def load_model(cfg: RunConfig, env: Environment, model_path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
+    kwargs: dict[str, Any] = dict(
+        dtype=getattr(torch, TORCH_DTYPES[dtype]),
+        attn_implementation=attn_implementation(cfg, env),
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    if cfg.model.revision and not model_path.is_dir():
+        kwargs["revision"] = cfg.model.revision
+    if cfg.method.type == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=cfg.method.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=cfg.method.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, TORCH_DTYPES[cfg.method.bnb_4bit_compute_dtype]),
+            bnb_4bit_quant_storage=getattr(torch, TORCH_DTYPES[dtype]),
+        )
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+
+
+def peft_config(cfg: RunConfig):
+    if cfg.method.type == "full":
+        return None
+    from peft import LoraConfig
+
+    targets = cfg.method.lora_target_modules
+    return LoraConfig(
+        r=cfg.method.lora_r,
+        lora_alpha=cfg.method.lora_alpha,
+        lora_dropout=cfg.method.lora_dropout,
+        target_modules=targets,
+        use_dora=cfg.method.use_dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+@dataclass
+class Prepared:
+    """What build_trainer assembled, for callers that want to look inside."""
+
+    trainer: Any
+    tokenizer: Any
+    template: Any
+    train_rows: int
+    eval_rows: int
+
+
+def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list | None = None,
+                  env: Environment | None = None) -> Prepared:
+    """The single RunConfig → SFTTrainer path (runner, probe and benchmarks use it)."""
+    from trl import SFTConfig, SFTTrainer
+
+    from sftwizard.core import templates
+    from sftwizard.core.models import load_tokenizer, resolve_model
+
+    env = env or Environment.detect()
+    check_runnable(cfg, env)
+    resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
+    tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
+    template = templates.resolve_template(tokenizer, cfg.template)
+    train_examples, eval_examples, _ = _resolve_data(cfg)
+    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg)
+    eval_ds = templates.build_dataset(tokenizer, eval_examples, template, cfg) if eval_examples else None
+
+    kwargs = sft_config_kwargs(cfg, env, output_dir)
+    kwargs.update(templates.sft_mask_kwargs(cfg, template))
+    if eval_ds is None:
+        kwargs["eval_strategy"] = "no"
+        kwargs.pop("eval_steps", None)
+    args = SFTConfig(**kwargs)
+    model = load_model(cfg, env, resolved.path)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg),
+        callbacks=callbacks or [],
+    )
+    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0)
+
+
+# --------------------------------------------------------------------------- the training process
+
+def _events_callback(writer: EventWriter, run_dir: Path):
+    from transformers import TrainerCallback
+
+    class EventsCallback(TrainerCallback):
+        """Turns trainer logs into events; honours the STOP file (graceful stop)."""
+
+        def __init__(self):
+            self._last_time = None
+            self._last_tokens = None
+            self._stop_file = run_dir / STOP_FILE
+
+        def on_train_begin(self, args, state, control, **kw):
+            writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
+                        num_train_epochs=args.num_train_epochs)
+            self._last_time = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            if any(k.startswith("eval_") for k in logs):
+                writer.emit("eval", step=state.global_step, epoch=logs.get("epoch"),
+                            eval_loss=logs.get("eval_loss"),
+                            **{k: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"})
+                return
+            if "loss" not in logs:
+                if "train_runtime" in logs:
+                    writer.emit("summary", step=state.global_step, **logs)
+                return
+            now = time.time()
+            tokens = logs.get("num_tokens")
+            tps = None
+            if tokens is not None and self._last_tokens is not None and now > self._last_time:
+                tps = (tokens - self._last_tokens) / (now - self._last_time)
+            if tokens is not None:
+                self._last_tokens, self._last_time = tokens, now
+            writer.emit(
+                "log", step=state.global_step, max_steps=state.max_steps, loss=logs.get("loss"),
+                learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                epoch=logs.get("epoch"), num_tokens=tokens, tokens_per_s=tps,
+                mean_token_accuracy=logs.get("mean_token_accuracy"),
+            )
+
+        def on_step_end(self, args, state, control, **kw):
+            if self._stop_file.exists():
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            writer.emit("checkpoint", step=state.global_step, path=str(path))
+
+    return EventsCallback()
+
+
+def classify_failure(exc: BaseException) -> tuple[str, str]:
+    """(reason code, one line) for an exception raised while training."""
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "out of memory" in low or type(exc).__name__ == "OutOfMemoryError":
+        return "oom", "CUDA out of memory: lower per_device_train_batch_size or max_length, or turn on gradient checkpointing / LoRA / QLoRA (see `sft-wizard estimate`)"
+    if "nan" in low and "loss" in low:
+        return "nan", "the loss became NaN/inf: lower the learning rate, or check the data"
+    if isinstance(exc, ModuleNotFoundError):
+        return "missing_dependency", f"missing package {exc.name!r}: pip install 'sft-wizard[gpu]' or pip install {exc.name}"
+    names = {type(exc).__name__ for exc in _chain(exc)}
+    if names & {"DataError", "TemplateError"}:
+        return "data", str(exc).splitlines()[0]
+    if names & {"ModelError", "RunnerError", "ConfigError"}:
+        return "config", str(exc).splitlines()[0]
+    return "crash", text.splitlines()[0][:300]
+
+
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
+    """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code."""
+    run_dir = Path(run_dir)
+    cfg = load_preset(run_dir / CONFIG_FILE)
+    writer = EventWriter(run_dir / EVENTS_FILE)
+    stop_requested = {"signal": None}
+
+    def on_signal(signum, frame):  # graceful: finish the step, save, stop
+        stop_requested["signal"] = signum
+        (run_dir / STOP_FILE).touch()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    writer.emit("resume" if resume_from else "start", step=0, pid=os.getpid(), run_dir=str(run_dir),
+                model=cfg.model.id, method=cfg.method.type, resume_from=resume_from)
+    started = time.time()
+    try:
+        prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[_events_callback(writer, run_dir)])
+        trainer = prepared.trainer
+        writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
+                    template_source=prepared.template.source,
+                    trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                    total_params=sum(p.numel() for p in trainer.model.parameters()))
+        trainer.train(resume_from_checkpoint=resume_from)
+        step = trainer.state.global_step
+        if (run_dir / STOP_FILE).exists():
+            (run_dir / STOP_FILE).unlink(missing_ok=True)
+            writer.emit("end", step=step, status="stopped", duration_s=round(time.time() - started, 2))
+            return 0
+        final = run_dir / FINAL_DIR
+        trainer.save_model(str(final))
+        prepared.tokenizer.save_pretrained(str(final))
+        writer.emit("end", step=step, status="finished", final_dir=str(final),
+                    duration_s=round(time.time() - started, 2))
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code
+        reason, line = classify_failure(exc)
+        traceback.print_exc()
+        writer.emit("error", step=None, reason=reason, message=line)
+        writer.emit("end", step=None, status="failed", reason=reason, message=line,
+                    duration_s=round(time.time() - started, 2))
+        return 1
+    finally:
+        writer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sftwizard.core.runner")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", default=None)
+    args = parser.parse_args(argv)
+    return execute(args.run_dir, args.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
