@@ -191,7 +191,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             return None
         return _build(tp, value, path, problems)
     if origin is Literal:
-        if value in get_args(tp):
+        if isinstance(value, bool) and "no" in get_args(tp):
+            value = "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+        if value in get_args(tp) and not isinstance(value, bool):
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -304,9 +306,12 @@ def config_from_dict(data: Any, source: str | None = None) -> RunConfig:
 
 def _parse_scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()  # `no`, `off`, `yes`: strings here, not YAML 1.1 booleans
+    return value
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
