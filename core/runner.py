@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sftwizard.core.config import RunConfig, load_preset, resolved_dtype
+from sftwizard.core.efficiency import meter_fields, start_meter
 from sftwizard.core.events import EVENTS_FILE, EventWriter
 
 CONFIG_FILE = "config.yaml"
@@ -245,6 +246,7 @@ def _events_callback(writer: EventWriter, run_dir: Path):
             writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
                         num_train_epochs=args.num_train_epochs)
             self._last_time = time.time()
+            self._efficiency = start_meter(args, kw.get("model"))  # efficiency fields of `log` events
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
@@ -269,6 +271,7 @@ def _events_callback(writer: EventWriter, run_dir: Path):
                 learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                 epoch=logs.get("epoch"), num_tokens=tokens, tokens_per_s=tps,
                 mean_token_accuracy=logs.get("mean_token_accuracy"),
+                **meter_fields(getattr(self, "_efficiency", None), logs, tps),
             )
 
         def on_step_end(self, args, state, control, **kw):
