@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from sftwizard.core.config import RunConfig, apply_overrides, config_from_dict
-from sftwizard.core.recommend import HEADROOM, Recommendations, recommend
+from sftwizard.core import recommend as recommend_mod
+from sftwizard.core.recommend import HEADROOM, Recommendations, cpu_bf16_instructions, recommend
 
 QWEN_05B = {
     "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
@@ -108,7 +109,8 @@ def check_well_formed(rec: Recommendations, cfg: RunConfig) -> None:
     assert rec.changes() == {i.setting: i.value for i in rec.items if i.changed}
 
 
-def test_cpu_packs_one_row_per_forward_in_fp32(tiny_facts):
+def test_cpu_packs_one_row_per_forward_in_fp32(tiny_facts, monkeypatch):
+    monkeypatch.setattr(recommend_mod, "cpu_bf16_instructions", lambda: None)
     cfg = full(**{"training.per_device_train_batch_size": 8, "training.gradient_accumulation_steps": 2,
                   "training.gradient_checkpointing": "true"})
     rec = recommend(cfg, hardware=CPU, facts=tiny_facts, audit=AUDIT, estimate_fn=linear_estimate(1, 1))
@@ -123,6 +125,20 @@ def test_cpu_packs_one_row_per_forward_in_fp32(tiny_facts):
     assert t.gradient_checkpointing is False
     assert t.use_liger_kernel is False and t.dataset_num_proc is None
     assert t.optim == "adamw_torch_fused"
+
+
+def test_cpu_with_bf16_instructions_autocasts_to_bf16(tiny_facts, monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_bf16_instructions(str(info)) == "avx512_bf16"
+    info.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_bf16_instructions(str(info)) is None
+    assert cpu_bf16_instructions(str(tmp_path / "missing")) is None
+
+    monkeypatch.setattr(recommend_mod, "cpu_bf16_instructions", lambda: "avx512_bf16")
+    rec = recommend(full(), hardware=CPU, facts=tiny_facts, audit=AUDIT)
+    assert rec.config.model.dtype == "fp32" and rec.config.training.bf16 is True
+    assert "avx512_bf16" in rec.reason("training.bf16")
 
 
 def test_h100_with_flash_attn_gets_bf16_fa2_and_the_largest_micro_batch(qwen_facts):
