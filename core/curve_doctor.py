@@ -253,11 +253,14 @@ class CurveDoctor:
         t = getattr(self.cfg, "training", None)
         fp16 = bool(getattr(t, "fp16", None)) or getattr(getattr(self.cfg, "model", None), "dtype", None) == "fp16"
         lr = _number(event.get("learning_rate"))
-        if self._spikes or (self.logs and len(self.logs) >= 2 and self.logs[-1][1] > 2 * min(l for _, l, _ in self.logs)):
+        if self._spikes or _lr_far_too_high(self.cfg, lr) or (
+                len(self.logs) >= 2 and self.logs[-1][1] > 2 * min(loss for _, loss, _ in self.logs)):
             diagnosis, setting, suggested = (
-                "training diverged (grad-norm spikes or a rising loss came first): lower the learning rate",
+                "training diverged (a learning rate far above the usual range, grad-norm spikes or a rising loss "
+                "came first): lower the learning rate",
                 "training.learning_rate",
-                round((lr or getattr(t, "learning_rate", 0) or 0) / 4, 10) or None)
+                _typical_lr(self.cfg) if _lr_far_too_high(self.cfg, lr)
+                else round((lr or getattr(t, "learning_rate", 0) or 0) / 4, 10) or None)
         elif fp16:
             diagnosis, setting, suggested = (
                 "fp16 overflowed (its range ends at 65504): train in bf16 on a GPU that has it, or fp32",
@@ -275,6 +278,24 @@ class CurveDoctor:
         self.stop_reason = f"{' and '.join(what)} became NaN/inf at step {step}: {diagnosis}"
         return [self._warn("non_finite", step, self.stop_reason + "; training stops", setting, suggested,
                            stop=True, values=list(what))]
+
+
+def _lr_far_too_high(cfg, lr: float | None) -> bool:
+    """The learning rate is over 10x the top of the usual range for the method (see ``doctor.lr_range``)."""
+    if cfg is None or lr is None:
+        return False
+    from sftwizard.core.doctor import effective_batch, lr_range
+
+    try:
+        return lr > 10 * lr_range(cfg.method.type, effective_batch(cfg))[1]
+    except (AttributeError, KeyError, TypeError):
+        return False
+
+
+def _typical_lr(cfg) -> float:
+    from sftwizard.core.doctor import effective_batch, lr_range
+
+    return float(f"{lr_range(cfg.method.type, effective_batch(cfg))[2]:.2g}")
 
 
 def diagnose_events(events: list[dict], cfg=None) -> list[dict]:

@@ -227,8 +227,12 @@ def check_max_length(x: _Inputs) -> list[DoctorWarning]:
     same = a.get("max_length") == t.max_length
     over = a.get("rows_over_max_length", 0) if same else None
     p95 = lengths.get("p95")
-    short = (p95 is not None and p95 > t.max_length) or (
-        over is not None and over / rows > 1 - MAX_LENGTH_PERCENTILE)
+    if over is not None:
+        short = over / rows > 1 - MAX_LENGTH_PERCENTILE
+    elif p95 is not None:
+        short = p95 > t.max_length
+    else:  # an audit made at another max_length, without p95: below p90 is surely below p95
+        short = bool(lengths.get("p90")) and lengths["p90"] > t.max_length
     if not short:
         return []
     target = max(lengths.get("p99") or 0, p95 or 0)

@@ -186,6 +186,14 @@ def test_nan_loss_stops_with_a_divergence_diagnosis():
     assert w["setting"] == "training.learning_rate" and w["suggested"] == pytest.approx(5e-5)
 
 
+def test_nan_after_an_extreme_learning_rate_is_divergence():
+    cfg = apply_overrides(RunConfig(), ["method.type=full"])
+    out = diagnose_events([log(1, 7.0, lr=0.0), log(2, 7.1, grad=float("nan"), lr=1e4)], cfg)
+    assert "diverged" in out[0]["message"] and out[0]["suggested"] == pytest.approx(1.4e-5)  # 2e-5 x sqrt(8/16)
+    out = diagnose_events([log(1, 7.0, lr=1e-5), log(2, 7.1, grad=float("nan"), lr=1e-5)], cfg)
+    assert "diverged" not in out[0]["message"]
+
+
 def test_nan_under_fp16_blames_fp16():
     cfg = apply_overrides(RunConfig(), ["model.dtype=fp16"])
     out = diagnose_events([log(1, 2.0), log(2, 1.9), log(3, float("inf"))], cfg)

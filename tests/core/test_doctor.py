@@ -150,6 +150,10 @@ def test_max_length_covering_p95_is_fine():
     # an audit made with another max_length: the p95 (when given) decides
     assert "max_length_below_p95" not in codes(check_config(cfg, audit=audit_for(512, over=200, p95=1200)))
     assert "max_length_below_p95" in codes(check_config(cfg, audit=audit_for(512, over=200, p95=2100)))
+    # without p95, an audit at another max_length still tells when max_length is below p90
+    assert "max_length_below_p95" in codes(check_config(cfg_with("training.max_length=600"), audit=audit_for(512, 200)))
+    assert "max_length_below_p95" not in codes(check_config(cfg_with("training.max_length=800"),
+                                                            audit=audit_for(512, 200)))
 
 
 # --------------------------------------------------------------------------- LoRA targets
