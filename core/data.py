@@ -331,11 +331,22 @@ def _iter_source(located: _Located, source) -> Iterator[tuple[dict, Any]]:
 
 def peek_rows(source, n: int = DETECT_ROWS) -> tuple[list[Any], list[str]]:
     """The first ``n`` readable rows and the columns seen in them (streams; never reads a file whole)."""
+    rows, columns, _ = _peek(source, n)
+    return rows, columns
+
+
+def _peek(source, n: int = DETECT_ROWS) -> tuple[list[Any], list[str], "Problem | None"]:
     located = _locate(source)
     rows: list[Any] = []
     columns: list[str] = []
-    for _, value in _iter_source(located, source):
+    first: Problem | None = None
+    for where, value in _iter_source(located, source):
         if isinstance(value, Problem):
+            if first is None:
+                value.source, value.line, value.row = located.display, where.get("line"), where.get("row")
+                first = value
+            if not rows and where.get("line", where.get("row", 0)) > 1000:
+                break  # nothing readable in the first thousand rows: the scan reports them
             continue
         rows.append(value)
         if isinstance(value, dict):
@@ -344,7 +355,7 @@ def peek_rows(source, n: int = DETECT_ROWS) -> tuple[list[Any], list[str]]:
                     columns.append(key)
         if len(rows) >= n:
             break
-    return rows, columns
+    return rows, columns, first
 
 
 def _check_mapping(source, columns: list[str], display: str) -> None:
@@ -357,8 +368,12 @@ def _check_mapping(source, columns: list[str], display: str) -> None:
 
 def detect_source_format(source) -> tuple[str, list[str]]:
     """(format, columns) from the first rows, after the column mapping."""
-    rows, columns = peek_rows(source)
+    rows, columns, first = _peek(source)
     located = _locate(source)
+    if not rows:
+        if first is not None:
+            raise DataError(f"{first.sentence()} (and no readable row to detect the format from)", [first])
+        raise DataError(f"{located.display}: the dataset has no rows")
     _check_mapping(source, columns, located.display)
     if source.format and source.format != "auto":
         return source.format, columns
@@ -431,18 +446,24 @@ def load_examples(source, *, on_bad_rows: str = "stop", progress=None) -> tuple[
     report. A source with no usable row raises either way.
     """
     examples, report = _scan(source, stop=on_bad_rows != "drop", progress=progress)
-    if report.problems and on_bad_rows != "drop":
-        first = report.problems[0]
-        more = len(report.problems) - 1
-        tail = f" ({more} more problem{'s' if more != 1 else ''}; data.on_bad_rows: drop leaves such rows out)" \
-            if more else " (data.on_bad_rows: drop leaves such rows out)"
-        raise DataError(first.sentence() + tail, report.problems)
+    if on_bad_rows != "drop":
+        _raise_for_problems(report)
     if not examples:
         if report.rows == 0:
             raise DataError(f"{report.source}: the dataset has no rows")
         raise DataError(f"{report.source}: none of the {report.rows} rows can be used; first: "
                         f"{report.problems[0].sentence()}", report.problems)
     return examples, report
+
+
+def _raise_for_problems(report: DataReport) -> None:
+    errors = [p for p in report.problems if p.severity == "error"]
+    if not errors:
+        return
+    more = len(errors) - 1
+    tail = f" ({more} more problem{'s' if more != 1 else ''}; on_bad_rows: drop leaves such rows out)" \
+        if more else " (on_bad_rows: drop leaves such rows out)"
+    raise DataError(errors[0].sentence() + tail, report.problems)
 
 
 def example_at(cfg, row: int) -> dict:
@@ -454,21 +475,28 @@ def example_at(cfg, row: int) -> dict:
         raise DataError(f"--row {row}: rows count from 0")
     seen = 0
     for source in cfg.data.sources:
-        examples, _ = _scan(source, stop=False, limit=row - seen + 1)
+        stop = cfg.data.on_bad_rows != "drop"
+        examples, report = _scan(source, stop=stop, limit=row - seen + 1)
+        if stop:
+            _raise_for_problems(report)
         if seen + len(examples) > row:
             return examples[row - seen]
         seen += len(examples)
     raise DataError(f"--row {row}: the data has {seen} usable rows (0 to {seen - 1})")
 
 
-def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=None) -> DataReport:
+def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=None,
+                 on_bad_rows: str = "drop") -> DataReport:
     """Everything known about a source without training: format, rows, problems, audit.
 
-    Row problems never raise here (they are reported). With a tokenizer, the chat template is
-    applied to every row too (template problems, e.g. roles a template forbids, are reported with
-    the row's place) and ``audit`` holds the dataset-wide token audit.
+    With ``on_bad_rows="drop"`` (the default) row problems are reported, never raised; with
+    ``"stop"`` the first one raises ``DataError`` as ``load_examples`` does. With a tokenizer, the
+    chat template is applied to every row too (template problems, e.g. roles a template forbids,
+    are reported with the row's place) and ``audit`` holds the dataset-wide token audit.
     """
-    examples, report = _scan(source, stop=False, progress=progress)
+    examples, report = _scan(source, stop=on_bad_rows != "drop", progress=progress)
+    if on_bad_rows != "drop":
+        _raise_for_problems(report)
     if tokenizer is not None and examples:
         from sftwizard.core.audit import audit_dataset
         from sftwizard.core.config import RunConfig
@@ -485,6 +513,8 @@ def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=No
                                            field=p.get("field"), severity=p.get("severity", "error"),
                                            source=report.source))
         report.audit = audit
+        if on_bad_rows != "drop":
+            _raise_for_problems(report)  # rows the template refuses stop like malformed rows
     elif examples:
         report.audit = text_audit(examples)
     return report
