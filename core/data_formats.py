@@ -28,6 +28,49 @@ MAPPABLE = (
 )
 
 
+class DataError(ValueError):
+    """Data that cannot be used. One sentence naming file, line/row and field; ``problems`` lists all."""
+
+    def __init__(self, message: str, problems: list["Problem"] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+    line: int | None = None  # 1-based, line-based files
+    row: int | None = None  # 0-based, other sources
+    field: str | None = None
+    severity: str = "error"  # error | warning | info
+    source: str | None = None
+
+    def where(self) -> str:
+        parts = []
+        if self.source:
+            parts.append(self.source)
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        elif self.row is not None:
+            parts.append(f"row {self.row}")
+        if self.field:
+            parts.append(f"field {self.field}")
+        return ", ".join(parts)
+
+    def sentence(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"code": self.code, "message": self.message, "severity": self.severity}
+        for key in ("line", "row", "field", "source"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
 @dataclass
 class RowProblem:
     field: str | None
@@ -147,7 +190,7 @@ def convert_messages(value: Any, field: str, roles: dict[str, str], problems: li
             continue
         raw_role = msg.get(role_key)
         if not isinstance(raw_role, str):
-            problems.append(RowProblem(f"{where}.{role_key}", f"missing role" if raw_role is None
+            problems.append(RowProblem(f"{where}.{role_key}", "missing role" if raw_role is None
                                        else f"role must be a string, got {_type(raw_role)}", "missing_role"))
             continue
         role = roles.get(raw_role) or (default_roles or {}).get(raw_role) or raw_role

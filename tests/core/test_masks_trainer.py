@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from sftwizard.core.config import RunConfig
-from sftwizard.core.templates import render_preview, resolve_template
+from sftwizard.core.templates import render_preview
 from tests.fixtures.tokenizers import FOREIGN_FAMILIES, TRL_FAMILIES, conversations, make_tokenizer
 from tests.fixtures.trainer import build_trainer, isolated_home, trained_sequences
 
