@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optim", metavar="NAME", help="a TrainingArguments optimizer name, e.g. adamw_8bit")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
                    help="memory to fit in (default: free memory of this machine's first GPU)")
+    p.add_argument("--probe", action="store_true",
+                   help="also measure: 3 optimizer steps on this CUDA GPU at the longest sequence; "
+                        "saved beside the preset as NAME.probe.json")
     add_json_flag(p)
     p.set_defaults(func=cmd_estimate)
 
@@ -138,8 +141,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
     hardware = probe_hardware()
     est = estimate_memory(facts, cfg, gpu_memory_gib=args.gpu_memory_gib, hardware=hardware)
+    measured = _probe(args, cfg, facts) if args.probe else None
     if args.json:
-        print_json(est.to_dict())
+        d = est.to_dict()
+        if measured is not None:
+            d["probe"] = measured
+        print_json(d)
         return 0
     out = sys.stdout
     s = est.settings
@@ -165,4 +172,27 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         out.write(f"  {i}. {sug.text} → {sug.total_gib:.1f} GiB, {verdict}\n")
     for note in est.assumptions:
         out.write(f"assumed: {note}\n")
+    if measured is not None:
+        if measured["status"] == "ok":
+            out.write(f"measured on {measured['gpu_name']}: {measured['measured_reserved_gib']:.2f} GiB reserved "
+                      f"(estimate {measured['estimated_reserved_gib']:.2f} GiB, {measured['error_pct']:+.1f}%)\n")
+        else:
+            out.write(f"probe {measured['status']}: {measured['message']}\n")
+        if measured.get("saved_to"):
+            out.write(f"saved to {measured['saved_to']}\n")
     return 0
+
+
+def _probe(args: argparse.Namespace, cfg, facts) -> dict:
+    from pathlib import Path
+
+    from sftwizard.core.probe import ProbeError, run_probe, save_probe
+
+    try:
+        result = run_probe(cfg, facts=facts)
+    except ProbeError as exc:
+        raise UserError(f"--probe: {exc}") from None
+    d = result.to_dict()
+    if args.preset and Path(args.preset).is_file():
+        d["saved_to"] = str(save_probe(result, args.preset))
+    return d

@@ -110,8 +110,10 @@ def _suggestions(m: ModelView, p: Plan, gpu_gib: float | None, total: float) -> 
     ok_batch = lambda b: fits_in(total_gib(m, _with(p, batch=b)), gpu_gib)  # noqa: E731
     if fits_now:
         best = _largest(k.batch, min(64, max(effective, k.batch)), ok_batch)
-        if best and best > k.batch:
-            ga = max(1, math.ceil(effective / best))
+        # keep the effective batch: the largest divisor of it that fits
+        best = max((d for d in range(k.batch + 1, (best or 0) + 1) if effective % d == 0), default=None)
+        if best:
+            ga = effective // best
             add(f"Room for micro-batch {best} (gradient accumulation {ga}): faster at the same effective batch",
                 {"training.per_device_train_batch_size": best, "training.gradient_accumulation_steps": ga},
                 _with(p, batch=best), 0)
