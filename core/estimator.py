@@ -216,6 +216,8 @@ def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None
     m = model_view(facts)
     if int(getattr(facts, "num_experts", 0) or 0):
         assumptions.append("mixture-of-experts: activations counted as one dense MLP per token")
+    if sharding is None and num_gpus > 1:  # the preset's own strategy (config.distributed)
+        sharding = getattr(getattr(cfg, "distributed", None), "strategy", None) or "ddp"
     p = make_plan(m, cfg, hardware, num_gpus, sharding, assumptions, getattr(facts, "max_position_embeddings", None))
     r = compute(m, p)
     total = r["total"] / GIB

@@ -79,6 +79,7 @@ class Knobs:
     dora: bool
     lm_head_trainable: bool
     lora_r: int = 16
+    liger: bool = False  # liger-kernel's RMSNorm / SwiGLU / RoPE replace transformers' modules
     # native_dropout on CUDA keeps a bool mask; 0 means a mask in the input's dtype (CPU fallback).
     dropout_mask_bytes: int = 1
 
@@ -155,9 +156,12 @@ def layer_bytes_per_token(sh: Shape, k: Knobs) -> float:
     total = 0.0
     # --- norms: fp32 copy of the input, plus the normalised tensor the weight's gradient needs
     norms = 4 if sh.model_type in FOUR_NORM_TYPES else 2
-    per_norm = 4 * h + 4  # the fp32 input copy and rsqrt(variance)
-    if full:
-        per_norm += (4 if sh.model_type in GEMMA_NORM_TYPES else wb) * h
+    if k.liger:
+        per_norm = wb * h + 4  # LigerRMSNorm keeps its input and the fp32 rstd, nothing else
+    else:
+        per_norm = 4 * h + 4  # the fp32 input copy and rsqrt(variance)
+        if full:
+            per_norm += (4 if sh.model_type in GEMMA_NORM_TYPES else wb) * h
     total += norms * per_norm
     if sh.model_type in QK_NORM_TYPES:
         total += 4 * (qd + kvd) + ((wb * (qd + kvd)) if full else 0)
@@ -184,7 +188,8 @@ def layer_bytes_per_token(sh: Shape, k: Knobs) -> float:
         total += 4 * sh.heads  # fp32 log-sum-exp per head
         total += max(o_shared, ab * qd) + o_private
     # --- MLP inner tensors (gate output for the activation, activation and up for the product)
-    total += ab * i * (3 if sh.gated_mlp else 1)
+    # (liger's SwiGLU keeps only gate and up outputs and recomputes the activation in backward)
+    total += ab * i * ((2 if k.liger else 3) if sh.gated_mlp else 1)
     # --- DoRA keeps the base output and the LoRA output of every targeted module (for the
     # magnitude's gradient), in the adapter's dtype unless autocast runs the matmuls
     if k.dora and k.method != "full":

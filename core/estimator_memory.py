@@ -224,7 +224,7 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
         batch=int(t.per_device_train_batch_size), seq=int(seq), padding_free=padding_free,
         full_rows=bool(t.packing and t.packing_strategy == "wrapped"), checkpointing=bool(t.gradient_checkpointing),
         lora_targets=targets, lora_dropout=float(meth.lora_dropout), dora=bool(meth.use_dora),
-        lm_head_trainable=method == "full", lora_r=int(meth.lora_r),
+        lm_head_trainable=method == "full", lora_r=int(meth.lora_r), liger=bool(t.use_liger_kernel),
     )
     optim = t.optim
     if optim not in _OPTIMIZERS:
