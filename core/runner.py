@@ -469,7 +469,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         if stop_asked and step < trainer.state.max_steps:
             checkpoint = run_dir / CHECKPOINTS_DIR / f"checkpoint-{step}"
             writer.emit("end", step=step, status="stopped", reason="stopped",
-                        message=f"stopped at step {step} with a checkpoint", duration_s=duration,
+                        message=f"on request, checkpoint-{step} saved", duration_s=duration,
                         checkpoint=str(checkpoint) if checkpoint.is_dir() else None)
             return 0
         final = run_dir / FINAL_DIR

@@ -434,11 +434,10 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
     current = _segments(events)[-1] if events else []
     if _last(current, "end") is None:
         info = summarize(run_dir, events, alive=False)
-        where = f"at step {info.step}" if info.step is not None else "before its first step"
         ckpt = f"; resume continues from {Path(info.last_checkpoint).name}" if info.last_checkpoint else ""
         with_writer(run_dir, lambda w: w.emit(
             "end", step=info.step, status="stopped", reason="killed",
-            message=f"killed {where} by `sft-wizard stop --kill`{ckpt}"))
+            message=f"killed at once by `sft-wizard stop --kill`{ckpt}"))
     return run_info(run_dir)
 
 
