@@ -21,6 +21,7 @@ from typing import Any
 
 from sftwizard.core.config import RunConfig, load_preset, resolved_dtype
 from sftwizard.core.events import EVENTS_FILE, EventWriter
+from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
 from sftwizard.core.metrics import GpuSampler, Throughput
 
 CONFIG_FILE = "config.yaml"
@@ -322,95 +323,6 @@ def _torch_cuda_peak() -> dict[str, float]:
     if not torch.cuda.is_available():
         return {}
     return {"cuda_max_allocated_gib": round(torch.cuda.max_memory_allocated() / 1024 ** 3, 3)}
-
-
-OPTIONAL_PACKAGES = {"bitsandbytes": "bitsandbytes", "flash_attn": "flash-attn", "liger_kernel": "liger-kernel",
-                     "deepspeed": "deepspeed"}
-
-
-def oom_advice(cfg: RunConfig | None) -> str:
-    """What to change after an out-of-memory: the estimator's suggestions when it can give them,
-    else the levers that cut memory the most for this config."""
-    if cfg is None:
-        return "lower per_device_train_batch_size or max_length, or turn on gradient checkpointing / LoRA / QLoRA"
-    try:
-        from sftwizard.core.estimator import estimate_memory
-        from sftwizard.core.models import model_facts
-
-        estimate = estimate_memory(model_facts(cfg.model.id, cfg.model.revision), cfg)
-        suggestions = [str(getattr(s, "text", s)) for s in (getattr(estimate, "suggestions", None) or [])]
-        if suggestions:
-            return "; ".join(suggestions[:3])
-    except Exception:  # noqa: BLE001 - advice must never hide the failure itself
-        pass
-    t, tips = cfg.training, []
-    if t.per_device_train_batch_size > 1:
-        b, g = t.per_device_train_batch_size, t.gradient_accumulation_steps
-        tips.append(f"training.per_device_train_batch_size {b} → {max(1, b // 2)} with "
-                    f"gradient_accumulation_steps {g} → {g * 2} (same effective batch)")
-    if not t.gradient_checkpointing:
-        tips.append("training.gradient_checkpointing: true")
-    if cfg.method.type == "full":
-        tips.append("method.type: lora")
-    elif cfg.method.type == "lora":
-        tips.append("method.type: qlora")
-    if t.max_length and t.max_length > 512:
-        tips.append(f"training.max_length {t.max_length} → {t.max_length // 2}")
-    return "try " + "; ".join(tips[:3]) if tips else "use a GPU with more memory"
-
-
-def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[str, str]:
-    """(reason code, one line) for an exception raised while training.
-
-    Codes: oom, nan, missing_dependency, data, config, crash."""
-    chain = list(_chain(exc))
-    names = {type(e).__name__ for e in chain}
-    text = f"{type(exc).__name__}: {exc}"
-    low = text.lower()
-    if "OutOfMemoryError" in names or "out of memory" in low:
-        return "oom", f"CUDA out of memory: {oom_advice(cfg)} (see `sft-wizard estimate`)"
-    for e in chain:
-        if isinstance(e, ImportError):
-            missing = getattr(e, "name", None) or next((m for m in OPTIONAL_PACKAGES if m in str(e)), None)
-            if missing:
-                top = missing.split(".")[0]
-                pip = OPTIONAL_PACKAGES.get(top)
-                hint = f"pip install 'sft-wizard[gpu]' (or pip install {pip})" if pip else f"pip install {top}"
-                return "missing_dependency", f"missing package {top!r}: {hint}"
-    if names & {"DataError", "TemplateError"}:
-        return "data", _first_line(next(e for e in chain if type(e).__name__ in {"DataError", "TemplateError"}))
-    if names & {"ModelError", "RunnerError", "ConfigError"}:
-        return "config", _first_line(next(e for e in chain if type(e).__name__ in {"ModelError", "RunnerError", "ConfigError"}))
-    if _raised_while_loading_data(exc):
-        return "data", f"the data could not be read: {_first_line(exc)}"
-    return "crash", text.splitlines()[0][:300] if text.strip() else type(exc).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-DATA_FRAMES = ("_resolve_data", "build_dataset", "load_examples")
-
-
-def _raised_while_loading_data(exc: BaseException) -> bool:
-    """A library error (JSON, Arrow, datasets) raised under our data-loading functions."""
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_name in DATA_FRAMES or "/sftwizard/core/data" in code.co_filename.replace("\\", "/"):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _chain(exc: BaseException | None):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 def _checkpoint_step(path: str | None) -> int:

@@ -6,7 +6,7 @@ A run directory holds ``config.yaml`` (the resolved config), ``meta.json``, ``ev
 run's id and directory.
 
 A run is two processes in their own session: a small supervisor (``python -m
-sftwizard.core.runs supervise``) and the training process it starts (``python -m
+sftwizard.core.supervisor``, see there) and the training process it starts (``python -m
 sftwizard.core.runner``). Both hold an ``flock`` on ``run.lock``: the run is alive exactly while
 the lock is held, whatever happened to pids. When the training process dies without writing
 ``end`` (a signal, a native crash), the supervisor writes it, with the exit code or signal. When
@@ -18,7 +18,6 @@ Plain functions for the CLI and the TUI: ``list_runs``, ``run_info``, ``find_run
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -382,7 +381,7 @@ def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
     """Start the run detached from this terminal: its own session, no stdin, output appended to
     the run's log. It outlives the caller, the TUI and the SSH session."""
     lock_fd = _take_lock(run_dir, run_dir.name)
-    cmd = [sys.executable, "-m", "sftwizard.core.runs", "supervise", str(run_dir), "--lock-fd", str(lock_fd)]
+    cmd = [sys.executable, "-m", "sftwizard.core.supervisor", str(run_dir), "--lock-fd", str(lock_fd)]
     if resume_from:
         cmd += ["--resume", resume_from]
     env = dict(os.environ)
@@ -530,73 +529,3 @@ def _later_checkpoint_dirs(run_dir: Path, step: int) -> list[tuple[int, Path]]:
         if n > step and path.is_dir():
             later.append((n, path))
     return later
-
-
-# --------------------------------------------------------------------------- the supervisor
-
-SIGNAL_REASONS = {signal.SIGKILL: "killed", signal.SIGTERM: "killed", signal.SIGINT: "killed"}
-
-
-def describe_exit(returncode: int) -> tuple[str, str, str]:
-    """(reason, phrase, hint) for a training process that ended without writing ``end``."""
-    if returncode < 0:
-        sig = -returncode
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        hint = " (if nobody killed it, the kernel's out-of-memory killer did: host RAM)" if sig == signal.SIGKILL else ""
-        return SIGNAL_REASONS.get(sig, "crash"), f"the training process was killed by {name} (signal {sig})", hint
-    return "crash", f"the training process exited with code {returncode}", ""
-
-
-def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
-    """The command of the training process the supervisor starts."""
-    cmd = [sys.executable, "-m", "sftwizard.core.runner", str(run_dir)]
-    return cmd + ["--resume", resume_from] if resume_from else cmd
-
-
-def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> int:
-    """Run the training process; if it dies without an ``end`` event, record how it died."""
-    events_path = run_dir / EVENTS_FILE
-    offset = events_path.stat().st_size if events_path.exists() else 0
-    child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL, cwd=str(run_dir),
-                             pass_fds=(lock_fd,) if lock_fd is not None else ())
-
-    def forward(signum, frame):  # `kill PID` on the supervisor = graceful stop
-        (run_dir / STOP_FILE).touch()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    returncode = child.wait()
-    tail = EventTail(events_path, offset=offset)
-    new = tail.poll()
-    if any(ev.get("event") == "end" for ev in new):
-        return returncode
-    events = read_events(events_path)
-    info = summarize(run_dir, events, alive=False)
-    reason, phrase, hint = describe_exit(returncode)
-    where = f" at step {info.step}" if info.step is not None else " before training began"
-    message = f"{phrase}{where}{hint}; details in {LOG_FILE}"
-    print(f"sft-wizard: {message}", file=sys.stderr, flush=True)
-    with_writer(run_dir, lambda w: (
-        w.emit("error", step=info.step, reason=reason, message=message, returncode=returncode),
-        w.emit("end", step=info.step, status="failed", reason=reason, message=message, returncode=returncode),
-    ))
-    return returncode if returncode > 0 else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sftwizard.core.runs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("supervise")
-    p.add_argument("run_dir")
-    p.add_argument("--resume", default=None)
-    p.add_argument("--lock-fd", type=int, default=None)
-    args = parser.parse_args(argv)
-    return supervise(Path(args.run_dir), args.resume, args.lock_fd)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 
 from sftwizard.core import runs
-from sftwizard.core.config import RunConfig, config_from_dict
+from sftwizard.core.config import config_from_dict
 from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, read_events
 from sftwizard.core.fingerprint import changed_parts, fingerprint
 from sftwizard.core.metrics import GpuSampler, Throughput, eta_seconds, format_duration
-from sftwizard.core.runner import classify_failure
+from sftwizard.core.diagnosis import classify_failure, describe_exit
 
 
 # --------------------------------------------------------------------------- events
@@ -120,10 +120,10 @@ def test_liveness_follows_the_lock_not_the_pid(tmp_path):
 
 
 def test_describe_exit():
-    assert runs.describe_exit(-signal.SIGKILL)[:2] == ("killed", "the training process was killed by SIGKILL (signal 9)")
-    assert "out-of-memory killer" in runs.describe_exit(-signal.SIGKILL)[2]
-    assert runs.describe_exit(-signal.SIGSEGV)[0] == "crash"
-    assert runs.describe_exit(3)[:2] == ("crash", "the training process exited with code 3")
+    assert describe_exit(-signal.SIGKILL)[:2] == ("killed", "the training process was killed by SIGKILL (signal 9)")
+    assert "out-of-memory killer" in describe_exit(-signal.SIGKILL)[2]
+    assert describe_exit(-signal.SIGSEGV)[0] == "crash"
+    assert describe_exit(3)[:2] == ("crash", "the training process exited with code 3")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -251,3 +251,12 @@ def test_fingerprint_names_what_changed(tmp_path, builtin_model_dir):
     data.write_text(data.read_text() * 2)
     after = fingerprint(config_from_dict({**cfg.to_dict(), "method": {**cfg.to_dict()["method"], "lora_r": 8}}))
     assert changed_parts(before, after) == [f"data ({data} changed)", "method (method.lora_r changed)"]
+
+
+def test_run_management_imports_no_heavy_or_ui_modules():
+    """The TUI imports these at start-up; the supervisor must stay a few MiB."""
+    code = ("import sys\nimport sftwizard.core.runs, sftwizard.core.cli_runs, sftwizard.core.supervisor, "
+            "sftwizard.core.metrics, sftwizard.core.diagnosis\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
