@@ -203,11 +203,11 @@ def _audit(cfg) -> dict:
     """The data audit recommend() reads; audit_dataset when it exists, else the two numbers it uses."""
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer, resolve_model
-    from sftwizard.core.runner import _resolve_data
+    from sftwizard.core.runner import resolve_data
 
     tok = load_tokenizer(resolve_model(cfg.model.id).path)
     template = templates.resolve_template(tok, cfg.template)
-    examples, _, _ = _resolve_data(cfg)
+    examples, _, _ = resolve_data(cfg)
     if hasattr(templates, "audit_dataset"):
         try:
             return templates.audit_dataset(tok, examples, template, cfg)
