@@ -312,16 +312,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fast-defaults-"))
     if args.gpu:
         model = str(build_random_model(work / "qwen2.5-0.5b-random"))
-        # conversations up to ~1,000 tokens (TRL's default max_length of 1024 truncates none of them);
-        # the wizard packs them into 2048-token rows
-        data = write_dataset(work / "train.jsonl", args.rows, seed=0, long_words=700)
+        # conversations up to ~1,000 tokens (TRL's default max_length of 1024 truncates none of them,
+        # so both sides train the same tokens); the wizard packs them into 2048-token rows
+        data = write_dataset(work / "train.jsonl", args.rows, seed=0, long_words=370)
         args.max_length = 2048
     else:
         from sftwizard.core.models import resolve_model
 
         model = str(resolve_model("builtin:tiny-chat").path)
-        # up to ~450 tokens: within the builtin model's 512 positions
-        data = write_dataset(work / "train.jsonl", args.rows, seed=0, long_words=300)
+        # p50 ~70 tokens, p90 ~340, max ~470: within the builtin model's 512 positions
+        data = write_dataset(work / "train.jsonl", args.rows, seed=0, long_words=160)
         args.max_length = 1024  # TRL's default
     results: dict[str, list[dict]] = {"trl": [], "wizard": []}
     for r in range(args.rounds):
