@@ -317,6 +317,9 @@ def _set_batch(d: _Draft, micro: int, accum: int, target_why: str, one_row: bool
         micro_why = "as configured (no GPU memory to size it against)"
     d.set("training.per_device_train_batch_size", micro, micro_why)
     d.set("training.gradient_accumulation_steps", accum, f"reaches the target batch: {target_why}")
+    if d.cfg.training.packing and d.cfg.training.per_device_eval_batch_size > micro:
+        d.set("training.per_device_eval_batch_size", micro,
+              "eval batches are packed rows too: as many per forward as training takes")
 
 
 def _liger(d: _Draft, gpu: Any, hardware: Any, facts: Any) -> None:

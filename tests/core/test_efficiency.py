@@ -54,7 +54,7 @@ def measured_flops(model, seq: int, batch: int = 2) -> float:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("seq", [64, 256])
+@pytest.mark.parametrize("seq", [32, 160])
 def test_flops_per_token_matches_pytorch_flop_counter(tiny_model, builtin_model_dir, seq):
     from sftwizard.core.models import model_facts
 
@@ -76,11 +76,11 @@ def test_lora_flops_skip_frozen_weight_gradients(tiny_model):
                                 LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
     m = FlopsModel.from_model(peft_model)
     assert 0 < m.trainable_matmul_params < m.matmul_params / 5
-    predicted = flops_per_token(m, context=128)
-    counted = measured_flops(peft_model, 128) / (2 * 128)
+    predicted = flops_per_token(m, context=64)
+    counted = measured_flops(peft_model, 64) / (2 * 64)
     # autograd also skips the input gradient of layer 0 (frozen embeddings): within a few percent
     assert predicted == pytest.approx(counted, rel=0.05)
-    full = flops_per_token(FlopsModel.from_model(tiny_model), context=128)
+    full = flops_per_token(FlopsModel.from_model(tiny_model), context=64)
     assert predicted < full * 0.8
 
 

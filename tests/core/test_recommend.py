@@ -121,6 +121,7 @@ def test_cpu_packs_one_row_per_forward_in_fp32(tiny_facts, monkeypatch):
     assert t.packing and t.packing_strategy == "bfd" and t.padding_free
     # 16 examples per step = 4 packed rows (1000 examples -> 250 rows); SDPA: one row per forward
     assert (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (1, 4)
+    assert t.per_device_eval_batch_size == 1
     assert "16 examples" in rec.reason("training.gradient_accumulation_steps")
     assert t.gradient_checkpointing is False
     assert t.use_liger_kernel is False and t.dataset_num_proc is None
@@ -260,3 +261,14 @@ def test_liger_only_on_gpu_when_importable(qwen_facts):
 def test_dataset_num_proc_by_cores_and_rows(tiny_facts, cores, rows, procs):
     rec = recommend(full(), hardware=machine(cpu_count=cores), facts=tiny_facts, audit={**AUDIT, "rows": rows})
     assert rec.config.training.dataset_num_proc == procs
+
+
+def test_recommend_and_efficiency_import_without_torch_or_textual():
+    """The wizard imports both at start-up: no heavy or UI module may come with them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sftwizard.core.recommend, sftwizard.core.efficiency\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'textual', 'sftwizard.tui') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
