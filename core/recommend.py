@@ -30,6 +30,7 @@ HEADROOM = 0.10
 MIN_ROWS_PER_PROC = 10_000
 MAX_DATASET_PROCS = 16
 EIGHT_BIT_OPTIM = "adamw_8bit"
+ROW_MULTIPLE = 64  # packed rows shortened to the longest example are rounded up to this
 FUSED_ADAMW = "adamw_torch_fused"
 
 
@@ -205,11 +206,26 @@ def _packing(d: _Draft, attn: str, audit: dict | None) -> bool:
     else:
         why = ("whole conversations packed best-fit into max_length rows, one row per forward: SDPA gets a "
                "block-diagonal mask (no cross-document attention) and no padding is computed")
+        _shorter_rows(d, audit)
     d.set("training.packing", True, why)
     d.set("training.packing_strategy", "bfd", "best-fit decreasing keeps every conversation whole and truncates "
           "exactly as unpacked training does")
     d.set("training.padding_free", True, "padding-free batches: what bfd packing implies in TRL")
     return True
+
+
+def _shorter_rows(d: _Draft, audit: dict | None) -> None:
+    """SDPA computes a packed row's attention densely (masked): its cost grows with the row length
+    squared. When the longest example is well below max_length, rows just long enough for it cut
+    nothing that max_length would not, and cost less."""
+    longest = ((audit or {}).get("token_length") or {}).get("max")
+    limit = d.cfg.training.max_length
+    if not longest or not limit or longest >= limit or d.cfg.data.eval_source is not None:
+        return  # (a separate eval set was not audited: its rows might be longer)
+    row = min(limit, -(-int(longest) // ROW_MULTIPLE) * ROW_MULTIPLE)
+    if row < limit:
+        d.set("training.max_length", row, f"packed rows of {row} tokens: the longest example has {int(longest)}, so "
+              f"nothing is cut, and SDPA's masked attention costs the row length squared")
 
 
 def _rows_per_step(d: _Draft, audit: dict | None, packing: bool) -> tuple[int, str]:
@@ -219,7 +235,14 @@ def _rows_per_step(d: _Draft, audit: dict | None, packing: bool) -> tuple[int, s
     if not packing or t0.packing:
         return examples, f"{examples} rows per step per device, as configured"
     audit = audit or {}
-    packed, rows = (audit.get("padding") or {}).get("packed_sequences"), audit.get("rows_encoded") or audit.get("rows")
+    padding = audit.get("padding") or {}
+    packed, rows = padding.get("packed_sequences"), audit.get("rows_encoded") or audit.get("rows")
+    tokens, row_len = audit.get("tokens"), d.cfg.training.max_length
+    if tokens and rows and row_len:
+        fill = 1 - (padding.get("waste_with_packing") or 0.0)
+        target = max(1, round(examples * tokens / rows / (row_len * fill)))
+        return target, (f"{examples} examples per step per device ≈ {target} packed rows of {row_len} tokens "
+                        f"({tokens / rows:.0f} tokens per example)")
     if packed and rows:
         target = max(1, round(examples * packed / rows))
         return target, (f"{examples} examples per step per device ≈ {target} packed rows "
@@ -254,7 +277,7 @@ def _batch_and_memory(d: _Draft, gpu: Any, hardware: Any, facts: Any, audit: dic
 
     def trial(micro: int, checkpointing: bool, opt: str) -> RunConfig:
         c = _set(d.cfg, "training.per_device_train_batch_size", micro)
-        c = _set(c, "training.gradient_accumulation_steps", 1)
+        c = _set(c, "training.gradient_accumulation_steps", _split(target, micro)[1])  # gradients kept alive
         c = _set(c, "training.gradient_checkpointing", checkpointing)
         return _set(c, "training.optim", opt)
 

@@ -7,13 +7,14 @@ a small linear estimate where the test is about the decision rule itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from sftwizard.core.config import RunConfig, apply_overrides, config_from_dict
+from sftwizard.core.config import DataSource, RunConfig, apply_overrides, config_from_dict
 from sftwizard.core import recommend as recommend_mod
 from sftwizard.core.recommend import HEADROOM, Recommendations, cpu_bf16_instructions, recommend
 
@@ -233,6 +234,20 @@ def test_packing_needs_a_length_and_respects_custom_code(tiny_facts):
     wrapped = full(**{"training.packing": "true", "training.packing_strategy": "wrapped"})
     rec = recommend(wrapped, hardware=CPU, facts=tiny_facts, audit=AUDIT)
     assert rec.config.training.packing_strategy == "wrapped"  # what is trained stays the user's choice
+
+
+def test_sdpa_rows_shrink_to_the_longest_example_when_that_cuts_nothing(tiny_facts):
+    short = {**AUDIT, "token_length": {"max": 300}}
+    rec = recommend(full(), hardware=CPU, facts=tiny_facts, audit=short)
+    assert rec.config.training.max_length == 320 and "nothing is cut" in rec.reason("training.max_length")
+    # 8 examples of 240 tokens = 1,920 tokens = 6 rows of 320
+    assert rec.config.training.gradient_accumulation_steps == 6
+    with_eval = full()
+    with_eval = with_eval.replace(data=dataclasses.replace(with_eval.data, eval_source=DataSource("builtin:demo-eval")))
+    assert recommend(with_eval, hardware=CPU, facts=tiny_facts, audit=short).config.training.max_length == 1024
+    fa2 = recommend(full(), hardware=machine(H100, libraries=("flash_attn",)), facts=tiny_facts, audit=short,
+                    estimate_fn=linear_estimate(1, 1))
+    assert fa2.config.training.max_length == 1024  # varlen attention: row length costs nothing
 
 
 def test_without_audit_packed_rows_stand_for_examples_and_a_note_says_so(tiny_facts):

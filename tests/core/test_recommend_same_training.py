@@ -4,8 +4,9 @@ The data goes through the real training path twice — ``runner.build_trainer`` 
 ``templates.build_dataset`` masks, then a real SFTTrainer) — once with the config as given and
 once with ``recommend()``'s config (bfd packing, padding-free, other micro-batch and
 accumulation). Over one epoch of each trainer's own dataloader, every conversation must come out
-with the same tokens and the same loss mask, so the trained tokens per epoch are equal. Some
-conversations are longer than max_length, so truncation is covered too.
+with the same tokens and the same loss mask, so the trained tokens per epoch are equal. Once
+with conversations longer than max_length (truncation), once with rows shortened to the longest
+conversation (the SDPA rule).
 """
 
 from __future__ import annotations
@@ -78,19 +79,29 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("assistant_only", ["null", "false"])
+def real_audit(cfg: RunConfig) -> dict:
+    from sftwizard.core import templates
+    from sftwizard.core.models import load_tokenizer, resolve_model
+    from sftwizard.core.runner import _resolve_data
+
+    tok = load_tokenizer(resolve_model(cfg.model.id).path)
+    examples, _, _ = _resolve_data(cfg)
+    return templates.audit_dataset(tok, examples, templates.resolve_template(tok, cfg.template), cfg)
+
+
+@pytest.mark.parametrize("max_length,assistant_only", [(MAX_LENGTH, "null"), (1024, "false")])
 def test_recommendations_train_the_same_tokens_with_the_same_mask(tmp_path, data_file, builtin_model_dir,
-                                                                   assistant_only):
+                                                                   max_length, assistant_only):
     from sftwizard.core.models import model_facts
 
     cfg = apply_overrides(RunConfig(), [
         f"data.sources.0.path={data_file}", "method.type=full", "model.dtype=fp32",
         "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=2",
-        f"training.max_length={MAX_LENGTH}", "training.save_strategy=no", "training.num_train_epochs=1",
+        f"training.max_length={max_length}", "training.save_strategy=no", "training.num_train_epochs=1",
         f"training.assistant_only_loss={assistant_only}",
     ])
-    rec = recommend(cfg, hardware=CPU_HW, facts=model_facts(str(builtin_model_dir)),
-                    audit={"rows": 160, "padding": {"packed_sequences": 60}})
+    audit = real_audit(cfg)
+    rec = recommend(cfg, hardware=CPU_HW, facts=model_facts(str(builtin_model_dir)), audit=audit)
     fast = rec.config
     assert fast.training.packing and fast.training.padding_free and not cfg.training.packing
     assert fast.training.per_device_train_batch_size != cfg.training.per_device_train_batch_size
@@ -103,4 +114,7 @@ def test_recommendations_train_the_same_tokens_with_the_same_mask(tmp_path, data
     assert fast_trained == base_trained
     assert fast_docs == base_docs
     longest = max(len(ids) for ids, _ in base_docs)
-    assert longest == MAX_LENGTH  # some conversations were truncated, identically
+    if max_length == MAX_LENGTH:
+        assert longest == MAX_LENGTH  # some conversations were truncated, identically
+    else:  # nothing truncated: packed rows were shortened to fit the longest conversation, cutting nothing
+        assert longest == audit["token_length"]["max"] < fast.training.max_length < max_length
