@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "sftwizard.core.cli_run",
     "sftwizard.core.cli_data",
     "sftwizard.core.cli_hw",
+    "sftwizard.core.cli_interop",
 ]
 
 

@@ -307,11 +307,25 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
+# ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class _NoEvents:
+    def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+# ---- end multi-process
+
+
 def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code."""
     run_dir = Path(run_dir)
     cfg = load_preset(run_dir / CONFIG_FILE)
-    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer = EventWriter(run_dir / EVENTS_FILE) if _is_main_process() else _NoEvents()
     stop_requested = {"signal": None}
 
     def on_signal(signum, frame):  # graceful: finish the step, save, stop
@@ -338,7 +352,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             return 0
         final = run_dir / FINAL_DIR
         trainer.save_model(str(final))
-        prepared.tokenizer.save_pretrained(str(final))
+        if _is_main_process():
+            prepared.tokenizer.save_pretrained(str(final))
         writer.emit("end", step=step, status="finished", final_dir=str(final),
                     duration_s=round(time.time() - started, 2))
         return 0
