@@ -50,16 +50,35 @@ class Machine:
 
     @classmethod
     def detect(cls) -> "Machine":
-        """Probe without importing torch when nothing asks for GPUs (CUDA_VISIBLE_DEVICES='')."""
-        if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        """CUDA devices visible to a launch, without importing torch (NVML; torch if already loaded)."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and visible.strip() in ("", "-1"):
+            return cls()
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            if not torch.cuda.is_available():
+                return cls()
+            return cls(torch.cuda.device_count(), bool(torch.cuda.is_bf16_supported()))
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+        except Exception:  # no NVIDIA driver: no CUDA devices
             return cls()
         try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency
+            count = pynvml.nvmlDeviceGetCount()
+            if visible is not None:
+                count = min(count, len([v for v in visible.split(",") if v.strip()]))
+            majors = [pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(i))[0]
+                      for i in range(count)]
+        except Exception:
             return cls()
-        if not torch.cuda.is_available():
-            return cls()
-        return cls(torch.cuda.device_count(), bool(torch.cuda.is_bf16_supported()))
+        finally:
+            try:
+                pynvml.nvmlShutdown()
+            except Exception:
+                pass
+        return cls(count, bool(majors) and min(majors) >= 8)
 
 
 def num_processes(cfg: RunConfig, machine: Machine | None = None) -> int:

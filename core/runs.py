@@ -69,9 +69,7 @@ def register(run_dir: Path) -> None:
 def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
     """Start the training process detached from this terminal: its own session, no stdin,
     output appended to the run's log. It outlives the caller, the TUI and the SSH session."""
-    cmd = [sys.executable, "-m", "sftwizard.core.runner", str(run_dir)]
-    if resume_from:
-        cmd += ["--resume", resume_from]
+    cmd = _training_command(run_dir, resume_from)
     log = open(run_dir / LOG_FILE, "ab")
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -85,6 +83,14 @@ def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
         log.close()
     (run_dir / "pid").write_text(str(proc.pid), encoding="utf-8")
     return proc
+
+
+def _training_command(run_dir: Path, resume_from: str | None) -> list[str]:
+    # issue 7: more than one process (or machine) trains under `accelerate launch` with a generated
+    # config saved in the run dir; one process stays `python -m sftwizard.core.runner RUN_DIR`.
+    from sftwizard.core.distributed import training_command
+
+    return training_command(run_dir, resume_from)
 
 
 @dataclass

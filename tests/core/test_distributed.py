@@ -114,12 +114,10 @@ def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model
         "training.per_device_train_batch_size=8", "training.max_length=128",
         "training.eval_strategy=no", "training.save_strategy=no", f"run.output_root={tmp_path}",
     ])
-    run_dir = runs.create_run(cfg)
-    cmd = distributed.training_command(run_dir)
-    assert "accelerate.commands.launch" in cmd
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
+    launched = runs.launch(cfg)  # what `sft-wizard run` does: detached, under accelerate launch here
+    run_dir = launched.run_dir
+    assert "accelerate.commands.launch" in launched.process.args and (run_dir / "accelerate.yaml").exists()
+    assert launched.process.wait(timeout=300) == 0, (run_dir / "train.log").read_text()[-4000:]
     events = read_events(run_dir / "events.jsonl")
     kinds = [e["event"] for e in events]
     assert kinds.count("start") == 1 and kinds.count("end") == 1, kinds  # rank 0 alone reports

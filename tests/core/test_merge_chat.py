@@ -185,3 +185,29 @@ def test_push_logged_out_and_offline(lora_run, merged_dir, monkeypatch, tmp_path
     with pytest.raises(HubError, match="HF_HUB_OFFLINE") as err:
         push(lora_run, "someone/x")
     assert SECRET not in str(err.value)
+
+
+def test_a_qlora_adapter_merges_into_a_16_bit_base(lora_run, tmp_path):
+    """QLoRA's base is loaded again unquantized, in its 16-bit compute dtype, for the merge."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from sftwizard.core.config import save_preset
+    from sftwizard.core.merge import merge_run
+    from sftwizard.core.models import resolve_model
+
+    copy = tmp_path / "qlora-run"
+    shutil.copytree(lora_run, copy, ignore=shutil.ignore_patterns("merged"))
+    cfg = load_preset(copy / "config.yaml")
+    cfg.method.type = "qlora"  # the adapter files of a QLoRA run are LoRA files; its base was 4-bit
+    save_preset(cfg, copy / "config.yaml")
+    out = merge_run(copy)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert merged.dtype == torch.bfloat16
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model.id).path, dtype=torch.bfloat16)
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(base, copy / "final").eval()(ids).logits.float()
+        got = merged(ids).logits.float()
+    torch.testing.assert_close(got, expected, atol=0.1, rtol=0.05)  # bf16 rounding of the merged weights
