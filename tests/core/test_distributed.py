@@ -114,10 +114,10 @@ def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model
         "training.per_device_train_batch_size=8", "training.max_length=128",
         "training.eval_strategy=no", "training.save_strategy=no", f"run.output_root={tmp_path}",
     ])
-    launched = runs.launch(cfg)  # what `sft-wizard run` does: detached, under accelerate launch here
+    launched = runs.launch(cfg)  # what `sft-wizard run` does: a detached supervisor starts the training
     run_dir = launched.run_dir
-    assert "accelerate.commands.launch" in launched.process.args and (run_dir / "accelerate.yaml").exists()
     assert launched.process.wait(timeout=300) == 0, (run_dir / "train.log").read_text()[-4000:]
+    assert (run_dir / "accelerate.yaml").exists()  # the supervisor went through `accelerate launch`
     events = read_events(run_dir / "events.jsonl")
     kinds = [e["event"] for e in events]
     assert kinds.count("start") == 1 and kinds.count("end") == 1, kinds  # rank 0 alone reports
