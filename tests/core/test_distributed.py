@@ -128,3 +128,40 @@ def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model
     # two processes: each step consumed 2 x 8 rows of the 1200
     assert logs[-1]["epoch"] == pytest.approx(20 * 8 * 2 / 1200, rel=0.02)
     assert (run_dir / "final" / "model.safetensors").exists()
+
+
+def test_estimator_divides_sharded_state_per_gpu(tmp_path):
+    """The estimator's sharding hook, fed from cfg.distributed: what a strategy shards shrinks per GPU."""
+    import json
+
+    from sftwizard.core.estimator import estimate_memory
+    from sftwizard.core.models import model_facts
+
+    (tmp_path / "config.json").write_text(json.dumps({  # a 1B-class Llama: config alone is enough
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+        "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+        "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
+    facts = model_facts(str(tmp_path))
+    parts = {}
+    for strategy in ("ddp", "zero2", "zero3"):
+        cfg = cfg_with("method.type=full", "model.dtype=bf16", f"distributed.strategy={strategy}",
+                       "distributed.num_processes=8")
+        num_gpus, sharding = distributed.estimator_sharding(cfg, GPU_BOX)
+        assert (num_gpus, sharding) == (8, strategy)
+        parts[strategy] = estimate_memory(facts, cfg, gpu_memory_gib=80, num_gpus=num_gpus, sharding=sharding,
+                                          suggest=False).components
+    assert parts["zero2"]["optimizer"] < parts["ddp"]["optimizer"] / 4
+    assert parts["zero3"]["weights"] < parts["zero2"]["weights"] / 4
+
+
+def test_interop_modules_import_no_torch_and_no_tui():
+    """The TUI imports these at start-up: no torch, transformers, trl, peft or textual."""
+    code = ("import sys; import sftwizard.core.cli_interop, sftwizard.core.distributed, sftwizard.core.trackers, "
+            "sftwizard.core.export, sftwizard.core.merge, sftwizard.core.chat, sftwizard.core.hub; "
+            "from sftwizard.core.trackers import available_trackers; available_trackers(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'textual', 'sftwizard.tui') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
