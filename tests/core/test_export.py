@@ -85,6 +85,49 @@ def test_trl_sft_runs_the_exported_demo_as_is(demo_export, tmp_path):
     assert (output_dir / "model.safetensors").exists() and (output_dir / "tokenizer.json").exists()
 
 
+def test_trl_renders_the_exported_messages_into_the_wizards_tokens(demo_export, repo_root):
+    """messages mode is only chosen when TRL's own rendering and masking equal ours: check it, row by row."""
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    from sftwizard.core import templates
+    from sftwizard.core.models import load_tokenizer
+    from sftwizard.core.runner import _resolve_data
+
+    result, model_dir = demo_export
+    (script, training, model_args, _), _ = trl_parse(result.config_path)
+    rows = load_dataset(script.dataset_name, split="train").select(range(24))
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path),
+                         args=training, train_dataset=rows, eval_dataset=rows.select(range(2)))
+    theirs = trainer.train_dataset
+    cfg = demo_cfg(repo_root, "training.max_length=128")
+    tok = load_tokenizer(model_dir)
+    ours = templates.build_dataset(tok, _resolve_data(cfg)[0][:24], templates.resolve_template(tok, cfg.template), cfg)
+    assert len(theirs) == len(ours) == 24
+    for t, ids, mask in zip(theirs, ours["input_ids"], ours["assistant_masks"]):
+        assert t["input_ids"] == ids[:128]
+        assert t["labels"] == [i if m else -100 for i, m in zip(ids, mask)][:128]
+
+
+def test_alpaca_and_mapped_columns_are_exported_converted(builtin_model_dir, tmp_path):
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text("\n".join(json.dumps({"instruction": f"Add {i} and {i}.", "input": "", "output": str(2 * i)})
+                                 for i in range(6)) + "\n")
+    mapped = tmp_path / "qa.csv"
+    mapped.write_text("question,answer\nWhat is up?,The sky.\nName a color.,Blue.\n")
+    cfg = apply_overrides(load_preset(Path(__file__).resolve().parents[2] / "presets" / "demo.yaml"), [
+        f"data.sources.0.path={alpaca}", "data.eval_source=null", "training.eval_strategy=no"])
+    cfg.data.sources.append(type(cfg.data.sources[0])(path=str(mapped), columns={"user": "question",
+                                                                                  "assistant": "answer"}))
+    result = build_trl_export(cfg, tmp_path / "conv.yaml")
+    rows = read_jsonl(result.data_dir / "train.jsonl")
+    assert result.data_mode == "messages" and len(rows) == 8 and not (result.data_dir / "test.jsonl").exists()
+    assert rows[0]["messages"][-1] == {"role": "assistant", "content": "0"}
+    assert rows[-1]["messages"][0]["content"] == "Name a color." and rows[-1]["messages"][-1]["content"] == "Blue."
+    assert result.config["eval_strategy"] == "no" and trl_parse(result.config_path)[1] == []
+
+
 def test_tokens_mode_holds_the_wizards_exact_tokens_and_masks(repo_root, builtin_model_dir, tmp_path):
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer
