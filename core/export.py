@@ -241,7 +241,7 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     output_dir = Path(f"{base}.output")
 
     env = Environment.detect()
-    resolved_model = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
+    resolved_model = resolve_model(cfg.model.id, cfg.model.revision)  # config + tokenizer are enough
     tokenizer = load_tokenizer(resolved_model.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
     template_text = getattr(template, "template", None)

@@ -298,7 +298,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_evaluate = False
 
         def on_step_end(self, args, state, control, **kw):
-            if self._stop_file.exists() and not self.diverged:
+            if _stop_agreed(self._stop_file.exists()) and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -335,6 +335,21 @@ def _checkpoint_step(path: str | None) -> int:
 # ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def _stop_agreed(seen: bool) -> bool:
+    """Every rank stops at the same step: stop when any rank saw the STOP file (a rank that left
+    the step loop alone would hang the others in their next all-reduce)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return seen
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1 if seen else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 class _NoEvents:

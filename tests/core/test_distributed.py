@@ -165,3 +165,27 @@ def test_interop_modules_import_no_torch_and_no_tui():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stop_seen_by_one_rank_stops_every_rank(tmp_path):
+    """Graceful stop in a multi-process run: ranks agree (gloo all-reduce), so none is left waiting."""
+    script = (
+        "import sys, torch.distributed as dist\n"
+        "from sftwizard.core.runner import _stop_agreed\n"
+        "rank = int(sys.argv[1])\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path}/rendezvous', rank=rank, world_size=2)\n"
+        "print(_stop_agreed(rank == 0), _stop_agreed(False))\n"
+        "dist.destroy_process_group()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(r)], stdout=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs == ["True False", "True False"]
+    assert distributed_free_stop_is_plain()
+
+
+def distributed_free_stop_is_plain() -> bool:
+    from sftwizard.core.runner import _stop_agreed
+
+    return _stop_agreed(True) is True and _stop_agreed(False) is False
