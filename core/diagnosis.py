@@ -83,7 +83,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-DATA_FRAMES = ("_resolve_data", "build_dataset", "load_examples")
+DATA_FRAMES = ("resolve_data", "build_dataset", "load_examples")
 
 
 def _raised_while_loading_data(exc: BaseException) -> bool:

@@ -113,10 +113,14 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
     )
     if kwargs["eval_strategy"] == "no":
         kwargs.pop("eval_steps")
+    else:
+        # Tracks the best evaluation so checkpoint rotation (save_total_limit) never deletes it:
+        # the curve doctor points users at it when eval loss turns up.
+        kwargs.update(metric_for_best_model="eval_loss", greater_is_better=False)
     return kwargs
 
 
-def _resolve_data(cfg: RunConfig):
+def resolve_data(cfg: RunConfig):
     from sftwizard.core import data as data_mod
 
     train: list[dict] = []
@@ -209,7 +213,7 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, _ = _resolve_data(cfg)
+    train_examples, eval_examples, _ = resolve_data(cfg)
     train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg)
     eval_ds = templates.build_dataset(tokenizer, eval_examples, template, cfg) if eval_examples else None
 
@@ -217,7 +221,8 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
     if eval_ds is None:
         kwargs["eval_strategy"] = "no"
-        kwargs.pop("eval_steps", None)
+        for key in ("eval_steps", "metric_for_best_model", "greater_is_better"):
+            kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
     trainer = SFTTrainer(
@@ -349,9 +354,11 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     started = time.time()
     gpu: GpuSampler | None = None
     try:
+        from sftwizard.core import curve_doctor
         from sftwizard.core.fingerprint import fingerprint
 
         cfg = load_preset(run_dir / CONFIG_FILE)
+        writer = curve_doctor.watch(writer, cfg)  # loss-curve warnings go into the events as they happen
         writer.emit("resume" if resume_from else "start", step=_checkpoint_step(resume_from), pid=os.getpid(),
                     run_dir=str(run_dir), model=cfg.model.id, method=cfg.method.type, resume_from=resume_from,
                     fingerprint=fingerprint(cfg))

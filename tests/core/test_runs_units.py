@@ -228,11 +228,11 @@ def test_classify_failure():
     assert classify_failure(missing) == ("missing_dependency",
                                          "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
 
-    def _resolve_data():
+    def resolve_data():
         json.loads('{"messages": [')
 
     try:
-        _resolve_data()
+        resolve_data()
     except ValueError as exc:
         reason, line = classify_failure(exc)
     assert reason == "data" and line.startswith("the data could not be read")
