@@ -294,13 +294,13 @@ def render_example(tokenizer, example: dict, template, *, assistant_only_loss: b
 
 # --------------------------------------------------------------------------- tokens and masks
 
-def _spans_to_mask(enc, row: int, n: int, spans, mask: list[int], value: int, only_weight: int | None) -> None:
+def _spans_to_mask(enc, n: int, spans, mask: list[int], value: int, only_weight: int | None) -> None:
     """Set ``mask`` over each span's tokens the way transformers maps generation spans to tokens."""
     for start, end, weight in spans:
-        start_token = enc.char_to_token(row, start)
+        start_token = enc.char_to_token(start)
         if start_token is None:
             break  # as transformers: a span past the tokenized text ends the scan
-        end_token = enc.char_to_token(row, end - 1) if end > 0 else None
+        end_token = enc.char_to_token(end - 1) if end > 0 else None
         if only_weight is not None and weight != only_weight:
             continue
         for t in range(start_token, end_token + 1 if end_token else n):
@@ -316,6 +316,23 @@ def _common_prefix_ids(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _encode_batch(tokenizer, texts: list[str], add_special_tokens: bool) -> list:
+    """``tokenizers.Encoding`` per text, as ``tokenizer(texts, add_special_tokens=...)`` computes them.
+
+    The Rust tokenizer is called directly (transformers' conversion of every encoding to Python
+    lists is a third of the time); the first text of each batch is checked against the regular
+    call, and any difference falls back to it.
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and texts:
+        encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        reference = tokenizer(texts[:1], add_special_tokens=add_special_tokens)
+        if list(reference["input_ids"][0]) == encodings[0].ids:
+            return encodings
+    enc = tokenizer(texts, add_special_tokens=add_special_tokens)
+    return list(enc.encodings)
+
+
 def tokens_and_masks(tokenizer, rendered: list[Rendered | None], *, details: bool = False) -> list[dict | None]:
     """Tokenize a batch of renderings (fast tokenizer, batched) and build each ``assistant_masks``."""
     if not getattr(tokenizer, "is_fast", False):
@@ -325,25 +342,26 @@ def tokens_and_masks(tokenizer, rendered: list[Rendered | None], *, details: boo
         rows = [i for i, r in enumerate(rendered) if r is not None and r.add_special_tokens == special]
         if not rows:
             continue
-        enc = tokenizer([rendered[i].text for i in rows], add_special_tokens=special)
+        encodings = _encode_batch(tokenizer, [rendered[i].text for i in rows], special)
         prompt_rows = [i for i in rows if rendered[i].prompt_text is not None]
         prompt_ids: dict[int, list[int]] = {}
         for p_special in (False, True):
             batch = [i for i in prompt_rows if rendered[i].prompt_add_special_tokens == p_special]
             if batch:
-                penc = tokenizer([rendered[i].prompt_text for i in batch], add_special_tokens=p_special)
-                prompt_ids.update(zip(batch, penc["input_ids"]))
+                penc = _encode_batch(tokenizer, [rendered[i].prompt_text for i in batch], p_special)
+                prompt_ids.update(zip(batch, (e.ids for e in penc)))
         for j, i in enumerate(rows):
             r = rendered[i]
-            ids = list(enc["input_ids"][j])
+            enc = encodings[j]
+            ids = list(enc.ids)
             n = len(ids)
             if r.mode == "assistant":
                 mask = [0] * n
-                _spans_to_mask(enc, j, n, r.spans, mask, 1, only_weight=1)
+                _spans_to_mask(enc, n, r.spans, mask, 1, only_weight=1)
             else:
                 mask = [1] * n
                 if r.mode == "all_but":
-                    _spans_to_mask(enc, j, n, r.spans, mask, 0, only_weight=0)
+                    _spans_to_mask(enc, n, r.spans, mask, 0, only_weight=0)
             prompt_len = 0
             if i in prompt_ids:
                 prompt_len = _common_prefix_ids(prompt_ids[i], ids)
