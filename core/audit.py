@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import math
 import random
 from typing import Callable
 
@@ -26,7 +27,7 @@ def percentiles(values: list[float] | list[int]) -> dict:
     n = len(ordered)
 
     def rank(q: float):
-        return ordered[min(n - 1, max(0, int(round(q * n + 0.5)) - 1))]
+        return ordered[min(n - 1, max(0, math.ceil(q * n - 1e-9) - 1))]
 
     return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": ordered[-1],
             "mean": round(sum(ordered) / n, 3)}
@@ -111,6 +112,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
 
     t = cfg.training
     max_length = t.max_length
+    split = bool(t.packing and t.packing_strategy == "bfd_split" and max_length)
     stop = _stop_ids(tokenizer)
     blank = _Blank(tokenizer)
     lengths: list[int] = []
@@ -151,7 +153,11 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
             ids, mask = out["input_ids"], out["assistant_masks"]
             n = len(ids)
             lengths.append(n)
-            kept = mask[:max_length] if max_length else mask
+            if split and n > max_length:  # pieces of max_length; each piece's first token is not trained
+                mask = [0 if i % max_length == 0 else bit for i, bit in enumerate(mask)]
+                kept = mask
+            else:
+                kept = mask[:max_length] if max_length else mask
             trained_all = sum(mask)
             trained = sum(kept)
             if max_length and n > max_length:
@@ -162,7 +168,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
                     tokens_lost += lost
                     note("truncated_assistant", row,
                          f"{n} tokens; truncation at max_length {max_length} drops {lost} trained tokens")
-            kept_n = min(n, max_length) if max_length else n
+            kept_n = n if (split or not max_length) else min(n, max_length)
             kept_lengths.append(kept_n)
             tokens_total += kept_n
             trained_total += trained
@@ -182,7 +188,11 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
             progress(min(base + chunk, total), total)
 
     bs = t.per_device_train_batch_size
-    packed = pack_bins(kept_lengths, max_length) if max_length else None
+    if split:
+        pieces = [min(max_length, n - s) for n in kept_lengths for s in range(0, n, max_length)]
+        packed = pack_bins(pieces, max_length)
+    else:
+        packed = pack_bins(kept_lengths, max_length) if max_length else None
     padding_free = t.padding_free or (t.packing and t.packing_strategy in ("bfd", "bfd_split"))
     result = {
         "tokenizer": getattr(tokenizer, "name_or_path", None),

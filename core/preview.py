@@ -125,7 +125,7 @@ def _default_system_prompt(tokenizer, tpl: str) -> str | None:
 
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:
     """Row ``row`` of ``cfg``'s data (or of ``examples``) as it will be trained."""
-    from sftwizard.core.templates import encode_examples, resolve_template
+    from sftwizard.core.templates import encode_examples, prepare_tokenizer, resolve_template
 
     if tokenizer is None:
         tokenizer = load_preview_tokenizer(cfg)
@@ -139,6 +139,7 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
         example = examples[row]
     if template is None:
         template = resolve_template(tokenizer, cfg.template)
+    prepare_tokenizer(tokenizer, template)
     t = cfg.training
     kind = example_kind(example)
     aol, col = loss_flags(kind, t.assistant_only_loss, t.completion_only_loss)
@@ -151,12 +152,15 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     )
     ids, mask = out["input_ids"], out["assistant_masks"]
     n = len(ids)
-    limit = t.max_length if t.max_length else n
+    split = bool(t.packing and t.packing_strategy == "bfd_split" and t.max_length)
+    limit = n if split or not t.max_length else t.max_length
     kept = min(n, limit)
     texts = _token_texts(tokenizer, ids)
     tokens = []
     for i, (tid, bit, text) in enumerate(zip(ids, mask, texts)):
-        item = {"id": tid, "text": text, "trained": bool(bit) and i < limit}
+        # bfd_split packing cuts long rows into max_length pieces; a piece's first token carries no loss
+        cut = split and i % t.max_length == 0
+        item = {"id": tid, "text": text, "trained": bool(bit) and i < limit and not cut}
         if i >= limit:
             item["truncated"] = True
         tokens.append(item)

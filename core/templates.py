@@ -114,15 +114,31 @@ def chatml_consequences(tokenizer) -> list[str]:
     missing = [t for t in CHATML_TOKENS if t not in vocab]
     if not missing:
         return ["ChatML's <|im_start|> and <|im_end|> are already tokens of this vocabulary: no new embeddings."]
-    pieces = {t: len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in missing}
-    split = ", ".join(f"{t} -> {n} tokens" for t, n in pieces.items())
     return [
-        f"ChatML's {' and '.join(missing)} are not in this vocabulary: as is they are split into ordinary tokens "
-        f"({split}), so the model must learn to spell its turn markers.",
-        f"Adding them as special tokens grows the embedding matrix and LM head by {len(missing)} rows "
-        "(resize_token_embeddings); with LoRA those rows only learn if embed_tokens and lm_head are trained too "
-        "(modules_to_save), and the model stops at <|im_end|> only once it is the generation EOS.",
+        f"ChatML's {' and '.join(missing)} are not in this vocabulary (unchanged, each would be split into "
+        "ordinary pieces): they are added as special tokens, which grows the embedding matrix and LM head by "
+        f"{len(missing)} row{'s' if len(missing) > 1 else ''} (resize_token_embeddings) with untrained vectors.",
+        "With LoRA those rows only learn if embed_tokens and lm_head are trained too (modules_to_save); "
+        "<|im_end|> becomes the EOS the model learns to stop at.",
     ]
+
+
+def prepare_tokenizer(tokenizer, template: ResolvedTemplate) -> list[str]:
+    """Add the tokens ``template`` needs to ``tokenizer`` (ChatML's markers on a base model).
+
+    Returns the tokens added; the caller must then grow the model's embeddings
+    (``model.resize_token_embeddings(len(tokenizer))``) and, with LoRA, train embed_tokens and
+    lm_head. Call it before ``build_dataset`` and ``render_preview`` alike (the preview does).
+    """
+    if template.source != "chatml":
+        return []
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in CHATML_TOKENS if t not in vocab]
+    if missing:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    return missing
 
 
 def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
@@ -302,6 +318,8 @@ def build_dataset(
 ):
     """A pre-tokenized ``datasets.Dataset`` (``input_ids``, ``assistant_masks``) for SFTTrainer.
 
+    Adds the tokens the template needs first (``prepare_tokenizer``: only ChatML on a tokenizer
+    without its markers; the model's embeddings must then grow to ``len(tokenizer)``).
     Rows whose template rendering fails stop the build (``data.on_bad_rows: stop``) or are left out
     with a problem appended to ``report`` (``drop``). Raises TemplateError when no row would carry
     any loss after truncation at ``training.max_length``.
@@ -310,6 +328,7 @@ def build_dataset(
 
     from sftwizard.core.data import Problem
 
+    prepare_tokenizer(tokenizer, template)
     on_bad = getattr(getattr(cfg, "data", None), "on_bad_rows", "stop")
     t = cfg.training
     problems: list = []
@@ -320,7 +339,7 @@ def build_dataset(
     ids_col: list[list[int]] = []
     mask_col: list[list[int]] = []
     any_trained = False
-    limit = t.max_length
+    limit = None if (t.packing and t.packing_strategy == "bfd_split") else t.max_length  # bfd_split keeps all
     total = len(examples)
     for start in range(0, total, batch_size):
         chunk = examples[start:start + batch_size]
@@ -364,11 +383,14 @@ def sft_mask_kwargs(cfg, template: ResolvedTemplate) -> dict[str, Any]:
     swap templates; ``completion_only_loss`` False since there is no ``completion_mask`` column;
     truncation keeps the start (what the preview assumes).
     """
-    return {
+    kwargs: dict[str, Any] = {
         "assistant_only_loss": False,
         "completion_only_loss": False,
         "truncation_mode": "keep_start",
     }
+    if template.source == "chatml":
+        kwargs["eos_token"] = "<|im_end|>"  # the model stops where ChatML ends a turn (after prepare_tokenizer)
+    return kwargs
 
 
 def effective_loss_flags(cfg, example: dict) -> tuple[bool, bool]:
@@ -393,6 +415,7 @@ def audit_dataset(tokenizer, examples, template, cfg, progress=None) -> dict:
 
 __all__ = [
     "CHATML_TEMPLATE", "ResolvedTemplate", "TemplateError", "build_dataset", "chatml_consequences",
+    "prepare_tokenizer",
     "effective_loss_flags", "encode_example", "encode_examples", "render_preview", "resolve_template",
     "sft_mask_kwargs", "audit_dataset",
 ]

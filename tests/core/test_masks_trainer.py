@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from sftwizard.core.config import RunConfig
-from sftwizard.core.templates import render_preview
+from sftwizard.core.templates import render_preview, resolve_template
 from tests.fixtures.tokenizers import FOREIGN_FAMILIES, TRL_FAMILIES, conversations, make_tokenizer
 from tests.fixtures.trainer import build_trainer, isolated_home, trained_sequences
 
@@ -94,3 +94,38 @@ def test_builtin_model_preview_equals_trainer(builtin_tokenizer, packing, tmp_pa
     previews = _check(builtin_tokenizer, examples, cfg, tmp_path)
     assert all(p.template_source == "tokenizer" for p in previews)
     assert any(len(p.tokens) > 0 and p.counts["trained"] for p in previews)
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_base_model_with_chatml_added_tokens(packing, tmp_path):
+    """A tokenizer without a chat template, given ChatML: its markers become new tokens."""
+    from sftwizard.core.templates import sft_mask_kwargs
+
+    tokenizer = make_tokenizer("base")
+    before = len(tokenizer)
+    cfg = _config(packing, max_length=256)
+    cfg.template.source = "chatml"
+    previews = _check(tokenizer, conversations("base"), cfg, tmp_path)
+    assert len(tokenizer) == before + 2
+    assert all(p.template_source == "chatml" for p in previews)
+    trained = [t["text"] for t in previews[0].tokens if t["trained"]]
+    assert trained[-1] == "<|im_end|>"
+    assert sft_mask_kwargs(cfg, resolve_template(tokenizer, cfg.template))["eos_token"] == "<|im_end|>"
+
+
+def test_bfd_split_packing_pieces_match_trainer(tmp_path):
+    """bfd_split cuts long rows into max_length pieces; the first token of each piece carries no loss."""
+    tokenizer = make_tokenizer("llama3")
+    examples = conversations("llama3")
+    cfg = _config(True, max_length=24)
+    cfg.training.packing_strategy = "bfd_split"
+    trainer = build_trainer(tokenizer, examples, cfg, tmp_path)
+    sequences = trained_sequences(trainer)
+    expected = []
+    for i in range(len(examples)):
+        preview = render_preview(cfg, row=i, tokenizer=tokenizer, examples=examples)
+        assert not any(t.get("truncated") for t in preview.tokens)
+        for start in range(0, len(preview.tokens), 24):
+            piece = preview.tokens[start:start + 24]
+            expected.append(([t["id"] for t in piece], [t["trained"] for t in piece]))
+    assert sorted(expected) == sorted(sequences)
