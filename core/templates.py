@@ -21,6 +21,7 @@ Heavy libraries (transformers, trl, datasets) are imported inside functions.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,8 @@ from sftwizard.core.masks import (
     render_example,
     tokens_and_masks,
 )
+
+_log = logging.getLogger("sftwizard.templates")
 
 TEMPLATE_SOURCES = ("tokenizer", "trl-training", "file", "inferred", "chatml", "none")
 
@@ -354,17 +357,29 @@ def build_dataset(
         if len(problems) > before and on_bad != "drop":
             first = problems[before]
             raise TemplateError(f"row {first.row}: {first.message}", problems[before:])
-        for out in outs:
+        for offset, out in enumerate(outs):
             if out is None:
                 continue
             ids_col.append(out["input_ids"])
             mask_col.append(out["assistant_masks"])
             kept = out["assistant_masks"][:limit] if limit else out["assistant_masks"]
-            any_trained = any_trained or any(kept)
+            if any(kept):
+                any_trained = True
+            else:
+                problems.append(Problem(
+                    code="no_trained_tokens", severity="warning", row=start + offset,
+                    message="no token carries loss" + (
+                        " after truncation at max_length; SFTTrainer drops this row" if not t.packing else ""),
+                ))
         if progress is not None:
             progress(min(start + batch_size, total), total)
     if report is not None:
         report.extend(problems)
+    if problems:
+        dropped = sum(1 for p in problems if p.code == "template_error")
+        empty = len(problems) - dropped
+        _log.warning("building the dataset: %d rows left out (the template refused them), %d rows with no "
+                     "trained token; first: %s", dropped, empty, problems[0].sentence())
     if not ids_col:
         raise TemplateError("the dataset has no rows left to train on", problems)
     if not any_trained:
