@@ -129,3 +129,36 @@ def test_bfd_split_packing_pieces_match_trainer(tmp_path):
             piece = preview.tokens[start:start + 24]
             expected.append(([t["id"] for t in piece], [t["trained"] for t in piece]))
     assert sorted(expected) == sorted(sequences)
+
+
+MIXED = [
+    {"prompt": "Translate hello to Spanish.", "completion": " Hola."},
+    {"prompt": [{"role": "user", "content": "Please add 12 and 30."}],
+     "completion": [{"role": "assistant", "content": "12 + 30 = 42."}]},
+    {"text": "The quick brown fox jumps over the lazy dog."},
+    {"messages": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "A fox."}]},
+]
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("family", ["llama3", "mistral"])
+def test_prompt_completion_and_text_rows_match_trainer(family, packing, tmp_path):
+    """Default losses per kind: completion-only, assistant-only, and whole text, in one dataset."""
+    tokenizer = make_tokenizer(family)
+    previews = _check(tokenizer, MIXED, _config(packing, max_length=256), tmp_path)
+    trained = ["".join(t["text"] for t in p.tokens if t["trained"]) for p in previews]
+    assert trained[0] == " Hola." + tokenizer.eos_token
+    assert trained[1].strip().startswith("12 + 30 = 42.") and "Please add" not in trained[1]
+    assert trained[2] == MIXED[2]["text"] + tokenizer.eos_token  # all but the BOS nothing predicts
+    assert [p.kind for p in previews] == ["prompt_completion", "conversational_prompt_completion", "text",
+                                          "messages"]
+
+
+def test_whole_conversation_loss_still_skips_weight_zero_turns(tmp_path):
+    tokenizer = make_tokenizer("qwen2_5")
+    examples = conversations("qwen2_5")
+    cfg = _config(False, max_length=512)
+    cfg.training.assistant_only_loss = False
+    previews = _check(tokenizer, examples, cfg, tmp_path)
+    trained = "".join(t["text"] for t in previews[-1].tokens if t["trained"])
+    assert "Name an animal." in trained and "A sparrow." in trained and "A fox." not in trained
