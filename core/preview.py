@@ -23,7 +23,7 @@ _SENTINEL = "\ue000sys\ue000"
 class Preview:
     row: int
     kind: str  # messages | prompt_completion | conversational_prompt_completion | text
-    text: str  # the rendered row, as tokenized
+    text: str  # the row as tokenized (ids decoded: the rendering plus any BOS the tokenizer adds)
     tokens: list[dict]  # {id, text, trained} (+ "truncated": true past max_length)
     template_source: str
     template: dict
@@ -213,7 +213,8 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     counts = {"tokens": n, "kept_tokens": kept, "trained": trained, "masked": kept - trained,
               "truncated_tokens": n - kept, "trained_tokens_lost": lost}
     return Preview(
-        row=row, kind=kind, text=out["text"], tokens=tokens, template_source=template.source,
+        row=row, kind=kind, text=tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+        tokens=tokens, template_source=template.source,
         template=template.to_dict(), problems=problems, max_length=t.max_length,
         assistant_only_loss=aol, completion_only_loss=col, dropped_by_trainer=dropped, counts=counts,
     )

@@ -17,6 +17,8 @@ from tests.fixtures.tokenizers import (
     FOREIGN_FAMILIES,
     MULTI,
     SINGLE,
+    TOOL_CONVERSATION,
+    TOOL_FAMILIES,
     TRL_FAMILIES,
     conversations,
     make_tokenizer,
@@ -84,8 +86,9 @@ def test_inferred_method_agrees_with_trl_masks(family):
     trl_tpl = resolve_template(tok, TemplateSection(source="trl-training"))
     inferred = resolve_template(tok, TemplateSection(source="inferred"))
     assert inferred.method == "inferred"
-    inferred_on_trl = type(inferred)("inferred", trl_tpl.template.replace("generation", "generation"), False)
-    for example in conversations(family):
+    inferred_on_trl = type(inferred)("inferred", trl_tpl.template, False)  # same text, markers unused
+    tools = [TOOL_CONVERSATION] if family in TOOL_FAMILIES else []
+    for example in conversations(family) + tools:
         ours = encode_example(tok, example, inferred_on_trl, assistant_only_loss=True, completion_only_loss=None)
         theirs = encode_example(tok, example, trl_tpl, assistant_only_loss=True, completion_only_loss=None)
         assert ours["input_ids"] == theirs["input_ids"]
