@@ -237,3 +237,17 @@ def test_inspect_reports_without_raising(tmp_path):
     assert d["format"] == "messages" and d["rows"] == 2 and d["dropped_rows"] == 1
     assert d["problems"][0]["line"] == 2 and d["problems"][0]["field"] == "messages[1].role"
     assert d["audit"]["tokenizer"] is None and d["audit"]["rows"] == 1
+
+
+def test_json_array_streamed_across_chunks(tmp_path, monkeypatch):
+    from sftwizard.core import data_readers
+
+    monkeypatch.setattr(data_readers, "JSON_CHUNK", 37)
+    rows = [{"text": f"row {i} " + "é" * (i % 5)} for i in range(200)]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    assert load(path)[0] == rows
+    broken = json.dumps(rows[:50], indent=1)[:-2] + ', {"text": oops}]'
+    path.write_text(broken, encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 151: invalid JSON in row 50"):
+        load(path)
