@@ -126,6 +126,26 @@ def chatml_consequences(tokenizer) -> list[str]:
     ]
 
 
+PLAIN_TEMPLATE_FILE = Path(__file__).parent / "assets" / "templates" / "plain.jinja"
+
+
+def offer_templates(tokenizer) -> list[dict[str, Any]]:
+    """Templates to offer a tokenizer without one (a base model), each with its consequences.
+
+    Each entry: ``name``, the ``template`` section values to set (``source``, ``path``) and
+    ``consequences`` (sentences about special tokens and embeddings).
+    """
+    eos = tokenizer.eos_token
+    return [
+        {"name": "chatml", "source": "chatml", "path": None, "consequences": chatml_consequences(tokenizer)},
+        {"name": "plain", "source": "file", "path": str(PLAIN_TEMPLATE_FILE), "consequences": [
+            "\"### User:\" / \"### Assistant:\" headers in plain text: no new tokens, no embedding change.",
+            f"Each assistant turn ends with the tokenizer's EOS ({eos!r}), which the model learns to stop at."
+            if eos else "The tokenizer has no EOS token: the model cannot learn where a turn ends.",
+        ]},
+    ]
+
+
 def prepare_tokenizer(tokenizer, template: ResolvedTemplate) -> list[str]:
     """Add the tokens ``template`` needs to ``tokenizer`` (ChatML's markers on a base model).
 
@@ -187,7 +207,8 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
             )
         return ResolvedTemplate("none", None, False, [
             "This tokenizer has no chat template (a base model?): conversational data needs one, "
-            "e.g. template.source: chatml.",
+            f"e.g. template.source: chatml, or template.source: file with path {PLAIN_TEMPLATE_FILE} "
+            "(plain-text headers, no new tokens).",
             *chatml_consequences(tokenizer),
         ])
 
@@ -430,7 +451,7 @@ def audit_dataset(tokenizer, examples, template, cfg, progress=None) -> dict:
 
 __all__ = [
     "CHATML_TEMPLATE", "ResolvedTemplate", "TemplateError", "build_dataset", "chatml_consequences",
-    "prepare_tokenizer",
+    "offer_templates", "prepare_tokenizer",
     "effective_loss_flags", "encode_example", "encode_examples", "render_preview", "resolve_template",
     "sft_mask_kwargs", "audit_dataset",
 ]

@@ -172,3 +172,18 @@ def test_build_dataset_and_mask_kwargs():
     report = []
     ds = build_dataset(tok, bad + conversations("mistral"), template, cfg, report=report)
     assert len(ds) == 4 and report[0].row == 0 and "alternate" in report[0].message
+
+
+def test_templates_offered_to_a_base_model():
+    from sftwizard.core.templates import offer_templates
+
+    tok = make_tokenizer("base")
+    offers = {o["name"]: o for o in offer_templates(tok)}
+    assert set(offers) == {"chatml", "plain"}
+    plain = resolve_template(tok, TemplateSection(source=offers["plain"]["source"], path=offers["plain"]["path"]))
+    assert plain.source == "file" and plain.has_generation_markers
+    before = len(tok)
+    out = encode_example(tok, MULTI[0], plain, assistant_only_loss=None, completion_only_loss=None)
+    assert len(tok) == before  # no new tokens
+    assert _trained_text(tok, out) == "12 + 30 = 42.<|endoftext|>A sparrow can fly.<|endoftext|>"
+    assert "no new tokens" in offers["plain"]["consequences"][0]
