@@ -36,7 +36,7 @@ class Rendered:
     spans: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, weight) per assistant turn
     prompt_text: str | None = None  # completion-only loss: tokens shared with this prompt carry no loss
     prompt_add_special_tokens: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)  # {code, message, severity} about finding turns
 
 
 # --------------------------------------------------------------------------- example kinds and loss flags
@@ -99,6 +99,10 @@ def render_chat(tokenizer, template: str, messages: list[dict], *, add_generatio
     return rendered[0], (indices[0] if with_indices else None)
 
 
+def _note(code: str, message: str, severity: str) -> dict:
+    return {"code": code, "message": message, "severity": severity}
+
+
 def _merge_adjacent(spans: list) -> list[tuple[int, int]]:
     """Generation blocks that touch are one turn (e.g. Phi-3 closes the last turn with a second block)."""
     merged: list[tuple[int, int]] = []
@@ -133,7 +137,7 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
     is kept. Returns (spans, notes); spans are (start, end, message index).
     """
     spans: list[tuple[int, int, int]] = []
-    notes: list[str] = []
+    notes: list[dict] = []
     last = len(messages) - 1
     for i, message in enumerate(messages):
         if message.get("role") != "assistant":
@@ -148,30 +152,30 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
             # the turn starts where the prompt and the conversation part ways, past the turns before it
             before = render_chat(tokenizer, template, messages[:i], tools=tools, extra=extra)[0] if i else ""
             if not full.startswith(before):
-                notes.append(
-                    f"message {i}: the rendering before this assistant turn differs from the full conversation "
-                    "(template not prefix-preserving); this turn carries no loss"
-                )
+                notes.append(_note(
+                    "turn_not_found", f"message {i}: the rendering before this assistant turn differs from the "
+                    "full conversation (template not prefix-preserving); this turn carries no loss", "warning"))
                 continue
             start = _token_safe(tokenizer, full, len(before) + _common_prefix(prompt[len(before):], full[len(before):]))
-            notes.append(f"message {i}: the generation prompt differs from the rendered turn; "
-                         f"the turn starts after {full[len(before):start]!r}")
+            notes.append(_note("generation_prompt_differs", f"message {i}: the generation prompt differs from the "
+                               f"rendered turn; the turn starts after {full[len(before):start]!r}", "info"))
         upto = full if i == last else render_chat(tokenizer, template, messages[: i + 1], tools=tools, extra=extra)[0]
         if full.startswith(upto):
             end = len(upto)
         else:
             found = _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra)
             if found is None:
-                notes.append(f"message {i}: cannot locate this assistant turn in the rendering; it carries no loss")
+                notes.append(_note("turn_not_found", f"message {i}: cannot locate this assistant turn in the "
+                                   "rendering; it carries no loss", "warning"))
                 continue
             end, rerendered = found
             if rerendered:
-                notes.append(
-                    f"message {i}: the template renders this turn differently once later turns follow "
-                    "(not prefix-preserving); it was located by its content"
-                )
+                notes.append(_note(
+                    "not_prefix_preserving", f"message {i}: the template renders this turn differently once later "
+                    "turns follow; it was located by its content", "info"))
         if end <= start:
-            notes.append(f"message {i}: this assistant turn renders to nothing; it carries no loss")
+            notes.append(_note("turn_not_found", f"message {i}: this assistant turn renders to nothing; "
+                               "it carries no loss", "warning"))
             continue
         spans.append((start, end, i))
     return spans, notes
@@ -264,7 +268,7 @@ def render_example(tokenizer, example: dict, template, *, assistant_only_loss: b
     weights = [m.get("weight") for m in messages]
     has_zero = any(w is not None and not w for w, m in zip(weights, messages) if m.get("role") == "assistant")
     need_spans = aol or has_zero
-    notes: list[str] = []
+    notes: list[dict] = []
     spans: list[tuple[int, int, int]] = []
     tpl = template.template
     if need_spans and template.has_generation_markers:

@@ -168,8 +168,7 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     lost = sum(mask[limit:]) if n > limit else 0
     problems = template_problems(tokenizer, template) if kind in ("messages", "conversational_prompt_completion") \
         else [p for p in template_problems(tokenizer, template) if p["code"] in ("missing_pad_token", "missing_eos_token")]
-    for note in out.get("notes", []):
-        problems.append(_problem("turn_not_found", note, "warning"))
+    problems.extend(dict(note) for note in out.get("notes", []))
     dropped = False
     if trained == 0:
         dropped = not t.packing

@@ -187,3 +187,20 @@ def test_templates_offered_to_a_base_model():
     assert len(tok) == before  # no new tokens
     assert _trained_text(tok, out) == "12 + 30 = 42.<|endoftext|>A sparrow can fly.<|endoftext|>"
     assert "no new tokens" in offers["plain"]["consequences"][0]
+
+
+def test_inferred_method_on_templates_that_are_not_prefix_preserving():
+    """Qwen3 re-renders earlier turns once a later user turn follows; DeepSeek-R1's generation
+    prompt opens <think> that rendered turns drop. Turns are still found, and it is said how."""
+    from sftwizard.core.config import RunConfig
+    from sftwizard.core.templates import render_preview
+
+    cfg = RunConfig()
+    cfg.template.source = "inferred"
+    for family, code in (("qwen3", "not_prefix_preserving"), ("deepseek_r1_distill", "generation_prompt_differs")):
+        tok = make_tokenizer(family)
+        preview = render_preview(cfg, 0, tokenizer=tok, examples=[conversations(family)[1]])
+        trained = "".join(t["text"] for t in preview.tokens if t["trained"])
+        assert "12 + 30 = 42." in trained and "A sparrow can fly." in trained
+        assert "Please add" not in trained and trained.count(tok.eos_token) == 2
+        assert code in {p["code"] for p in preview.problems}
