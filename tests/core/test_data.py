@@ -47,7 +47,7 @@ def load(path, on_bad_rows="stop", **kw):
 
 def test_messages_with_system_tool_turns_weights_and_openai_parts(tmp_path):
     row = {"messages": [
-        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Weather "}, {"type": "text", "text": "in Paris?"}]},
         {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
             "name": "weather", "arguments": {"city": "Paris"}}}]},
@@ -56,6 +56,7 @@ def test_messages_with_system_tool_turns_weights_and_openai_parts(tmp_path):
     ], "tools": [{"type": "function", "function": {"name": "weather"}}]}
     examples, report = load(write_jsonl(tmp_path / "d.jsonl", [row]))
     (ex,) = examples
+    assert ex["messages"][0] == {"role": "system", "content": "Be brief."}  # OpenAI's name for system
     assert ex["messages"][1]["content"] == "Weather in Paris?"
     assert ex["messages"][2]["content"] == "" and ex["messages"][2]["tool_calls"]
     assert ex["messages"][4]["weight"] == 1 and ex["tools"] == row["tools"]
