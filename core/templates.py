@@ -223,6 +223,8 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
             "Assistant turns are inferred by rendering growing prefixes (markers, if any, are ignored)."
         ])
 
+    if source == "auto" and own_markers:  # as TRL does: a template with markers is used as it is
+        return ResolvedTemplate("tokenizer", own, True, [])
     # auto or trl-training
     trl_template, why = _trl_training_template(tokenizer)
     if source == "trl-training":
@@ -238,16 +240,13 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
         return ResolvedTemplate("trl-training", trl_template, True, [
             "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
         ])
-    if own_markers and why is None and trl_template is None:
-        return ResolvedTemplate("tokenizer", own, True, [])
     if trl_template is not None:
         return ResolvedTemplate("trl-training", trl_template, True, [
             "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
         ])
-    notes = ["TRL cannot patch this template: assistant turns are inferred by rendering growing prefixes."]
-    if own_markers:
-        notes = ["The template has markers but is not prefix-preserving for tools: assistant turns are inferred."]
-    return ResolvedTemplate("inferred", own, False, notes)
+    return ResolvedTemplate("inferred", own, False, [
+        "TRL cannot patch this template: assistant turns are inferred by rendering growing prefixes."
+    ])
 
 
 def _trl_training_template(tokenizer) -> tuple[str | None, str | None]:
