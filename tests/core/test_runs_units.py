@@ -260,3 +260,48 @@ def test_run_management_imports_no_heavy_or_ui_modules():
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_events_callback_writes_rates_and_gpu_samples(tmp_path, monkeypatch):
+    """The runner's callback, driven as the Trainer drives it, with a fake NVML board."""
+    from transformers import TrainerControl
+
+    from sftwizard.core import runner
+
+    gib = 1024 ** 3
+    nvml = FakeNVML([{"used": 20 * gib, "total": 80 * gib, "util": 90, "power_mw": 400_000}])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+    monkeypatch.setattr("sftwizard.core.metrics.time.time", lambda: clock[0])
+    sampler = GpuSampler(interval=60, nvml=nvml).start()
+    writer = EventWriter(tmp_path / EVENTS_FILE)
+    callback = runner._events_callback(writer, tmp_path, sampler)
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1,
+                           num_train_epochs=1.0, output_dir=str(tmp_path / "checkpoints"))
+    state = SimpleNamespace(global_step=0, max_steps=100)
+    control = TrainerControl()
+    try:
+        callback.on_train_begin(args, state, control)
+        for step in range(1, 4):
+            clock[0] += 6.0
+            state.global_step = step
+            callback.on_step_end(args, state, control)
+        callback.on_log(args, state, control, logs={"loss": 2.5, "learning_rate": 1e-4, "grad_norm": 0.5,
+                                                     "num_tokens": 3000.0, "epoch": 0.1})
+        clock[0] += 6.0
+        state.global_step = 4
+        callback.on_log(args, state, control, logs={"loss": float("nan"), "num_tokens": 4000.0})
+    finally:
+        sampler.stop()
+        writer.close()
+    events = read_events(tmp_path / EVENTS_FILE)
+    assert [ev["event"] for ev in events] == ["train_begin", "gpu", "log", "log"]
+    assert events[0]["samples_per_step"] == 8
+    assert events[1]["step"] == 2 and events[1]["gpu_power_w"] == 400.0  # 12 s after the start
+    log = events[2]
+    assert log["samples_per_s"] == pytest.approx(3 * 8 / 18) and log["eta_s"] == pytest.approx(97 * 6)
+    assert log["gpu_mem_gib"] == 20.0 and log["gpu_util_pct"] == 90.0 and log["gpus"][0]["mem_total_gib"] == 80.0
+    assert events[3]["loss"] == "nan" and events[3]["tokens_per_s"] == pytest.approx(1000 / 6)
+    assert callback.diverged == {"step": 4, "name": "loss", "value": "nan"}
+    assert control.should_training_stop and not control.should_save
