@@ -305,3 +305,24 @@ def test_events_callback_writes_rates_and_gpu_samples(tmp_path, monkeypatch):
     assert events[3]["loss"] == "nan" and events[3]["tokens_per_s"] == pytest.approx(1000 / 6)
     assert callback.diverged == {"step": 4, "name": "loss", "value": "nan"}
     assert control.should_training_stop and not control.should_save
+
+
+def test_resume_point_skips_a_half_written_checkpoint(tmp_path):
+    d = tmp_path / "run"
+    for step, complete in ((3, True), (6, True), (9, False)):
+        ckpt = d / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_bytes(b"\0" * 16)
+        if complete:
+            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    events = [
+        {"event": "start", "time": 1.0, "step": 0, "fingerprint": {"data": {"digest": "a"}}},
+        {"event": "checkpoint", "time": 2.0, "step": 3, "path": str(d / "checkpoints" / "checkpoint-3")},
+        {"event": "resume", "time": 3.0, "step": 3, "fingerprint": {"data": {"digest": "b"}}},
+        {"event": "checkpoint", "time": 4.0, "step": 6, "path": str(d / "checkpoints" / "checkpoint-6")},
+    ]
+    path, recorded = runs.resume_point(d, events)
+    assert path.name == "checkpoint-6" and recorded == {"data": {"digest": "b"}}
+    assert [p.name for _, p in runs._later_checkpoint_dirs(d, 6)] == ["checkpoint-9"]
+    path, recorded = runs.resume_point(d, events[:2])  # checkpoint-6 written, its event lost: last process's
+    assert path.name == "checkpoint-6" and recorded == {"data": {"digest": "a"}}
