@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "sftwizard.core.cli_runs",
     "sftwizard.core.cli_data",
     "sftwizard.core.cli_hw",
+    "sftwizard.core.cli_doctor",
 ]
 
 

@@ -180,11 +180,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print_json({"valid": False, "preset": exc.source, "problems": exc.problems, "warnings": []})
             return EXIT_USER_ERROR
         raise
-    warnings: list[dict] = []
+    # --- doctor (issue 9): pre-launch warnings; they inform, never block -------------------
+    from sftwizard.core.cli_doctor import format_warning, validation_warnings
+
+    warnings: list[dict] = validation_warnings(cfg)
+    # ----------------------------------------------------------------------------------------
     if args.json:
         print_json({"valid": True, "preset": str(path), "problems": [], "warnings": warnings})
     else:
         print(f"{path}: valid")
+        for w in warnings:
+            print(format_warning(w))
     return 0
 
 
