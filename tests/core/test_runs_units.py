@@ -224,6 +224,13 @@ def test_classify_failure():
     assert reason == "oom"
     assert "per_device_train_batch_size 8 → 4" in line and "gradient_accumulation_steps 1 → 2" in line
 
+    from sftwizard.core.diagnosis import oom_advice
+
+    demo = config_from_dict({"model": {"dtype": "fp32"}, "method": {"type": "full"},
+                             "training": {"per_device_train_batch_size": 16, "max_length": 256}})
+    advice = oom_advice(demo, gpu_memory_gib=1.0)  # the estimator: what fits a 1 GiB card
+    assert advice.startswith("Lower the micro-batch to") and "--set training.per_device_train_batch_size=" in advice
+
     missing = ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
     assert classify_failure(missing) == ("missing_dependency",
                                          "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
