@@ -333,3 +333,21 @@ def test_resume_point_skips_a_half_written_checkpoint(tmp_path):
     assert [p.name for _, p in runs._later_checkpoint_dirs(d, 6)] == ["checkpoint-9"]
     path, recorded = runs.resume_point(d, events[:2])  # checkpoint-6 written, its event lost: last process's
     assert path.name == "checkpoint-6" and recorded == {"data": {"digest": "a"}}
+
+
+def test_list_runs_sees_a_changed_ended_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    d = _run_dir(tmp_path, [])
+    runs.register(d)
+    writer = EventWriter(d / EVENTS_FILE)
+    writer.emit("start", step=0, model="m", method="full")
+    writer.emit("log", step=1, max_steps=4, loss=3.0)
+    writer.emit("end", step=1, status="stopped", reason="stopped", message="on request")
+    first_list = runs.list_runs()
+    assert [(i.status, i.step) for i in first_list] == [("stopped", 1)]
+    first_list[0].status = "changed by a caller"
+    assert runs.list_runs()[0].status == "stopped"
+    writer.emit("resume", step=1, resume_from="x/checkpoint-1")
+    writer.emit("end", step=4, status="finished")
+    writer.close()
+    assert [(i.status, i.step, i.resumes) for i in runs.list_runs()] == [("finished", 4, 1)]
