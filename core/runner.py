@@ -29,6 +29,7 @@ STOP_FILE = "STOP"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
 
+GPU_EVENT_INTERVAL_S = 10.0  # a `gpu` event at least this often, whatever logging_steps is
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 # SFTConfig fields copied from `training` as they are (TRL's own names).
@@ -260,6 +261,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._throughput: Throughput | None = None
             self.diverged: dict[str, Any] | None = None
             self.stop_requested = False
+            self._gpu_emitted = time.time()
 
         def on_train_begin(self, args, state, control, **kw):
             self._throughput = Throughput(_samples_per_step(args))
@@ -283,9 +285,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 self._throughput = Throughput(_samples_per_step(args))
             tokens = logs.get("num_tokens")
             rates = self._throughput.update(state.global_step, state.max_steps, tokens)
-            extra = gpu.snapshot() if gpu is not None else {}
-            if extra:
-                extra.update(_torch_cuda_peak())
+            extra = self._gpu_fields()
             writer.emit(
                 "log", step=state.global_step, max_steps=state.max_steps, loss=_json_number(logs.get("loss")),
                 learning_rate=logs.get("learning_rate"), grad_norm=_json_number(logs.get("grad_norm")),
@@ -293,6 +293,18 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 mean_token_accuracy=logs.get("mean_token_accuracy"), **extra,
             )
             self._check_finite(state, control, "loss", logs.get("loss"))
+
+        def _gpu_fields(self) -> dict[str, Any]:
+            fields = gpu.snapshot() if gpu is not None else {}
+            if fields:
+                fields.update(_torch_cuda_peak())
+                self._gpu_emitted = time.time()
+            return fields
+
+        def _emit_gpu(self, step: int) -> None:
+            fields = self._gpu_fields()
+            if fields:
+                writer.emit("gpu", step=step, **fields)
 
         def _check_finite(self, state, control, name: str, value: Any) -> None:
             if _finite(value) or self.diverged:
@@ -303,6 +315,8 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_evaluate = False
 
         def on_step_end(self, args, state, control, **kw):
+            if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
+                self._emit_gpu(state.global_step)  # between logs too, however far apart they are
             if self._stop_file.exists() and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
