@@ -164,6 +164,7 @@ def scenario_failures(tmp: Path, model_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def scenarios(tmp_path_factory, builtin_model_dir) -> dict[str, Future]:
+    saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # several trainers share two cores
     pool = ThreadPoolExecutor(max_workers=4)
     futures = {
@@ -174,7 +175,10 @@ def scenarios(tmp_path_factory, builtin_model_dir) -> dict[str, Future]:
     }
     yield futures
     pool.shutdown(wait=True)
-    os.environ.pop("OMP_NUM_THREADS", None)
+    if saved is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
 
 
 def result(scenarios, name: str) -> dict:
