@@ -234,9 +234,9 @@ class Prompt:
 
 def eval_prompts(cfg: RunConfig, limit: int = 5) -> list[Prompt]:
     """Held-out conversations of the run's eval data, cut before their last assistant answer."""
-    from sftwizard.core.runner import _resolve_data
+    from sftwizard.core.runner import resolve_data
 
-    _, evals, _ = _resolve_data(cfg)
+    _, evals, _ = resolve_data(cfg)
     if not evals:
         raise ChatError("the run has no held-out eval data (data.eval_source or data.eval_fraction) to compare on")
     prompts: list[Prompt] = []

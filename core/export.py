@@ -228,7 +228,7 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     from sftwizard.core import templates
     from sftwizard.core.distributed import is_distributed
     from sftwizard.core.models import load_tokenizer, resolve_model
-    from sftwizard.core.runner import Environment, _resolve_data, attn_implementation, sft_config_kwargs
+    from sftwizard.core.runner import Environment, attn_implementation, resolve_data, sft_config_kwargs
 
     if data_mode not in DATA_MODES:
         raise ExportError(f"--data: must be one of {', '.join(DATA_MODES)}, got {data_mode!r}")
@@ -245,7 +245,7 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     tokenizer = load_tokenizer(resolved_model.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
     template_text = getattr(template, "template", None)
-    train, evals, _ = _resolve_data(cfg)
+    train, evals, _ = resolve_data(cfg)
     sys_prompt = cfg.template.system_prompt
     train = [_with_system_prompt(ex, sys_prompt) for ex in train]
     evals = [_with_system_prompt(ex, sys_prompt) for ex in evals]

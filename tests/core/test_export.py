@@ -93,7 +93,7 @@ def test_trl_renders_the_exported_messages_into_the_wizards_tokens(demo_export, 
 
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer
-    from sftwizard.core.runner import _resolve_data
+    from sftwizard.core.runner import resolve_data
 
     result, model_dir = demo_export
     (script, training, model_args, _), _ = trl_parse(result.config_path)
@@ -103,7 +103,7 @@ def test_trl_renders_the_exported_messages_into_the_wizards_tokens(demo_export, 
     theirs = trainer.train_dataset
     cfg = demo_cfg(repo_root, "training.max_length=128")
     tok = load_tokenizer(model_dir)
-    ours = templates.build_dataset(tok, _resolve_data(cfg)[0][:24], templates.resolve_template(tok, cfg.template), cfg)
+    ours = templates.build_dataset(tok, resolve_data(cfg)[0][:24], templates.resolve_template(tok, cfg.template), cfg)
     assert len(theirs) == len(ours) == 24
     for t, ids, mask in zip(theirs, ours["input_ids"], ours["assistant_masks"]):
         assert t["input_ids"] == ids[:128]
@@ -131,13 +131,13 @@ def test_alpaca_and_mapped_columns_are_exported_converted(builtin_model_dir, tmp
 def test_tokens_mode_holds_the_wizards_exact_tokens_and_masks(repo_root, builtin_model_dir, tmp_path):
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer
-    from sftwizard.core.runner import _resolve_data
+    from sftwizard.core.runner import resolve_data
 
     cfg = demo_cfg(repo_root, "training.max_length=128")
     result = build_trl_export(cfg, tmp_path / "t.yaml", data_mode="tokens")
     rows = read_jsonl(result.data_dir / "train.jsonl")
     tok = load_tokenizer(builtin_model_dir)
-    train, _, _ = _resolve_data(cfg)
+    train, _, _ = resolve_data(cfg)
     expected = templates.build_dataset(tok, train[:3], templates.resolve_template(tok, cfg.template), cfg)
     assert [r["input_ids"] for r in rows[:3]] == expected["input_ids"]
     assert [r["assistant_masks"] for r in rows[:3]] == expected["assistant_masks"]
