@@ -454,6 +454,8 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
     deadline = time.time() + 10
     while is_alive(run_dir) and time.time() < deadline:
         time.sleep(0.05)
+    if is_alive(run_dir):
+        raise RunsError(f"run {run_dir.name} is still alive 10 s after SIGKILL (process group {pid})")
     events = read_events(run_dir / EVENTS_FILE)
     current = _segments(events)[-1] if events else []
     if _last(current, "end") is None:
