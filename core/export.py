@@ -135,7 +135,7 @@ def _weighted(examples: list[dict]) -> bool:
     for ex in examples:
         for key in ("messages", "prompt", "completion"):
             value = ex.get(key)
-            if isinstance(value, list) and any(isinstance(m, dict) and "weight" in m for m in value):
+            if isinstance(value, list) and any(isinstance(m, dict) and m.get("weight") == 0 for m in value):
                 return True
     return False
 
@@ -148,7 +148,7 @@ def _tokens_reasons(cfg: RunConfig, examples: list[dict], template_text: str | N
     (kind,) = kinds
     reasons = []
     if _weighted(examples):
-        reasons.append("some messages carry a per-message weight, which TRL's config cannot express")
+        reasons.append("some assistant messages carry weight 0 (not trained), which TRL's config cannot express")
     aol, _ = _loss_flags(cfg, kind)
     if aol and kind in ("messages", "conversational_prompt_completion") and not _has_markers(template_text):
         reasons.append(
@@ -209,6 +209,19 @@ def _model_keys(cfg: RunConfig, dtype: str, attn: str, resolved) -> tuple[dict[s
     return keys, notes
 
 
+def _embedding_modules(model_path: Path, trust_remote_code: bool) -> list[str]:
+    """Leaf names of the input/output embeddings, from the config alone (meta device), as the runner names them."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from sftwizard.core.runner import _embedding_module_names
+
+    config = AutoConfig.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return _embedding_module_names(model)
+
+
 def _header(cfg: RunConfig, source: str | None, result: TrlExport) -> str:
     lines = [
         "# trl sft config exported by sft-wizard" + (f" from {source}" if source else ""),
@@ -245,6 +258,7 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     tokenizer = load_tokenizer(resolved_model.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
     template_text = getattr(template, "template", None)
+    added_tokens = templates.prepare_tokenizer(tokenizer, template)  # ChatML's markers on a base model
     train, evals, _ = resolve_data(cfg)
     sys_prompt = cfg.template.system_prompt
     train = [_with_system_prompt(ex, sys_prompt) for ex in train]
@@ -292,14 +306,37 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
         kind = _kind(train[0])
         aol, col = _loss_flags(cfg, kind)
         mask_keys = {"assistant_only_loss": aol, "completion_only_loss": col, "truncation_mode": "keep_start"}
+        if "eos_token" in templates.sft_mask_kwargs(cfg, template):
+            mask_keys["eos_token"] = templates.sft_mask_kwargs(cfg, template)["eos_token"]
         own = getattr(tokenizer, "chat_template", None)
-        if template_text and template_text != own and kind in ("messages", "conversational_prompt_completion"):
+        if added_tokens:
+            pass  # the tokenizer folder below carries the template
+        elif template_text and template_text != own and kind in ("messages", "conversational_prompt_completion"):
             chat_template_path = Path(f"{base}.chat_template.jinja")
             chat_template_path.write_text(template_text, encoding="utf-8")
             resolved_notes.append(f"chat template ({getattr(template, 'source', 'resolved')}) written to "
                                   f"{chat_template_path.name} and set as chat_template_path")
         if sys_prompt:
             resolved_notes.append("template.system_prompt is written into the rows that had no system message")
+    modules_to_save: list[str] = []
+    if added_tokens:
+        # TRL's clone_chat_template (chat_template_path = a tokenizer folder) adds the same tokens in the
+        # same order and grows the embeddings, as the wizard's runner does.
+        tokenizer_dir = Path(f"{base}.tokenizer")
+        if template_text:
+            tokenizer.chat_template = template_text
+        eos = mask_keys.pop("eos_token", None)  # TRL checks eos_token before it clones: the clone sets it
+        if eos:
+            tokenizer.eos_token = eos
+        tokenizer.save_pretrained(str(tokenizer_dir))
+        chat_template_path = tokenizer_dir
+        resolved_notes.append(f"the template adds {', '.join(added_tokens)} as tokens: the tokenizer with them is "
+                              f"written to {tokenizer_dir.name}/ and set as chat_template_path (TRL grows the "
+                              "embeddings when it clones it)")
+        if cfg.method.type != "full":
+            modules_to_save = _embedding_modules(resolved_model.path, cfg.model.trust_remote_code)
+            differences.append("new token rows: TRL also marks them trainable through trainable_token_indices on "
+                               "top of the fully trained embeddings the wizard uses (lora_modules_to_save)")
     if cfg.data.eval_source is None and cfg.data.eval_fraction > 0:
         resolved_notes.append(f"data.eval_fraction {cfg.data.eval_fraction}: the held-out rows were split off "
                               f"with seed {cfg.training.seed}, as a wizard run splits them")
@@ -317,6 +354,8 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     if chat_template_path is not None:
         training["chat_template_path"] = str(chat_template_path)
     model_keys, model_notes = _model_keys(cfg, dtype, attn_implementation(cfg, env), resolved_model)
+    if modules_to_save:
+        model_keys["lora_modules_to_save"] = modules_to_save
     resolved_notes += model_notes
     if cfg.method.type == "qlora" and cfg.method.bnb_4bit_compute_dtype != dtype:
         differences.append(f"QLoRA compute dtype: trl sft computes in the model dtype ({TORCH_DTYPE_NAMES[dtype]}), "

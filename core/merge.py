@@ -132,7 +132,8 @@ def load_merged(art: RunArtifacts, dtype: str | None = None):
     tokenizer = load_tokenizer(art.final_dir if (art.final_dir / "tokenizer_config.json").exists() else base_path,
                                trust_remote_code=art.cfg.model.trust_remote_code)
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
-        base.resize_token_embeddings(len(tokenizer))
+        # the template added tokens (ChatML on a base model): grow as the runner grew them for training
+        base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     peft_model = PeftModel.from_pretrained(base, str(art.final_dir))
     merged = peft_model.merge_and_unload()
     merged.eval()

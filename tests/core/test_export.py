@@ -189,3 +189,57 @@ def test_cli_export_json_and_bad_target(repo_root, builtin_model_dir, tmp_path, 
     rc = main(["export", str(repo_root / "presets" / "demo.yaml"), "--to", "trl", str(tmp_path / "x.txt")])
     err = capsys.readouterr().err
     assert rc == 2 and "must be a .yaml file" in err and "Traceback" not in err
+
+
+def test_chatml_on_a_base_model_exports_a_tokenizer_trl_clones(tmp_path):
+    """A template that adds tokens: TRL clones our tokenizer folder, grows the embeddings, and
+    tokenizes the exported rows into the wizard's ids and labels."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    from sftwizard.core import templates
+    from sftwizard.core.config import config_from_dict
+    from sftwizard.core.models import load_tokenizer
+    from tests.fixtures.tokenizers import conversations, save_model_dir
+
+    model_dir = save_model_dir("base", tmp_path / "base", weights=True)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in conversations("qwen2_5")), encoding="utf-8")
+    cfg = config_from_dict({
+        "model": {"id": str(model_dir), "dtype": "fp32"}, "data": {"sources": [{"path": str(data)}]},
+        "method": {"type": "lora"}, "template": {"source": "chatml"},
+        "training": {"max_length": 128, "max_steps": 1, "save_strategy": "no"}})
+    result = build_trl_export(cfg, tmp_path / "c.yaml")
+    # one row has an assistant turn with weight 0: only the wizard's own masks can say that
+    assert result.data_mode == "tokens" and any("weight 0" in d for d in result.differences)
+    assert result.chat_template_path == tmp_path / "c.tokenizer"
+    assert result.config["lora_modules_to_save"] == ["embed_tokens", "lm_head"]
+    assert "eos_token" not in result.config
+    (script, training, model_args, _), remaining = trl_parse(result.config_path)
+    assert remaining == []
+    from datasets import load_dataset
+
+    rows = load_dataset(script.dataset_name, split="train")
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+    before = model.get_input_embeddings().weight.shape[0]
+    trainer = SFTTrainer(model=model, args=training, train_dataset=rows)
+    assert trainer.model.get_input_embeddings().weight.shape[0] >= len(trainer.processing_class) > before
+    assert trainer.processing_class.eos_token == "<|im_end|>"
+    tok = load_tokenizer(model_dir)
+    template = templates.resolve_template(tok, cfg.template)
+    ours = templates.build_dataset(tok, [json.loads(l) for l in data.read_text().splitlines()], template, cfg)
+    assert [r["input_ids"] for r in trainer.train_dataset] == [ids[:128] for ids in ours["input_ids"]]
+    assert [r["labels"] for r in trainer.train_dataset] == [
+        [i if m else -100 for i, m in zip(ids, mask)][:128] for ids, mask in zip(ours["input_ids"], ours["assistant_masks"])]
+    # without the weighted row TRL renders the rows itself, with the cloned ChatML tokenizer: same tokens
+    plain = [r for r in map(json.loads, data.read_text().splitlines()) if "weight" not in json.dumps(r)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in plain), encoding="utf-8")
+    result = build_trl_export(cfg, tmp_path / "m.yaml")
+    assert result.data_mode == "messages" and result.chat_template_path == tmp_path / "m.tokenizer"
+    (script, training, model_args, _), _ = trl_parse(result.config_path)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path), args=training,
+                         train_dataset=load_dataset(script.dataset_name, split="train"))
+    ours = templates.build_dataset(tok, plain, template, cfg)
+    assert [r["input_ids"] for r in trainer.train_dataset] == [ids[:128] for ids in ours["input_ids"]]
+    assert [r["labels"] for r in trainer.train_dataset] == [
+        [i if m else -100 for i, m in zip(ids, mask)][:128] for ids, mask in zip(ours["input_ids"], ours["assistant_masks"])]
