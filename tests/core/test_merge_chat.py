@@ -211,3 +211,41 @@ def test_a_qlora_adapter_merges_into_a_16_bit_base(lora_run, tmp_path):
         expected = PeftModel.from_pretrained(base, copy / "final").eval()(ids).logits.float()
         got = merged(ids).logits.float()
     torch.testing.assert_close(got, expected, atol=0.1, rtol=0.05)  # bf16 rounding of the merged weights
+
+
+def test_merge_of_a_chatml_lora_run_on_a_base_model(tmp_path):
+    """ChatML added tokens and LoRA trained the grown embeddings: the merge grows the base the same way."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from sftwizard.core import runs
+    from sftwizard.core.config import config_from_dict
+    from sftwizard.core.merge import merge_run
+    from sftwizard.core.runner import execute
+    from tests.fixtures.tokenizers import conversations, save_model_dir
+
+    model_dir = save_model_dir("base", tmp_path / "base", weights=True)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in conversations("qwen2_5")), encoding="utf-8")
+    cfg = config_from_dict({
+        "model": {"id": str(model_dir), "dtype": "fp32"}, "data": {"sources": [{"path": str(data)}]},
+        "method": {"type": "lora", "lora_r": 4}, "template": {"source": "chatml"},
+        "training": {"max_length": 128, "max_steps": 2, "save_strategy": "no", "per_device_train_batch_size": 2,
+                     "learning_rate": 1e-2},
+        "run": {"output_root": str(tmp_path / "runs")}})
+    run_dir = runs.create_run(cfg)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert execute(run_dir) == 0, (run_dir / "events.jsonl").read_text()[-2000:]
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    merged_dir = merge_run(run_dir)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    base.resize_token_embeddings(merged.get_input_embeddings().weight.shape[0])
+    ids = torch.tensor([[1, 5, 9, merged.get_input_embeddings().weight.shape[0] - 1]])
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(base, run_dir / "final").eval()(ids).logits
+        torch.testing.assert_close(merged(ids).logits, expected, atol=1e-4, rtol=1e-4)
