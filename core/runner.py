@@ -107,6 +107,7 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(
         output_dir=str(output_dir),
+        ddp_find_unused_parameters=False,  # decoder LMs use every parameter; True costs a pass per step
         logging_first_step=True,
         disable_tqdm=True,
         save_only_model=False,
