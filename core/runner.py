@@ -199,6 +199,28 @@ class Prepared:
     template: Any
     train_rows: int
     eval_rows: int
+    problems: list = None  # rows left out (data loading or template), as data.Problem
+    resized_embeddings: int | None = None  # new vocabulary size when the template added tokens
+
+
+def _grow_embeddings(model, tokenizer) -> int | None:
+    """A template that added tokens (ChatML on a base model) needs embedding rows for them."""
+    size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= size:
+        return None
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def _embedding_module_names(model) -> list[str]:
+    """Leaf names of the input and output embeddings (``embed_tokens``, ``lm_head``...)."""
+    names = []
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        for name, candidate in model.named_modules():
+            if candidate is module and name:
+                names.append(name.rsplit(".", 1)[-1])
+                break
+    return sorted(set(names))
 
 
 def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list | None = None,
@@ -214,9 +236,11 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, _ = resolve_data(cfg)
-    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg)
-    eval_ds = templates.build_dataset(tokenizer, eval_examples, template, cfg) if eval_examples else None
+    train_examples, eval_examples, reports = resolve_data(cfg)
+    problems = [p for r in reports if r is not None for p in r.problems]
+    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg, report=problems)
+    eval_ds = (templates.build_dataset(tokenizer, eval_examples, template, cfg, report=problems)
+               if eval_examples else None)
 
     kwargs = sft_config_kwargs(cfg, env, output_dir)
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
@@ -226,16 +250,22 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
             kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
+    resized = _grow_embeddings(model, tokenizer)
+    lora = peft_config(cfg)
+    if resized and lora is not None:
+        # New token rows start untrained: with LoRA the embeddings must be trained (and saved) too.
+        lora.modules_to_save = _embedding_module_names(model)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg),
+        peft_config=lora,
         callbacks=callbacks or [],
     )
-    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0)
+    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0,
+                    problems, resized)
 
 
 # --------------------------------------------------------------------------- the training process
@@ -317,7 +347,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
         def on_step_end(self, args, state, control, **kw):
             if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
                 self._emit_gpu(state.global_step)  # between logs too, however far apart they are
-            if self._stop_file.exists() and not self.diverged:
+            if _stop_agreed(self._stop_file.exists()) and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -351,13 +381,42 @@ def _checkpoint_step(path: str | None) -> int:
         return 0
 
 
+# ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _stop_agreed(seen: bool) -> bool:
+    """Every rank stops at the same step: stop when any rank saw the STOP file (a rank that left
+    the step loop alone would hang the others in their next all-reduce)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return seen
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1 if seen else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+class _NoEvents:
+    def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+# ---- end multi-process
+
+
 def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code.
 
     Appends to the run's ``events.jsonl``: ``start`` (or ``resume``, with the checkpoint), then
     ``prepared``, ``train_begin``, ``log``/``eval``/``checkpoint``, and always one ``end``."""
     run_dir = Path(run_dir)
-    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer = EventWriter(run_dir / EVENTS_FILE) if _is_main_process() else _NoEvents()
     cfg: RunConfig | None = None
 
     def on_signal(signum, frame):  # graceful: finish the step, save, stop
@@ -386,7 +445,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                     total_params=sum(p.numel() for p in trainer.model.parameters()),
-                    gpu_sampling=bool(gpu and gpu.available))
+                    gpu_sampling=bool(gpu and gpu.available), resized_embeddings=prepared.resized_embeddings)
+        if prepared.problems:
+            # Nothing is dropped silently: say how many rows were left out and why (first few).
+            first = "; ".join(str(p.to_dict().get("message")) for p in prepared.problems[:3])
+            writer.emit("warning", step=0, source="data", code="rows_left_out",
+                        message=f"{len(prepared.problems)} rows left out of training: {first}",
+                        problems=[p.to_dict() for p in prepared.problems[:50]])
         trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
         duration = round(time.time() - started, 2)
@@ -407,7 +472,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             return 0
         final = run_dir / FINAL_DIR
         trainer.save_model(str(final))
-        prepared.tokenizer.save_pretrained(str(final))
+        if _is_main_process():
+            prepared.tokenizer.save_pretrained(str(final))
         writer.emit("end", step=step, status="finished", final_dir=str(final),
                     duration_s=round(time.time() - started, 2))
         return 0
