@@ -30,6 +30,7 @@ STOP_FILE = "STOP"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
 
+GPU_EVENT_INTERVAL_S = 10.0  # a `gpu` event at least this often, whatever logging_steps is
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 # SFTConfig fields copied from `training` as they are (TRL's own names).
@@ -107,6 +108,7 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(
         output_dir=str(output_dir),
+        ddp_find_unused_parameters=False,  # decoder LMs use every parameter; True costs a pass per step
         logging_first_step=True,
         disable_tqdm=True,
         save_only_model=False,
@@ -114,10 +116,14 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
     )
     if kwargs["eval_strategy"] == "no":
         kwargs.pop("eval_steps")
+    else:
+        # Tracks the best evaluation so checkpoint rotation (save_total_limit) never deletes it:
+        # the curve doctor points users at it when eval loss turns up.
+        kwargs.update(metric_for_best_model="eval_loss", greater_is_better=False)
     return kwargs
 
 
-def _resolve_data(cfg: RunConfig):
+def resolve_data(cfg: RunConfig):
     from sftwizard.core import data as data_mod
 
     train: list[dict] = []
@@ -195,6 +201,28 @@ class Prepared:
     template: Any
     train_rows: int
     eval_rows: int
+    problems: list = None  # rows left out (data loading or template), as data.Problem
+    resized_embeddings: int | None = None  # new vocabulary size when the template added tokens
+
+
+def _grow_embeddings(model, tokenizer) -> int | None:
+    """A template that added tokens (ChatML on a base model) needs embedding rows for them."""
+    size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= size:
+        return None
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def _embedding_module_names(model) -> list[str]:
+    """Leaf names of the input and output embeddings (``embed_tokens``, ``lm_head``...)."""
+    names = []
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        for name, candidate in model.named_modules():
+            if candidate is module and name:
+                names.append(name.rsplit(".", 1)[-1])
+                break
+    return sorted(set(names))
 
 
 def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list | None = None,
@@ -210,27 +238,36 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, _ = _resolve_data(cfg)
-    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg)
-    eval_ds = templates.build_dataset(tokenizer, eval_examples, template, cfg) if eval_examples else None
+    train_examples, eval_examples, reports = resolve_data(cfg)
+    problems = [p for r in reports if r is not None for p in r.problems]
+    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg, report=problems)
+    eval_ds = (templates.build_dataset(tokenizer, eval_examples, template, cfg, report=problems)
+               if eval_examples else None)
 
     kwargs = sft_config_kwargs(cfg, env, output_dir)
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
     if eval_ds is None:
         kwargs["eval_strategy"] = "no"
-        kwargs.pop("eval_steps", None)
+        for key in ("eval_steps", "metric_for_best_model", "greater_is_better"):
+            kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
+    resized = _grow_embeddings(model, tokenizer)
+    lora = peft_config(cfg)
+    if resized and lora is not None:
+        # New token rows start untrained: with LoRA the embeddings must be trained (and saved) too.
+        lora.modules_to_save = _embedding_module_names(model)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg),
+        peft_config=lora,
         callbacks=callbacks or [],
     )
-    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0)
+    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0,
+                    problems, resized)
 
 
 # --------------------------------------------------------------------------- the training process
@@ -256,6 +293,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._throughput: Throughput | None = None
             self.diverged: dict[str, Any] | None = None
             self.stop_requested = False
+            self._gpu_emitted = time.time()
 
         def on_train_begin(self, args, state, control, **kw):
             self._throughput = Throughput(_samples_per_step(args))
@@ -280,9 +318,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 self._throughput = Throughput(_samples_per_step(args))
             tokens = logs.get("num_tokens")
             rates = self._throughput.update(state.global_step, state.max_steps, tokens)
-            extra = gpu.snapshot() if gpu is not None else {}
-            if extra:
-                extra.update(_torch_cuda_peak())
+            extra = self._gpu_fields()
             writer.emit(
                 "log", step=state.global_step, max_steps=state.max_steps, loss=_json_number(logs.get("loss")),
                 learning_rate=logs.get("learning_rate"), grad_norm=_json_number(logs.get("grad_norm")),
@@ -291,6 +327,18 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 **meter_fields(getattr(self, "_efficiency", None), logs, rates.get("tokens_per_s")),
             )
             self._check_finite(state, control, "loss", logs.get("loss"))
+
+        def _gpu_fields(self) -> dict[str, Any]:
+            fields = gpu.snapshot() if gpu is not None else {}
+            if fields:
+                fields.update(_torch_cuda_peak())
+                self._gpu_emitted = time.time()
+            return fields
+
+        def _emit_gpu(self, step: int) -> None:
+            fields = self._gpu_fields()
+            if fields:
+                writer.emit("gpu", step=step, **fields)
 
         def _check_finite(self, state, control, name: str, value: Any) -> None:
             if _finite(value) or self.diverged:
@@ -301,7 +349,9 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_evaluate = False
 
         def on_step_end(self, args, state, control, **kw):
-            if self._stop_file.exists() and not self.diverged:
+            if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
+                self._emit_gpu(state.global_step)  # between logs too, however far apart they are
+            if _stop_agreed(self._stop_file.exists()) and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -335,13 +385,42 @@ def _checkpoint_step(path: str | None) -> int:
         return 0
 
 
+# ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _stop_agreed(seen: bool) -> bool:
+    """Every rank stops at the same step: stop when any rank saw the STOP file (a rank that left
+    the step loop alone would hang the others in their next all-reduce)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return seen
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1 if seen else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+class _NoEvents:
+    def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+# ---- end multi-process
+
+
 def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code.
 
     Appends to the run's ``events.jsonl``: ``start`` (or ``resume``, with the checkpoint), then
     ``prepared``, ``train_begin``, ``log``/``eval``/``checkpoint``, and always one ``end``."""
     run_dir = Path(run_dir)
-    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer = EventWriter(run_dir / EVENTS_FILE) if _is_main_process() else _NoEvents()
     cfg: RunConfig | None = None
 
     def on_signal(signum, frame):  # graceful: finish the step, save, stop
@@ -352,9 +431,11 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     started = time.time()
     gpu: GpuSampler | None = None
     try:
+        from sftwizard.core import curve_doctor
         from sftwizard.core.fingerprint import fingerprint
 
         cfg = load_preset(run_dir / CONFIG_FILE)
+        writer = curve_doctor.watch(writer, cfg)  # loss-curve warnings go into the events as they happen
         writer.emit("resume" if resume_from else "start", step=_checkpoint_step(resume_from), pid=os.getpid(),
                     run_dir=str(run_dir), model=cfg.model.id, method=cfg.method.type, resume_from=resume_from,
                     fingerprint=fingerprint(cfg))
@@ -368,7 +449,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                     total_params=sum(p.numel() for p in trainer.model.parameters()),
-                    gpu_sampling=bool(gpu and gpu.available))
+                    gpu_sampling=bool(gpu and gpu.available), resized_embeddings=prepared.resized_embeddings)
+        if prepared.problems:
+            # Nothing is dropped silently: say how many rows were left out and why (first few).
+            first = "; ".join(str(p.to_dict().get("message")) for p in prepared.problems[:3])
+            writer.emit("warning", step=0, source="data", code="rows_left_out",
+                        message=f"{len(prepared.problems)} rows left out of training: {first}",
+                        problems=[p.to_dict() for p in prepared.problems[:50]])
         trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
         duration = round(time.time() - started, 2)
@@ -389,7 +476,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             return 0
         final = run_dir / FINAL_DIR
         trainer.save_model(str(final))
-        prepared.tokenizer.save_pretrained(str(final))
+        if _is_main_process():
+            prepared.tokenizer.save_pretrained(str(final))
         writer.emit("end", step=step, status="finished", final_dir=str(final),
                     duration_s=round(time.time() - started, 2))
         return 0
