@@ -203,9 +203,7 @@ def _audit(cfg) -> dict:
     """The data audit recommend() reads; audit_dataset when it exists, else the two numbers it uses."""
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer, resolve_model
-    from sftwizard.core import runner
-
-    resolve_data = getattr(runner, "resolve_data", None) or runner._resolve_data  # renamed on main soon
+    from sftwizard.core.runner import resolve_data
 
     tok = load_tokenizer(resolve_model(cfg.model.id).path)
     template = templates.resolve_template(tok, cfg.template)

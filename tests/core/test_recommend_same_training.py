@@ -82,10 +82,10 @@ def data_file(tmp_path_factory) -> Path:
 def real_audit(cfg: RunConfig) -> dict:
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer, resolve_model
-    from sftwizard.core.runner import _resolve_data
+    from sftwizard.core.runner import resolve_data
 
     tok = load_tokenizer(resolve_model(cfg.model.id).path)
-    examples, _, _ = _resolve_data(cfg)
+    examples, _, _ = resolve_data(cfg)
     return templates.audit_dataset(tok, examples, templates.resolve_template(tok, cfg.template), cfg)
 
 
