@@ -1,0 +1,365 @@
+"""The wizard: one draft RunConfig, eight steps, Back/Next, and every worker the steps need.
+
+The draft lives here and only here. Steps get it (with what the workers found) as their
+``context`` attribute and post ``XStep.Changed(config)`` with a new draft. Every blocking call
+into the engine runs in a thread worker that only calls ``services``; results and failures come
+back through ``on_worker_state_changed`` — the one place they are handled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, ContentSwitcher, Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from sftwizard.core.config import ConfigError, RunConfig, config_from_dict
+from sftwizard.tui import services
+from sftwizard.tui.steps.base import Step, WizardContext
+from sftwizard.tui.steps.dataset import DatasetStep
+from sftwizard.tui.steps.hardware import HardwareStep
+from sftwizard.tui.steps.method import MethodStep
+from sftwizard.tui.steps.model import ModelStep
+from sftwizard.tui.steps.review import ReviewStep
+from sftwizard.tui.steps.run import RunStep
+from sftwizard.tui.steps.template import TemplateStep
+from sftwizard.tui.steps.training import TrainingStep
+from sftwizard.tui.widgets.gpu_panel import gpu_memory_gib
+from sftwizard.tui.widgets.step_bar import StepBar
+
+STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, MethodStep, TrainingStep,
+                           ReviewStep, RunStep]
+STEP_IDS = [s.step_id for s in STEPS]
+DEBOUNCE_S = 0.15
+
+
+def _facts_key(cfg: RunConfig) -> tuple:
+    return (cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+
+
+def _data_key(cfg: RunConfig) -> str:
+    return repr((cfg.data.sources[:1], cfg.data.on_bad_rows))
+
+
+def _preview_key(cfg: RunConfig, row: int) -> str:
+    t = cfg.training
+    return repr((_facts_key(cfg), cfg.data.sources[:1], cfg.data.on_bad_rows, cfg.template, t.max_length,
+                 t.assistant_only_loss, t.completion_only_loss, row))
+
+
+def _estimate_key(cfg: RunConfig, facts: Any, gpu_gib: float | None) -> str:
+    return repr((id(facts), cfg.model.dtype, cfg.model.attn_implementation, cfg.method, cfg.training, gpu_gib))
+
+
+class WizardScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next", id="next", priority=True),
+        Binding("ctrl+b", "back", "Back", id="back", priority=True),
+        Binding("ctrl+s", "save_preset", "Save preset", id="save-preset", priority=True),
+        Binding("ctrl+o", "open_preset", "Presets", id="open-preset"),
+    ]
+
+    def __init__(self, config: RunConfig, preset_path: str | None = None, start_step: int = 0) -> None:
+        super().__init__(id="wizard")
+        self.draft = config
+        self.saved_config: RunConfig | None = config if preset_path else None
+        self.context = WizardContext(config=config, preset_path=preset_path, saved_equal=bool(preset_path))
+        self.step_index = start_step
+        self.visited = {start_step}
+        self._current: dict[str, Worker] = {}
+        self._keys: dict[str, Any] = {}
+        self._debounce = None
+        self.launched: list = []
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StepBar([s.title for s in STEPS], id="step-bar")
+        with Vertical(id="step-head"):
+            yield Static("", id="step-title")
+            yield Static("", id="step-needs")
+        with ContentSwitcher(initial=STEP_IDS[self.step_index], id="steps"):
+            for cls in STEPS:
+                yield cls()
+        with Horizontal(id="nav"):
+            yield Button("◀ Back", id="back", compact=True)
+            yield Static("", id="nav-reason")
+            yield Button("Next ▶", id="next", variant="primary", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.push_context()
+        self.show_step(self.step_index)
+        self.start_worker("hardware")
+        self.start_worker("models")
+        self.refresh_derived()
+
+    @property
+    def steps(self) -> list[Step]:
+        return [self.query_one(f"#{sid}", Step) for sid in STEP_IDS]
+
+    @property
+    def current_step(self) -> Step:
+        return self.query_one(f"#{STEP_IDS[self.step_index]}", Step)
+
+    def step_named(self, step_id: str) -> Step:
+        return self.query_one(f"#{step_id}", Step)
+
+    # ------------------------------------------------------------------ attributes down
+    def push_context(self, **changes: Any) -> None:
+        self.context = self.context.but(**changes)
+        for step in self.steps:
+            step.context = self.context
+        self.update_nav()
+
+    def set_draft(self, config: RunConfig) -> None:
+        self.draft = config
+        self.push_context(config=config, saved_equal=self.saved_config is not None and config == self.saved_config)
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_S, self.refresh_derived)
+
+    def show_step(self, index: int) -> None:
+        self.step_index = index
+        self.visited.add(index)
+        step = self.current_step
+        self.query_one(ContentSwitcher).current = step.id
+        self.query_one(StepBar).current = index
+        self.query_one("#step-title", Static).update(f"[b]{index + 1}/{len(STEPS)} · {step.title}[/b]")
+        self.query_one("#step-needs", Static).update(step.needs)
+        self.query_one("#back", Button).disabled = index == 0
+        self.query_one("#next", Button).label = "Launch ▶" if step.step_id == "run" else "Next ▶"
+        step.context = self.context
+        target = step.first_focus() or self.query_one("#next", Button)
+        target.focus()
+        self.refresh_derived()
+        self.update_nav()
+
+    def update_nav(self) -> None:
+        if not self.is_mounted:
+            return
+        reason = self.current_step.blocking_reason()
+        self.query_one("#nav-reason", Static).update(f"[$error]✗ {_escape(reason)}[/]" if reason else "")
+        self.query_one("#next", Button).set_class(bool(reason), "-blocked")
+
+    # ------------------------------------------------------------------ messages up
+    @on(Step.Changed)
+    def _step_changed(self, event: Step.Changed) -> None:
+        event.stop()
+        self.set_draft(event.config)
+
+    @on(HardwareStep.PresetChosen)
+    def _preset_chosen(self, event: HardwareStep.PresetChosen) -> None:
+        self.load_preset(event.path)
+
+    @on(TemplateStep.RowChanged)
+    def _row_changed(self, event: TemplateStep.RowChanged) -> None:
+        self.push_context(preview_row=event.row)
+        self.refresh_derived()
+
+    @on(RunStep.LaunchRequested)
+    def _launch_requested(self) -> None:
+        self.action_launch()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        # Enter in a step's main field goes on, so Enter alone walks the wizard.
+        if isinstance(event.input.screen, WizardScreen):
+            event.stop()
+            self.call_after_refresh(self.action_next)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "next":
+            self.action_next()
+        elif event.button.id == "back":
+            self.action_back()
+
+    # ------------------------------------------------------------------ actions
+    def action_next(self) -> None:
+        step = self.current_step
+        reason = step.blocking_reason()
+        if reason:
+            self.update_nav()
+            self.app.bell()
+            return
+        if step.step_id == "run":
+            self.action_launch()
+            return
+        self.show_step(self.step_index + 1)
+
+    def action_back(self) -> None:
+        if self.step_index > 0:
+            self.show_step(self.step_index - 1)
+
+    def action_goto(self, step_id: str) -> None:
+        if step_id in STEP_IDS:
+            self.show_step(STEP_IDS.index(step_id))
+
+    def action_save_preset(self) -> None:
+        from sftwizard.tui.modals.save_preset import SavePresetModal
+
+        name = Path(self.context.preset_path).stem if self.context.preset_path else (self.draft.run.name or "my-run")
+        self.app.push_screen(SavePresetModal(name), self._save_preset_named)
+
+    def _save_preset_named(self, name: str | None) -> None:
+        if not name:
+            return
+        try:
+            path = services.save_user_preset(self.draft, name)
+        except (OSError, ConfigError) as exc:
+            self.notify(f"Could not save the preset: {exc}", severity="error")
+            return
+        self.saved_config = self.draft
+        self.push_context(preset_path=str(path), saved_equal=True)
+        self.step_named("hardware").refresh_presets()
+        self.notify(f"Saved preset {name} ({path.name} in your presets folder).", title="Saved")
+
+    def action_open_preset(self) -> None:
+        self.show_step(0)
+        self.query_one("#preset-select").focus()
+
+    def load_preset(self, path: str) -> None:
+        try:
+            cfg = services.load_preset(path)
+        except ConfigError as exc:
+            self.notify(f"{Path(path).name}: {'; '.join(exc.problems)}", title="Invalid preset", severity="error")
+            return
+        self.saved_config = cfg
+        self.context = self.context.but(preset_path=path)
+        self.set_draft(cfg)
+        self.notify(f"Loaded preset {Path(path).stem}.")
+
+    def action_launch(self) -> None:
+        """Refuse with the step and reason if any step blocks; else start the training process."""
+        for index, step in enumerate(self.steps):
+            reason = step.blocking_reason()
+            if reason and step.step_id != "run":
+                self.show_step(index)
+                self.notify(f"{step.title}: {reason}", title="Cannot launch yet", severity="warning")
+                return
+        try:
+            config_from_dict(self.draft.to_dict())
+        except ConfigError as exc:
+            self.notify("; ".join(exc.problems), title="Cannot launch yet", severity="error")
+            return
+        monitor = self.step_named("run").monitor
+        if monitor is not None and not monitor.finished:
+            self.notify("A run is already going; stop it first (s).", severity="warning")
+            return
+        if self.step_index != STEP_IDS.index("run"):
+            self.show_step(STEP_IDS.index("run"))
+        self.start_worker("launch")
+
+    # ------------------------------------------------------------------ workers
+    def refresh_derived(self) -> None:
+        """Start the workers whose inputs changed since they last ran."""
+        cfg = self.draft
+        key = _facts_key(cfg)
+        if self._keys.get("facts") != key:
+            self._keys["facts"] = key
+            self._keys.pop("estimate", None)
+            self.context = self.context.but(facts=None, facts_error=None, estimate=None, estimate_error=None)
+            self.start_worker("facts")
+        key = _data_key(cfg)
+        if self._keys.get("data") != key:
+            self._keys["data"] = key
+            self.context = self.context.but(data_report=None, data_error=None)
+            self.start_worker("data")
+        template_index = STEP_IDS.index("template")
+        if any(i >= template_index for i in self.visited):
+            key = _preview_key(cfg, self.context.preview_row)
+            if self._keys.get("preview") != key:
+                self._keys["preview"] = key
+                self.context = self.context.but(preview_error=None)
+                self.start_worker("preview")
+        if self.context.facts is not None:
+            gpu = gpu_memory_gib(self.context.hardware)
+            key = _estimate_key(cfg, self.context.facts, gpu)
+            if self._keys.get("estimate") != key:
+                self._keys["estimate"] = key
+                self.context = self.context.but(estimate_error=None)
+                self.start_worker("estimate")
+        self.push_context()
+
+    def start_worker(self, group: str) -> None:
+        cfg = self.draft
+        runners = {
+            "hardware": lambda: self.app.hardware_probe(),
+            "models": services.cached_models,
+            "facts": lambda: services.model_facts(cfg),
+            "data": lambda: services.inspect_data(cfg),
+            "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
+            "estimate": lambda facts=self.context.facts, gpu=gpu_memory_gib(self.context.hardware):
+                services.estimate_memory(facts, cfg, gpu),
+            "launch": lambda path=self.context.preset_path: services.launch(cfg, path if self.context.saved_equal else None),
+        }
+        worker = self._run_in_thread(runners[group], group)
+        self._current[group] = worker
+        self.context = self.context.but(busy=self.context.busy | {group}, unavailable={
+            k: v for k, v in self.context.unavailable.items() if k != group})
+        self.push_context()
+
+    def _run_in_thread(self, fn, group: str) -> Worker:
+        # The thread only calls the engine and returns; results land in on_worker_state_changed.
+        return self.run_worker(fn, name=group, group=group, thread=True, exclusive=True, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        group = worker.group
+        if self._current.get(group) is not worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        busy = self.context.busy - {group}
+        if event.state == WorkerState.SUCCESS:
+            self.worker_succeeded(group, worker.result, busy)
+        else:
+            self.worker_failed(group, worker.error, busy)
+
+    def worker_succeeded(self, group: str, result: Any, busy: frozenset) -> None:
+        results = {
+            "hardware": {"hardware": result, "hardware_error": None},
+            "models": {"cached_models": result or []},
+            "facts": {"facts": result, "facts_error": None},
+            "data": {"data_report": result, "data_error": None},
+            "preview": {"preview": result, "preview_error": None},
+            "estimate": {"estimate": result, "estimate_error": None},
+        }
+        if group == "launch":
+            self.push_context(busy=busy)
+            self.launched.append(result.run_dir)
+            self.app.remember_run(result.run_dir)
+            self.run_worker(self.step_named("run").show_run(result.run_dir, result.process), exit_on_error=False)
+            return
+        self.push_context(busy=busy, **results[group])
+        if group in ("facts", "hardware"):
+            self.refresh_derived()
+
+    def worker_failed(self, group: str, error: BaseException | None, busy: frozenset) -> None:
+        """The one place engine failures land: inline on the step, or a notification if unexpected."""
+        if isinstance(error, services.NotAvailable):
+            self.push_context(busy=busy, unavailable={**self.context.unavailable, group: f"not available yet: {error}"})
+            return
+        if isinstance(error, services.user_error_types()):
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        else:
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            self.notify(message, title=f"{group} failed", severity="error")
+            self.log.error(f"worker {group} failed", error)
+        fields = {"hardware": "hardware_error", "facts": "facts_error", "data": "data_error",
+                  "preview": "preview_error", "estimate": "estimate_error"}
+        if group in fields:
+            self.push_context(busy=busy, **{fields[group]: message})
+        else:
+            self.push_context(busy=busy)
+            if group == "launch" and isinstance(error, services.user_error_types()):
+                self.notify(message, title="Cannot launch", severity="error")
+
+
+def _escape(text: str) -> str:
+    from textual.markup import escape
+
+    return escape(text)

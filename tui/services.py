@@ -1,0 +1,151 @@
+"""The TUI's one door into the engine.
+
+Every call the wizard makes into ``sftwizard.core`` goes through a function here, so each
+step's core call lives in one place. Heavy modules (torch, transformers, datasets) are only
+imported inside these functions, which run in worker threads — never at start-up.
+
+A part of the engine that is not installed yet raises :class:`NotAvailable`; the step says so
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftwizard.core.config import RunConfig
+
+
+class NotAvailable(Exception):
+    """This engine feature is not part of this installation (yet)."""
+
+
+def _core(module: str, name: str) -> Any:
+    try:
+        mod = importlib.import_module(f"sftwizard.core.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"sftwizard.core.{module}":
+            raise NotAvailable(f"sftwizard.core.{module} is not installed") from None
+        raise
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise NotAvailable(f"sftwizard.core.{module}.{name} is not available") from None
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is a sentence for the user (shown inline, not as a crash)."""
+    from sftwizard.core.cli import user_error_types as types
+
+    return types() + (NotAvailable,)
+
+
+# --------------------------------------------------------------------------- presets
+
+def list_presets() -> list:
+    return _core("presets", "list_presets")()
+
+
+def find_preset(name_or_path: str) -> Path:
+    return _core("presets", "find_preset")(name_or_path)
+
+
+def load_preset(path: str | Path) -> RunConfig:
+    return _core("config", "load_preset")(path)
+
+
+def user_presets_dir() -> Path:
+    return _core("paths", "user_presets_dir")()
+
+
+def save_user_preset(cfg: RunConfig, name: str) -> Path:
+    """Save ``cfg`` as ``NAME.yaml`` in the user presets folder; returns the path."""
+    return _core("config", "save_preset")(cfg, user_presets_dir() / f"{name}.yaml")
+
+
+def dump_preset(cfg: RunConfig) -> str:
+    return _core("config", "dump_preset")(cfg)
+
+
+# --------------------------------------------------------------------------- hardware & models
+
+def probe_hardware():
+    return _core("hardware", "probe_hardware")()
+
+
+def model_facts(cfg: RunConfig):
+    return _core("models", "model_facts")(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+
+
+@dataclass
+class CachedModel:
+    id: str
+    size_bytes: int
+
+
+def cached_models() -> list[CachedModel]:
+    """Models in the local Hugging Face cache (no network), largest first."""
+    try:
+        from huggingface_hub import scan_cache_dir
+    except ImportError:  # pragma: no cover - comes with transformers
+        return []
+    try:
+        info = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one: nothing to offer
+        return []
+    out = [CachedModel(r.repo_id, r.size_on_disk) for r in info.repos if r.repo_type == "model"]
+    return sorted(out, key=lambda m: -m.size_bytes)
+
+
+# --------------------------------------------------------------------------- data & templates
+
+def inspect_data(cfg: RunConfig):
+    """The report on the first training source (format, rows, problems by line, audit)."""
+    return _core("data", "inspect_data")(cfg.data.sources[0])
+
+
+def render_preview(cfg: RunConfig, row: int):
+    return _core("templates", "render_preview")(cfg, row)
+
+
+# --------------------------------------------------------------------------- estimate
+
+def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None):
+    return _core("estimator", "estimate_memory")(facts, cfg, gpu_memory_gib=gpu_memory_gib)
+
+
+# --------------------------------------------------------------------------- runs
+
+def launch(cfg: RunConfig, preset_path: str | None):
+    return _core("runs", "launch")(cfg, preset_path)
+
+
+def stop_run(run_dir: Path) -> None:
+    """Ask a run to stop gracefully (it finishes the step and saves a checkpoint)."""
+    try:
+        stop = _core("runs", "stop")
+    except NotAvailable:
+        stop = None
+    if stop is not None:
+        try:
+            stop(run_dir.name)
+            return
+        except TypeError:
+            pass
+    from sftwizard.core.runner import STOP_FILE
+
+    (run_dir / STOP_FILE).touch()
+
+
+def list_runs() -> list:
+    return _core("runs", "list_runs")()
+
+
+def events_file(run_dir: Path) -> Path:
+    return run_dir / _core("events", "EVENTS_FILE")
+
+
+def new_tail(run_dir: Path):
+    return _core("events", "EventTail")(events_file(run_dir))

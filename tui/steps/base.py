@@ -1,0 +1,150 @@
+"""What every wizard step shares: the context it is given, the message it posts, field editing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from textual import on
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Checkbox, Input, Select
+
+from sftwizard.core.config import ConfigError, RunConfig, apply_overrides
+from sftwizard.tui.steps.fields import ConfigField, get_path
+
+
+@dataclass
+class WizardContext:
+    """Everything a step shows: the draft, and what the workers found out about it."""
+
+    config: RunConfig
+    preset_path: str | None = None
+    saved_equal: bool = False  # the preset at preset_path holds exactly this draft
+    hardware: Any = None
+    hardware_error: str | None = None
+    facts: Any = None
+    facts_error: str | None = None
+    cached_models: list = field(default_factory=list)
+    data_report: Any = None
+    data_error: str | None = None
+    preview: Any = None
+    preview_error: str | None = None
+    preview_row: int = 0
+    estimate: Any = None
+    estimate_error: str | None = None
+    busy: frozenset = frozenset()  # worker groups now running
+    unavailable: dict = field(default_factory=dict)  # worker group -> why the engine cannot answer yet
+
+    def but(self, **changes: Any) -> "WizardContext":
+        return replace(self, **changes)
+
+
+def problem_text(problem: Any) -> str:
+    """One line for a problem given as a string, a dict or an object (line/row, field, message)."""
+    if isinstance(problem, str):
+        return problem
+    get = problem.get if isinstance(problem, dict) else (lambda k, d=None: getattr(problem, k, d))
+    where = []
+    if get("line") is not None:
+        where.append(f"line {get('line')}")
+    elif get("row") is not None:
+        where.append(f"row {get('row')}")
+    if get("field"):
+        where.append(str(get("field")))
+    msg = get("message") or get("text") or str(problem)
+    return (", ".join(where) + ": " if where else "") + str(msg)
+
+
+class Step(VerticalScroll, can_focus=False):
+    """A wizard step. Subclasses set ``title``/``needs``, compose fields, and render ``context``."""
+
+    title: ClassVar[str] = "Step"
+    needs: ClassVar[str] = ""
+    step_id: ClassVar[str] = "step"
+
+    context: reactive[WizardContext | None] = reactive(None, always_update=True, init=False)
+
+    class Changed(Message):
+        """The step made a new draft config."""
+
+        def __init__(self, config: RunConfig) -> None:
+            super().__init__()
+            self.config = config
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(id=kwargs.pop("id", self.step_id), **kwargs)
+        self.invalid: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ attributes down
+    def watch_context(self, context: WizardContext | None) -> None:
+        if context is None or not self.is_mounted:
+            return
+        for f in self.query(ConfigField):
+            f.show_value(get_path(context.config, f.path))
+            if not f.error:
+                self.invalid.pop(f.path, None)
+        self.show_context(context)
+
+    def show_context(self, context: WizardContext) -> None:
+        """Render what the workers found. Subclasses override."""
+
+    def blocking_reason(self) -> str | None:
+        """Why Next is refused right now, or None."""
+        if self.invalid:
+            path, msg = next(iter(self.invalid.items()))
+            return f"{path}: {msg}"
+        return None
+
+    def first_focus(self):
+        """The widget to focus when the step is shown (None: the Next button)."""
+        return None
+
+    # ------------------------------------------------------------------ messages up
+    def post_config(self, config: RunConfig) -> None:
+        self.post_message(self.Changed(config))
+
+    def apply(self, path: str, raw_yaml: str, field_widget: ConfigField | None = None) -> RunConfig | None:
+        """Validate one edit through the core schema; show the reason inline or post the new config."""
+        if self.context is None:
+            return None
+        try:
+            cfg = apply_overrides(self.context.config, [f"{path}={raw_yaml}"])
+        except ConfigError as exc:
+            message = "; ".join(p.split(": ", 1)[1] if p.startswith(path.split(".")[0]) and ": " in p else p
+                                for p in exc.problems)
+            self.invalid[path] = message
+            if field_widget is not None:
+                field_widget.error = message
+            return None
+        self.invalid.pop(path, None)
+        if field_widget is not None:
+            field_widget.error = ""
+            field_widget.committed = get_path(cfg, path)
+        self.post_config(cfg)
+        return cfg
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _field_edited(self, event: Message) -> None:
+        control = getattr(event, "control", None)
+        owner = control.parent if control is not None else None
+        if not isinstance(owner, ConfigField) or owner.syncing:
+            return
+        event.stop()
+        try:
+            raw = owner.raw_value()
+        except ValueError as exc:
+            self.invalid[owner.path] = str(exc)
+            owner.error = str(exc)
+            return
+        if raw is None:
+            return
+        self.apply(owner.path, raw, owner)
+
+
+def yaml_str(text: str) -> str:
+    return json.dumps(text)
