@@ -37,6 +37,7 @@ STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, M
                            ReviewStep, RunStep]
 STEP_IDS = [s.step_id for s in STEPS]
 DEBOUNCE_S = 0.15
+START_WORK_AFTER_S = 0.3
 
 
 def _facts_key(cfg: RunConfig) -> tuple:
@@ -76,6 +77,9 @@ class WizardScreen(Screen):
         self._keys: dict[str, Any] = {}
         self._debounce = None
         self.launched: list = []
+        self.work_started = False
+        self.derive_pending = False
+        self._steps: list[Step] = [cls() for cls in STEPS]  # mounted when first shown
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -84,8 +88,7 @@ class WizardScreen(Screen):
             yield Static("", id="step-title")
             yield Static("", id="step-needs")
         with ContentSwitcher(initial=STEP_IDS[self.step_index], id="steps"):
-            for cls in STEPS:
-                yield cls()
+            yield self._steps[self.step_index]
         with Horizontal(id="nav"):
             yield Button("◀ Back", id="back", compact=True)
             yield Static("", id="nav-reason")
@@ -94,21 +97,32 @@ class WizardScreen(Screen):
 
     def on_mount(self) -> None:
         self.push_context()
-        self.show_step(self.step_index)
+        self.show_step(self.step_index, derive=False)
+        # Engine work starts once the first frame is out: a thread importing torch competes
+        # for the GIL and would delay it.
+        self.set_timer(START_WORK_AFTER_S, self._start_work)
+
+    def _start_work(self) -> None:
+        self.work_started = True
         self.start_worker("hardware")
         self.start_worker("models")
         self.refresh_derived()
 
     @property
+    def settled(self) -> bool:
+        """No engine work started, pending or running (tests and benchmarks wait for this)."""
+        return self.work_started and not self.derive_pending and not self.context.busy
+
+    @property
     def steps(self) -> list[Step]:
-        return [self.query_one(f"#{sid}", Step) for sid in STEP_IDS]
+        return list(self._steps)
 
     @property
     def current_step(self) -> Step:
-        return self.query_one(f"#{STEP_IDS[self.step_index]}", Step)
+        return self._steps[self.step_index]
 
     def step_named(self, step_id: str) -> Step:
-        return self.query_one(f"#{step_id}", Step)
+        return self._steps[STEP_IDS.index(step_id)]
 
     # ------------------------------------------------------------------ attributes down
     def push_context(self, **changes: Any) -> None:
@@ -122,22 +136,38 @@ class WizardScreen(Screen):
         self.push_context(config=config, saved_equal=self.saved_config is not None and config == self.saved_config)
         if self._debounce is not None:
             self._debounce.stop()
+        self.derive_pending = True
         self._debounce = self.set_timer(DEBOUNCE_S, self.refresh_derived)
 
-    def show_step(self, index: int) -> None:
+    def show_step(self, index: int, derive: bool = True) -> None:
         self.step_index = index
         self.visited.add(index)
         step = self.current_step
-        self.query_one(ContentSwitcher).current = step.id
+        switcher = self.query_one(ContentSwitcher)
+        if step.parent is None:
+            step.context = self.context
+            mounted = switcher.mount(step)
+            switcher.current = step.id
+
+            async def focus_when_mounted() -> None:
+                await mounted
+                if self.current_step is step:
+                    (step.first_focus() or self.query_one("#next", Button)).focus()
+                    self.update_nav()
+
+            self.call_next(focus_when_mounted)
+        else:
+            switcher.current = step.id
         self.query_one(StepBar).current = index
         self.query_one("#step-title", Static).update(f"[b]{index + 1}/{len(STEPS)} · {step.title}[/b]")
         self.query_one("#step-needs", Static).update(step.needs)
         self.query_one("#back", Button).disabled = index == 0
         self.query_one("#next", Button).label = "Launch ▶" if step.step_id == "run" else "Next ▶"
         step.context = self.context
-        target = step.first_focus() or self.query_one("#next", Button)
-        target.focus()
-        self.refresh_derived()
+        if step.is_mounted:
+            (step.first_focus() or self.query_one("#next", Button)).focus()
+        if derive and self.work_started:
+            self.refresh_derived()
         self.update_nav()
 
     def update_nav(self) -> None:
@@ -221,7 +251,7 @@ class WizardScreen(Screen):
 
     def action_open_preset(self) -> None:
         self.show_step(0)
-        self.query_one("#preset-select").focus()
+        self.call_after_refresh(lambda: self.query_one("#preset-select").focus())
 
     def load_preset(self, path: str) -> None:
         try:
@@ -258,6 +288,9 @@ class WizardScreen(Screen):
     # ------------------------------------------------------------------ workers
     def refresh_derived(self) -> None:
         """Start the workers whose inputs changed since they last ran."""
+        if not self.work_started:
+            return
+        self.derive_pending = False
         cfg = self.draft
         key = _facts_key(cfg)
         if self._keys.get("facts") != key:

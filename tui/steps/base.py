@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 from textual import on
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.reactive import reactive
 from textual.widgets import Checkbox, Input, Select
 
 from sftwizard.core.config import ConfigError, RunConfig, apply_overrides
@@ -65,8 +64,6 @@ class Step(VerticalScroll, can_focus=False):
     needs: ClassVar[str] = ""
     step_id: ClassVar[str] = "step"
 
-    context: reactive[WizardContext | None] = reactive(None, always_update=True, init=False)
-
     class Changed(Message):
         """The step made a new draft config."""
 
@@ -77,10 +74,27 @@ class Step(VerticalScroll, can_focus=False):
     def __init__(self, **kwargs) -> None:
         super().__init__(id=kwargs.pop("id", self.step_id), **kwargs)
         self.invalid: dict[str, str] = {}
+        self._wizard_context: WizardContext | None = None
 
     # ------------------------------------------------------------------ attributes down
-    def watch_context(self, context: WizardContext | None) -> None:
-        if context is None or not self.is_mounted:
+    # A plain attribute rather than a reactive: steps are created up front but mounted only
+    # when first shown (a faster first frame), and an unmounted step just keeps the value.
+    @property
+    def context(self) -> WizardContext | None:
+        return self._wizard_context
+
+    @context.setter
+    def context(self, context: WizardContext | None) -> None:
+        self._wizard_context = context
+        if self.is_mounted:
+            self.render_context()
+
+    def on_mount(self) -> None:
+        self.render_context()
+
+    def render_context(self) -> None:
+        context = self._wizard_context
+        if context is None:
             return
         for f in self.query(ConfigField):
             f.show_value(get_path(context.config, f.path))

@@ -13,14 +13,25 @@ from sftwizard.tui import services
 from sftwizard.tui.steps.base import Step, WizardContext
 
 
+def preset_argument(preset: str) -> str:
+    """How to name a preset on the command line: by name when a shipped/user one, else its path."""
+    name = Path(preset).stem
+    try:
+        if Path(services.find_preset(name)).resolve() == Path(preset).resolve():
+            return name
+    except Exception:  # an unreadable presets folder: fall back to the path
+        pass
+    return shlex.quote(preset)
+
+
 def command_lines(context: WizardContext) -> list[str]:
     """What runs this draft without the wizard."""
     preset = context.preset_path
     name = Path(preset).stem if preset else "my-preset"
-    target = shlex.quote(preset) if preset and context.saved_equal else f"{name}.yaml"
+    target = preset_argument(preset) if preset and context.saved_equal else name
     lines = [f"sft-wizard run {target}", f"sft-wizard run {target} --detach    # survives the terminal"]
     if not context.saved_equal:
-        lines.insert(0, f"# save first (ctrl+s) as {name}.yaml, then:")
+        lines.insert(0, f"# save first (ctrl+s) as {name}, then:")
     return lines
 
 
