@@ -115,4 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the imported module so exception classes are the ones other modules raise.
+    from sftwizard.core.cli import main as _main
+
+    sys.exit(_main())

@@ -51,6 +51,13 @@ def preflight(cfg) -> None:
             resolve_model(cfg.model.id, allow_download=False)
         except ModelError as exc:
             raise UserError(str(exc)) from None
+    if cfg.method.type == "qlora":
+        from sftwizard.core.runner import Environment, RunnerError, check_runnable
+
+        try:
+            check_runnable(cfg, Environment.detect())
+        except RunnerError as exc:
+            raise UserError(str(exc)) from None
     for i, src in enumerate(list(cfg.data.sources) + ([cfg.data.eval_source] if cfg.data.eval_source else [])):
         if src.path.startswith("builtin:"):
             continue

@@ -142,6 +142,18 @@ class TrainingSection:
 
 
 @dataclass
+class DistributedSection:
+    """Multi-GPU / multi-node through `accelerate launch` (never a launcher of our own)."""
+
+    num_processes: int | None = field(default=None, metadata=_check(positive, "must be > 0"))  # None: visible GPUs
+    strategy: Literal["ddp", "fsdp", "zero2", "zero3"] = "ddp"
+    num_machines: int = field(default=1, metadata=_check(positive, "must be > 0"))
+    machine_rank: int = field(default=0, metadata=_check(non_negative, "must be >= 0"))
+    main_process_ip: str | None = None
+    main_process_port: int = field(default=29500, metadata=_check(lambda v: 0 < v < 65536, "must be a port number"))
+
+
+@dataclass
 class RunSection:
     name: str | None = None
     output_root: str | None = None  # None: the data dir's runs/
@@ -154,6 +166,7 @@ class RunConfig:
     template: TemplateSection = field(default_factory=TemplateSection)
     method: MethodSection = field(default_factory=MethodSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
     run: RunSection = field(default_factory=RunSection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,7 +204,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             return None
         return _build(tp, value, path, problems)
     if origin is Literal:
-        if value in get_args(tp):
+        if isinstance(value, bool) and "no" in get_args(tp):
+            value = "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+        if value in get_args(tp) and not isinstance(value, bool):
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -282,6 +297,11 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         problems.append(f"training.max_steps: must be -1 (use epochs) or > 0, got {cfg.training.max_steps}")
     if cfg.training.eval_strategy != "no" and cfg.data.eval_source is None and cfg.data.eval_fraction == 0:
         problems.append("training.eval_strategy: evaluation needs data.eval_source or data.eval_fraction > 0")
+    d = cfg.distributed
+    if d.machine_rank >= d.num_machines:
+        problems.append(f"distributed.machine_rank: must be < num_machines ({d.num_machines}), got {d.machine_rank}")
+    if d.num_machines > 1 and not d.main_process_ip:
+        problems.append("distributed.main_process_ip: needed when num_machines > 1")
     if cfg.method.type == "full" and cfg.method.use_dora:
         problems.append("method.use_dora: DoRA needs method.type lora or qlora")
     return problems
@@ -304,9 +324,12 @@ def config_from_dict(data: Any, source: str | None = None) -> RunConfig:
 
 def _parse_scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()  # `no`, `off`, `yes`: strings here, not YAML 1.1 booleans
+    return value
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:

@@ -1,0 +1,202 @@
+"""Dataset-wide audit: what training on these rows will look like, token by token, in aggregate.
+
+Streams the examples through ``templates.encode_examples`` (the training path, batched fast
+tokenization) in chunks, with a progress callback, and reports: token lengths (p50/p90/p99/max),
+rows over ``max_length`` and the trained tokens truncation eats, trained-token share and its
+distribution, rows with no trained token (which SFTTrainer drops when not packing), end-of-turn
+coverage (is the token that makes the model stop trained?), padding waste with and without
+packing, and the expected number of packed sequences.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from typing import Callable
+
+MAX_ROW_PROBLEMS = 20  # per kind; counts are always complete
+
+
+def percentiles(values: list[float] | list[int]) -> dict:
+    """p50/p90/p99/max/mean of a list (nearest-rank), zeros when empty."""
+    if not values:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(q: float):
+        return ordered[min(n - 1, max(0, int(round(q * n + 0.5)) - 1))]
+
+    return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": ordered[-1],
+            "mean": round(sum(ordered) / n, 3)}
+
+
+def _stop_ids(tokenizer) -> set[int]:
+    ids = set(tokenizer.get_added_vocab().values())
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+class _Blank:
+    """Whether a token decodes to whitespace only (cached per id)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache: dict[int, bool] = {}
+
+    def __call__(self, token_id: int) -> bool:
+        hit = self.cache.get(token_id)
+        if hit is None:
+            hit = self.cache[token_id] = self.tokenizer.decode([token_id]).strip() == ""
+        return hit
+
+
+def _stop_trained(ids: list[int], mask: list[int], stop: set[int], blank: _Blank) -> bool:
+    """The last trained token that is not whitespace is a stop token (end-of-turn / EOS)."""
+    for t in range(len(ids) - 1, -1, -1):
+        if mask[t] and not blank(ids[t]):
+            return ids[t] in stop
+    return False
+
+
+def pack_bins(lengths: list[int], capacity: int) -> int:
+    """Number of sequences best-fit-decreasing packing makes (over-long rows truncated first)."""
+    spaces: list[int] = []  # sorted remaining space of open bins
+    bins = 0
+    for length in sorted((min(n, capacity) for n in lengths if n > 0), reverse=True):
+        i = bisect.bisect_left(spaces, length)
+        if i < len(spaces):
+            space = spaces.pop(i) - length
+        else:
+            bins += 1
+            space = capacity - length
+        if space > 0:
+            bisect.insort(spaces, space)
+    return bins
+
+
+def _padding_waste(lengths: list[int], batch_size: int, seed: int) -> float:
+    """Share of padded positions when rows are batched at random and padded to the longest."""
+    if not lengths:
+        return 0.0
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    padded = real = 0
+    for i in range(0, len(order), batch_size):
+        batch = [lengths[j] for j in order[i:i + batch_size]]
+        padded += max(batch) * len(batch)
+        real += sum(batch)
+    return round(1 - real / padded, 4) if padded else 0.0
+
+
+def audit_dataset(tokenizer, examples: list[dict], template, cfg,
+                  progress: Callable[[int, int], None] | None = None, chunk: int = 2000) -> dict:
+    """The audit as a plain dict (JSON-ready); see the module docstring for the keys' meaning."""
+    from sftwizard.core.templates import encode_examples
+
+    t = cfg.training
+    max_length = t.max_length
+    stop = _stop_ids(tokenizer)
+    blank = _Blank(tokenizer)
+    lengths: list[int] = []
+    kept_lengths: list[int] = []
+    shares: list[float] = []
+    trained_total = tokens_total = 0
+    over = truncated_rows = tokens_lost = 0
+    zero_rows = stop_rows = conv_rows = 0
+    failed = 0
+    row_problems: list[dict] = []
+    counts: dict[str, int] = {}
+
+    def note(code: str, row: int, message: str, severity: str = "warning", field: str | None = None) -> None:
+        counts[code] = counts.get(code, 0) + 1
+        if counts[code] <= MAX_ROW_PROBLEMS:
+            item = {"code": code, "row": row, "message": message, "severity": severity}
+            if field:
+                item["field"] = field
+            row_problems.append(item)
+
+    total = len(examples)
+    for base in range(0, total, chunk):
+        batch = examples[base:base + chunk]
+        errors: dict[int, Exception] = {}
+        outs = encode_examples(
+            tokenizer, batch, template,
+            assistant_only_loss=t.assistant_only_loss,
+            completion_only_loss=t.completion_only_loss,
+            system_prompt=getattr(cfg.template, "system_prompt", None),
+            on_error=lambda i, exc: errors.__setitem__(i, exc),
+        )
+        for offset, out in enumerate(outs):
+            row = base + offset
+            if out is None:
+                failed += 1
+                note("template_error", row, str(errors.get(offset, "the template failed")), "error", "messages")
+                continue
+            ids, mask = out["input_ids"], out["assistant_masks"]
+            n = len(ids)
+            lengths.append(n)
+            kept = mask[:max_length] if max_length else mask
+            trained_all = sum(mask)
+            trained = sum(kept)
+            if max_length and n > max_length:
+                over += 1
+                lost = trained_all - trained
+                if lost:
+                    truncated_rows += 1
+                    tokens_lost += lost
+                    note("truncated_assistant", row,
+                         f"{n} tokens; truncation at max_length {max_length} drops {lost} trained tokens")
+            kept_n = min(n, max_length) if max_length else n
+            kept_lengths.append(kept_n)
+            tokens_total += kept_n
+            trained_total += trained
+            shares.append(trained / kept_n if kept_n else 0.0)
+            if trained == 0:
+                zero_rows += 1
+                note("no_trained_tokens", row, "no token carries loss" + (
+                    "; SFTTrainer drops this row" if not t.packing else ""), "warning")
+            is_conv = "messages" in examples[row] or isinstance(examples[row].get("prompt"), list)
+            if trained:
+                conv_rows += 1
+                if _stop_trained(ids[:kept_n], kept, stop, blank):
+                    stop_rows += 1
+                elif is_conv or not max_length or n <= max_length:
+                    note("eos_not_trained", row, "the last trained token is not an end-of-turn/EOS token")
+        if progress is not None:
+            progress(min(base + chunk, total), total)
+
+    bs = t.per_device_train_batch_size
+    packed = pack_bins(kept_lengths, max_length) if max_length else None
+    padding_free = t.padding_free or (t.packing and t.packing_strategy in ("bfd", "bfd_split"))
+    result = {
+        "tokenizer": getattr(tokenizer, "name_or_path", None),
+        "template_source": template.source,
+        "rows": total,
+        "rows_encoded": len(lengths),
+        "rows_failed": failed,
+        "max_length": max_length,
+        "token_length": percentiles(lengths),
+        "rows_over_max_length": over,
+        "rows_truncating_trained_tokens": truncated_rows,
+        "trained_tokens_lost_to_truncation": tokens_lost,
+        "tokens": tokens_total,
+        "trained_tokens": trained_total,
+        "trained_share": round(trained_total / tokens_total, 4) if tokens_total else 0.0,
+        "trained_share_per_row": {k: (round(v, 4) if isinstance(v, float) else v)
+                                  for k, v in percentiles(shares).items()},
+        "rows_with_no_trained_tokens": zero_rows,
+        "eos_coverage": round(stop_rows / conv_rows, 4) if conv_rows else 0.0,
+        "padding": {
+            "batch_size": bs,
+            "waste_without_packing": 0.0 if t.padding_free else _padding_waste(kept_lengths, bs, t.seed),
+            "waste_with_packing": round(1 - tokens_total / (packed * max_length), 4) if packed else None,
+            "packed_sequences": packed,
+            "packing_in_config": t.packing,
+            "padding_free": padding_free,
+        },
+        "problem_counts": counts,
+        "row_problems": row_problems,
+    }
+    return result

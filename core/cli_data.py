@@ -1,0 +1,235 @@
+"""`sft-wizard data inspect` and `sft-wizard preview`: see the data, and what will be trained, first.
+
+JSON schemas: docs/cli-data.md. Bad input (a missing file, a malformed row with
+``--on-bad-rows stop``, a template that cannot apply) exits 2 with one sentence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sftwizard.core.cli import UserError, add_json_flag, print_json
+
+FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "conversational_prompt_completion",
+                  "alpaca", "sharegpt", "text"]
+TEMPLATE_CHOICES = ["auto", "tokenizer", "trl-training", "file", "inferred", "chatml"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="look at datasets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: _help(data))
+
+    p = data_sub.add_parser("inspect", help="detect a dataset's format, validate every row, audit tokens")
+    p.add_argument("source", help="a .jsonl/.json/.parquet/.csv file, a folder, a Hub dataset id, or builtin:demo")
+    _source_options(p)
+    p.add_argument("--model", help="a model whose tokenizer and template audit the tokens (optional)")
+    p.add_argument("--max-length", type=int, help="training.max_length for the audit (default 1024)")
+    p.add_argument("--on-bad-rows", choices=["stop", "drop"], default="stop",
+                   help="stop (exit 2 at bad rows, the default) or drop them and report")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("preview", help="show one row's tokens and which of them carry loss")
+    p.add_argument("preset", nargs="?", help="a preset YAML file or name (or give --model and --data)")
+    p.add_argument("--model", help="model id or folder (config.json + tokenizer files are enough)")
+    p.add_argument("--data", help="dataset source (as for data inspect)")
+    _source_options(p)
+    p.add_argument("--row", type=int, default=0, help="row to show, from 0 (default 0)")
+    p.add_argument("--max-length", type=int, help="override training.max_length")
+    p.add_argument("--assistant-only-loss", dest="assistant_only_loss", action=argparse.BooleanOptionalAction,
+                   default=None, help="train only assistant turns (default: yes for conversations)")
+    p.add_argument("--completion-only-loss", dest="completion_only_loss", action=argparse.BooleanOptionalAction,
+                   default=None, help="train only completions (default: yes for prompt-completion data)")
+    p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None, help="override training.packing")
+    p.add_argument("--template-source", choices=TEMPLATE_CHOICES, help="override template.source")
+    p.add_argument("--template-file", help="a Jinja chat template file (template.source: file)")
+    p.add_argument("--system-prompt", help="override template.system_prompt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a preset setting (repeatable)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_preview)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="dataset format (default: detect)")
+    p.add_argument("--map", dest="maps", action="append", default=[], metavar="FIELD=COLUMN|role:THEIRS=OURS",
+                   help="map a column to a field (prompt=question) or a role (role:human=user); repeatable")
+    p.add_argument("--split", default="train", help="split of a Hub/folder dataset (default train)")
+    p.add_argument("--name", help="config name of a Hub dataset")
+    p.add_argument("--max-rows", type=int, help="read at most this many rows")
+
+
+def _data_source(args, path: str):
+    from sftwizard.core.config import DataSource
+    from sftwizard.core.data import parse_mapping
+
+    if args.max_rows is not None and args.max_rows <= 0:
+        raise UserError(f"--max-rows: must be > 0, got {args.max_rows}")
+    columns, roles = parse_mapping(args.maps)
+    return DataSource(path=path, split=args.split, format=args.format, name=args.name, columns=columns,
+                      roles=roles, max_rows=args.max_rows)
+
+
+def _console(stream=None):
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- data inspect
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from sftwizard.core.config import RunConfig
+    from sftwizard.core.data import inspect_data
+
+    source = _data_source(args, args.source)
+    tokenizer = None
+    cfg = RunConfig()
+    if args.max_length is not None:
+        if args.max_length <= 0:
+            raise UserError(f"--max-length: must be > 0, got {args.max_length}")
+        cfg.training.max_length = args.max_length
+    if args.model:
+        from sftwizard.core.preview import load_preview_tokenizer
+
+        cfg.model.id = args.model
+        tokenizer = load_preview_tokenizer(cfg)
+    report = inspect_data(source, tokenizer=tokenizer, cfg=cfg, on_bad_rows=args.on_bad_rows)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    _print_report(report)
+    return 0
+
+
+def _print_report(report) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{report.source}[/bold]  format [cyan]{report.format}[/cyan]")
+    console.print(f"rows {report.rows}   converted {report.converted_rows}   "
+                  f"dropped {'[red]' if report.dropped_rows else ''}{report.dropped_rows}"
+                  f"{'[/red]' if report.dropped_rows else ''}   columns {', '.join(report.columns) or '-'}")
+    if report.problems:
+        table = Table("where", "field", "problem", title=f"{len(report.problems)} problems", title_justify="left")
+        for p in report.problems[:30]:
+            where = f"line {p.line}" if p.line is not None else (f"row {p.row}" if p.row is not None else "")
+            style = "red" if p.severity == "error" else ("yellow" if p.severity == "warning" else "dim")
+            table.add_row(where, p.field or "", f"[{style}]{p.message}[/{style}]")
+        console.print(table)
+        if len(report.problems) > 30:
+            console.print(f"[dim]… {len(report.problems) - 30} more (--json lists them all)[/dim]")
+    audit = report.audit or {}
+    if audit.get("tokenizer") is not None or "token_length" in audit:
+        tl = audit["token_length"]
+        console.print(
+            f"tokens per row  p50 {tl['p50']}  p90 {tl['p90']}  p99 {tl['p99']}  max {tl['max']}   "
+            f"over max_length {audit['max_length']}: {audit['rows_over_max_length']} rows")
+        console.print(
+            f"trained share {audit['trained_share']:.1%}   rows with nothing trained "
+            f"{audit['rows_with_no_trained_tokens']}   EOS/end-of-turn trained in {audit['eos_coverage']:.1%} of rows")
+        pad = audit["padding"]
+        console.print(
+            f"padding waste {pad['waste_without_packing']:.1%} unpacked (batch {pad['batch_size']}); packing makes "
+            f"{pad['packed_sequences']} sequences")
+    elif audit:
+        console.print(f"assistant turns per row p50 {audit['assistant_turns']['p50']}   characters per row "
+                      f"p50 {audit['characters']['p50']} max {audit['characters']['max']}   "
+                      "[dim](give --model for the token audit)[/dim]")
+
+
+# --------------------------------------------------------------------------- preview
+
+def _preview_config(args):
+    from sftwizard.core.config import RunConfig, TemplateSection, apply_overrides
+
+    if args.preset:
+        from sftwizard.core.cli_run import load_with_overrides
+
+        _, cfg = load_with_overrides(args.preset, args.overrides)
+    else:
+        if not (args.model and args.data):
+            raise UserError("preview: give a preset, or both --model and --data")
+        cfg = RunConfig()
+        if args.overrides:
+            cfg = apply_overrides(cfg, args.overrides)
+    if args.model:
+        cfg.model.id = args.model
+    if args.data:
+        cfg.data.sources = [_data_source(args, args.data)]
+    elif args.maps or args.format != "auto":
+        for src in cfg.data.sources:
+            columns, roles = _data_source(args, src.path).columns, _data_source(args, src.path).roles
+            src.columns.update(columns)
+            src.roles.update(roles)
+            if args.format != "auto":
+                src.format = args.format
+    t = cfg.training
+    if args.max_length is not None:
+        if args.max_length <= 0:
+            raise UserError(f"--max-length: must be > 0, got {args.max_length}")
+        t.max_length = args.max_length
+    if args.assistant_only_loss is not None:
+        t.assistant_only_loss = args.assistant_only_loss
+    if args.completion_only_loss is not None:
+        t.completion_only_loss = args.completion_only_loss
+    if args.packing is not None:
+        t.packing = args.packing
+    if args.template_file:
+        cfg.template = TemplateSection(source="file", path=args.template_file,
+                                       system_prompt=cfg.template.system_prompt)
+    elif args.template_source:
+        cfg.template.source = args.template_source
+    if args.system_prompt is not None:
+        cfg.template.system_prompt = args.system_prompt
+    return cfg
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from sftwizard.core.preview import render_preview
+
+    cfg = _preview_config(args)
+    preview = render_preview(cfg, row=args.row)
+    if args.json:
+        print_json(preview.to_dict())
+        return 0
+    print_preview(preview)
+    return 0
+
+
+def print_preview(preview, console=None) -> None:
+    """Human view: trained tokens green, masked dim, cut by truncation red; then counts and problems."""
+    from rich.text import Text
+
+    console = console or _console()
+    c = preview.counts
+    console.print(
+        f"[bold]row {preview.row}[/bold] ({preview.kind.replace('_', '-')})   template: "
+        f"[cyan]{preview.template_source}[/cyan] — {preview.template['description']}")
+    text = Text()
+    for tok in preview.tokens:
+        if tok.get("truncated"):
+            style = "red strike"
+        elif tok["trained"]:
+            style = "bold green"
+        else:
+            style = "dim"
+        text.append(tok["text"], style=style)
+    console.print(text)
+    console.print()
+    console.print(
+        f"tokens {c['tokens']}   [green]trained {c['trained']}[/green]   [dim]masked {c['masked']}[/dim]"
+        + (f"   [red]cut by max_length {preview.max_length}: {c['truncated_tokens']}[/red]"
+           if c["truncated_tokens"] else "")
+        + f"   assistant_only_loss={preview.assistant_only_loss} completion_only_loss={preview.completion_only_loss}")
+    console.print("[dim]legend:[/dim] [bold green]trained[/bold green] [dim]masked[/dim] [red strike]cut[/red strike]")
+    for p in preview.problems:
+        style = {"error": "red", "warning": "yellow"}.get(p["severity"], "dim")
+        console.print(f"[{style}]{p['severity']}[/{style}] {p['code']}: {p['message']}")

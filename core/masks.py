@@ -1,0 +1,359 @@
+"""Rendering canonical examples and turning assistant/completion spans into token masks.
+
+Two steps, so that tokenization can be batched (the fast tokenizer works in parallel):
+``render_example`` renders one example to text plus the character spans that carry loss, and
+``tokens_and_masks`` tokenizes a batch of renderings and maps spans to tokens exactly as
+transformers' ``apply_chat_template(return_assistant_tokens_mask=True)`` does (first and last
+character of a span, via ``char_to_token``). ``templates.encode_example`` is these two steps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Appended to one assistant message to find where its content ends in a rendering (private-use
+# characters: templates that trim whitespace leave it alone, no real data contains it).
+_SENTINEL = "\ue000\ue001sftw\ue001\ue000"
+
+
+class TemplateError(ValueError):
+    """A template cannot be resolved or applied. One sentence; ``problems`` for the details."""
+
+    def __init__(self, message: str, problems: list | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+@dataclass
+class Rendered:
+    """One example rendered to text, with what carries loss stated in characters."""
+
+    text: str
+    add_special_tokens: bool  # plain text goes through tokenizer(text); chat renderings don't add BOS again
+    mode: str  # "all": every token; "assistant": only spans with weight 1; "all_but": all but weight-0 spans
+    spans: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, weight) per assistant turn
+    prompt_text: str | None = None  # completion-only loss: tokens shared with this prompt carry no loss
+    prompt_add_special_tokens: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- example kinds and loss flags
+
+def example_kind(example: dict) -> str:
+    """``messages``, ``conversational_prompt_completion``, ``prompt_completion`` or ``text``."""
+    if "messages" in example:
+        return "messages"
+    if "prompt" in example and "completion" in example:
+        return "conversational_prompt_completion" if isinstance(example["prompt"], list) else "prompt_completion"
+    if "text" in example:
+        return "text"
+    raise TemplateError(f"not a canonical example (keys: {', '.join(sorted(example)) or 'none'})")
+
+
+def loss_flags(kind: str, assistant_only_loss: bool | None, completion_only_loss: bool | None) -> tuple[bool, bool]:
+    """Resolve ``None`` (auto): assistant-only for conversations, completion-only for prompt-completion."""
+    conversational = kind in ("messages", "conversational_prompt_completion")
+    if assistant_only_loss is None:
+        aol = kind == "messages"
+    else:
+        aol = bool(assistant_only_loss)
+    if aol and not conversational:
+        raise TemplateError(
+            f"training.assistant_only_loss: needs conversational data, but this data is {kind.replace('_', '-')}; "
+            "use completion_only_loss for prompt-completion data"
+        )
+    if completion_only_loss is None:
+        col = kind in ("prompt_completion", "conversational_prompt_completion")
+    else:
+        col = bool(completion_only_loss) and kind in ("prompt_completion", "conversational_prompt_completion")
+    return aol, col
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _clean(messages: list[dict]) -> list[dict]:
+    """Messages as the template sees them: no ``weight``, no None values (as apply_chat_template does)."""
+    return [{k: v for k, v in m.items() if k != "weight" and v is not None} for m in messages]
+
+
+def render_chat(tokenizer, template: str, messages: list[dict], *, add_generation_prompt: bool = False,
+                with_indices: bool = False, tools: Any = None, extra: dict | None = None):
+    """(text, generation character spans or None), rendered as ``apply_chat_template`` renders."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    kwargs = {**tokenizer.special_tokens_map, **(extra or {})}
+    try:
+        rendered, indices = render_jinja_template(
+            conversations=[_clean(messages)],
+            tools=tools,
+            chat_template=template,
+            return_assistant_tokens_mask=with_indices,
+            add_generation_prompt=add_generation_prompt,
+            **kwargs,
+        )
+    except Exception as exc:  # jinja's raise_exception, TypeError in a template, ...
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TemplateError(f"the chat template refused this conversation: {text}") from None
+    return rendered[0], (indices[0] if with_indices else None)
+
+
+def _merge_adjacent(spans: list) -> list[tuple[int, int]]:
+    """Generation blocks that touch are one turn (e.g. Phi-3 closes the last turn with a second block)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    # compare in blocks first, then characters
+    step = 64
+    while i + step <= n and a[i:i + step] == b[i:i + step]:
+        i += step
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools=None, extra=None):
+    """Character spans of each assistant turn in ``full``, found without generation markers.
+
+    A turn starts where the conversation before it, rendered with the generation prompt, ends
+    (that rendering must be a prefix of ``full``). It ends where the rendering of the
+    conversation up to and including it stops agreeing with ``full`` — when that rendering is
+    not a prefix (templates that re-render earlier turns, or close the last turn differently),
+    the content end is found with a sentinel and the end-of-turn text shared by both renderings
+    is kept. Returns (spans, notes); spans are (start, end, message index).
+    """
+    spans: list[tuple[int, int, int]] = []
+    notes: list[str] = []
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        prompt = "" if i == 0 else render_chat(
+            tokenizer, template, messages[:i], add_generation_prompt=True, tools=tools, extra=extra
+        )[0]
+        if full.startswith(prompt):
+            start = len(prompt)
+        else:
+            # the generation prompt may hold what the rendered turn does not (e.g. an opening <think>):
+            # the turn starts where the prompt and the conversation part ways, past the turns before it
+            before = render_chat(tokenizer, template, messages[:i], tools=tools, extra=extra)[0] if i else ""
+            if not full.startswith(before):
+                notes.append(
+                    f"message {i}: the rendering before this assistant turn differs from the full conversation "
+                    "(template not prefix-preserving); this turn carries no loss"
+                )
+                continue
+            start = _token_safe(tokenizer, full, len(before) + _common_prefix(prompt[len(before):], full[len(before):]))
+            notes.append(f"message {i}: the generation prompt differs from the rendered turn; "
+                         f"the turn starts after {full[len(before):start]!r}")
+        upto = full if i == last else render_chat(tokenizer, template, messages[: i + 1], tools=tools, extra=extra)[0]
+        if full.startswith(upto):
+            end = len(upto)
+        else:
+            found = _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra)
+            if found is None:
+                notes.append(f"message {i}: cannot locate this assistant turn in the rendering; it carries no loss")
+                continue
+            end, rerendered = found
+            if rerendered:
+                notes.append(
+                    f"message {i}: the template renders this turn differently once later turns follow "
+                    "(not prefix-preserving); it was located by its content"
+                )
+        if end <= start:
+            notes.append(f"message {i}: this assistant turn renders to nothing; it carries no loss")
+            continue
+        spans.append((start, end, i))
+    return spans, notes
+
+
+def _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra) -> tuple[int, bool] | None:
+    """(end of turn ``i`` in ``full``, whether ``full`` renders the turn differently) or None."""
+    content = messages[i].get("content")
+    if not isinstance(content, str):
+        return None
+    marked = [dict(m) for m in messages]
+    marked[i]["content"] = content + _SENTINEL
+    full_m = render_chat(tokenizer, template, marked, tools=tools, extra=extra)[0]
+    upto_m = full_m if i == len(messages) - 1 else render_chat(
+        tokenizer, template, marked[: i + 1], tools=tools, extra=extra
+    )[0]
+    c_full = _common_prefix(full, full_m)
+    c_upto = _common_prefix(upto, upto_m)
+    if not full_m.startswith(_SENTINEL, c_full) or not upto_m.startswith(_SENTINEL, c_upto):
+        # the sentinel may sit after trimmed whitespace: look for it in the marked rendering
+        pos_full, pos_upto = full_m.find(_SENTINEL, c_full), upto_m.find(_SENTINEL, c_upto)
+        if pos_full < 0 or pos_upto < 0:
+            return None
+    tail = _common_prefix(full[c_full:], upto[c_upto:])
+    end = _token_safe(tokenizer, full, c_full + tail)
+    end = _token_safe(tokenizer, upto, c_upto + (end - c_full)) - c_upto + c_full
+    return end, c_full != c_upto or full[:c_full] != upto[:c_upto]
+
+
+def _token_safe(tokenizer, text: str, pos: int) -> int:
+    """``pos`` moved back to the start of an added/special token it would cut in half."""
+    for token in tokenizer.get_added_vocab():
+        if len(token) < 2:
+            continue
+        lo = max(0, pos - len(token) + 1)
+        at = text.find(token, lo, pos + len(token) - 1)
+        while at != -1 and at < pos:
+            if at + len(token) > pos:
+                pos = at
+                break
+            at = text.find(token, at + 1, pos + len(token) - 1)
+    return pos
+
+
+def _conversation(example: dict, system_prompt: str | None) -> tuple[list[dict], list[dict] | None]:
+    """(all messages, prompt messages or None) with the system prompt added when none is there."""
+    if "messages" in example:
+        messages, prompt = list(example["messages"]), None
+    else:
+        prompt = list(example["prompt"])
+        messages = prompt + list(example["completion"])
+    if system_prompt and not (messages and messages[0].get("role") == "system"):
+        sys_msg = {"role": "system", "content": system_prompt}
+        messages = [sys_msg, *messages]
+        if prompt is not None:
+            prompt = [sys_msg, *prompt]
+    return messages, prompt
+
+
+def render_example(tokenizer, example: dict, template, *, assistant_only_loss: bool | None,
+                   completion_only_loss: bool | None, system_prompt: str | None = None) -> Rendered:
+    """Render one canonical example; see the module docstring."""
+    kind = example_kind(example)
+    aol, col = loss_flags(kind, assistant_only_loss, completion_only_loss)
+    eos = tokenizer.eos_token
+    if kind == "text":
+        text = example["text"]
+        if eos and not text.endswith(eos):
+            text += eos
+        return Rendered(text, True, "all")
+    if kind == "prompt_completion":
+        completion = example["completion"]
+        if eos and not completion.endswith(eos):
+            completion += eos
+        prompt = example["prompt"]
+        return Rendered(prompt + completion, True, "all", prompt_text=prompt if col else None,
+                        prompt_add_special_tokens=True)
+
+    # conversational
+    if template.template is None:
+        raise TemplateError(
+            "this tokenizer has no chat template, so conversations cannot be rendered; "
+            "set template.source: chatml (or template.path to a Jinja file)"
+        )
+    messages, prompt = _conversation(example, system_prompt)
+    tools = example.get("tools")
+    if isinstance(tools, str):
+        tools = json.loads(tools)
+    extra = dict(example.get("chat_template_kwargs") or {})
+    weights = [m.get("weight") for m in messages]
+    has_zero = any(w is not None and not w for w, m in zip(weights, messages) if m.get("role") == "assistant")
+    need_spans = aol or has_zero
+    notes: list[str] = []
+    spans: list[tuple[int, int, int]] = []
+    tpl = template.template
+    if need_spans and template.has_generation_markers:
+        text, gen = render_chat(tokenizer, tpl, messages, with_indices=True, tools=tools, extra=extra)
+        assistant_idx = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+        gen = _merge_adjacent(gen)
+        if len(gen) == len(assistant_idx):
+            spans = [(s, e, i) for (s, e), i in zip(gen, assistant_idx)]
+        elif not has_zero:
+            spans = [(s, e, -1) for s, e in gen]
+        else:
+            raise TemplateError(
+                f"the template's {{% generation %}} blocks ({len(gen)}) do not match the assistant messages "
+                f"({len(assistant_idx)}), so per-message weight cannot be applied"
+            )
+    else:
+        text, _ = render_chat(tokenizer, tpl, messages, tools=tools, extra=extra)
+        if need_spans:
+            spans, notes = infer_spans(tokenizer, tpl, messages, text, tools=tools, extra=extra)
+    weighted = [(s, e, 0 if (i >= 0 and weights[i] is not None and not weights[i]) else 1) for s, e, i in spans]
+    mode = "assistant" if aol else ("all_but" if has_zero else "all")
+    prompt_text = None
+    if col and prompt is not None:
+        prompt_text, _ = render_chat(tokenizer, tpl, prompt, add_generation_prompt=True, tools=tools, extra=extra)
+    return Rendered(text, False, mode, weighted, prompt_text, False, notes)
+
+
+# --------------------------------------------------------------------------- tokens and masks
+
+def _spans_to_mask(enc, row: int, n: int, spans, mask: list[int], value: int, only_weight: int | None) -> None:
+    """Set ``mask`` over each span's tokens the way transformers maps generation spans to tokens."""
+    for start, end, weight in spans:
+        start_token = enc.char_to_token(row, start)
+        if start_token is None:
+            break  # as transformers: a span past the tokenized text ends the scan
+        end_token = enc.char_to_token(row, end - 1) if end > 0 else None
+        if only_weight is not None and weight != only_weight:
+            continue
+        for t in range(start_token, end_token + 1 if end_token else n):
+            mask[t] = value
+
+
+def _common_prefix_ids(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokens_and_masks(tokenizer, rendered: list[Rendered | None], *, details: bool = False) -> list[dict | None]:
+    """Tokenize a batch of renderings (fast tokenizer, batched) and build each ``assistant_masks``."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TemplateError("the tokenizer must be a fast (Rust) tokenizer to map template spans to tokens")
+    out: list[dict | None] = [None] * len(rendered)
+    for special in (False, True):
+        rows = [i for i, r in enumerate(rendered) if r is not None and r.add_special_tokens == special]
+        if not rows:
+            continue
+        enc = tokenizer([rendered[i].text for i in rows], add_special_tokens=special)
+        prompt_rows = [i for i in rows if rendered[i].prompt_text is not None]
+        prompt_ids: dict[int, list[int]] = {}
+        for p_special in (False, True):
+            batch = [i for i in prompt_rows if rendered[i].prompt_add_special_tokens == p_special]
+            if batch:
+                penc = tokenizer([rendered[i].prompt_text for i in batch], add_special_tokens=p_special)
+                prompt_ids.update(zip(batch, penc["input_ids"]))
+        for j, i in enumerate(rows):
+            r = rendered[i]
+            ids = list(enc["input_ids"][j])
+            n = len(ids)
+            if r.mode == "assistant":
+                mask = [0] * n
+                _spans_to_mask(enc, j, n, r.spans, mask, 1, only_weight=1)
+            else:
+                mask = [1] * n
+                if r.mode == "all_but":
+                    _spans_to_mask(enc, j, n, r.spans, mask, 0, only_weight=0)
+            prompt_len = 0
+            if i in prompt_ids:
+                prompt_len = _common_prefix_ids(prompt_ids[i], ids)
+                for t in range(prompt_len):
+                    mask[t] = 0
+            if n:
+                mask[0] = 0  # nothing predicts the first token
+            item: dict[str, Any] = {"input_ids": ids, "assistant_masks": mask}
+            if details:
+                item.update(text=r.text, notes=list(r.notes), spans=list(r.spans), prompt_tokens=prompt_len,
+                            prompt_tokens_expected=len(prompt_ids.get(i, [])))
+            out[i] = item
+    return out

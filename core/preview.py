@@ -1,0 +1,225 @@
+"""The preview: one row as it will be trained, token by token, with the problems it shows.
+
+Tokens and masks come from ``templates.encode_examples`` — the function ``build_dataset`` uses
+for the trainer — and then get what SFTTrainer does to them afterwards: truncation at
+``max_length`` (keeping the start), the first token of every sequence never carries loss, and a
+row left with no trained token is dropped when not packing. So ``trained`` is exactly
+``labels != -100`` in the batches the trainer sees. Model weights are never loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sftwizard.core.masks import TemplateError, example_kind, loss_flags, render_chat
+
+_EMPTY_THINK = re.compile(r"<think>\s*</think>")
+_SENTINEL = "\ue000sys\ue000"
+
+
+@dataclass
+class Preview:
+    row: int
+    kind: str  # messages | prompt_completion | conversational_prompt_completion | text
+    text: str  # the rendered row, as tokenized
+    tokens: list[dict]  # {id, text, trained} (+ "truncated": true past max_length)
+    template_source: str
+    template: dict
+    problems: list[dict]
+    max_length: int | None
+    assistant_only_loss: bool
+    completion_only_loss: bool
+    dropped_by_trainer: bool = False
+    counts: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "kind": self.kind,
+            "text": self.text,
+            "tokens": self.tokens,
+            "template_source": self.template_source,
+            "template": self.template,
+            "problems": self.problems,
+            "counts": self.counts,
+            "max_length": self.max_length,
+            "assistant_only_loss": self.assistant_only_loss,
+            "completion_only_loss": self.completion_only_loss,
+            "dropped_by_trainer": self.dropped_by_trainer,
+        }
+
+    @property
+    def trained_flags(self) -> list[bool]:
+        """Flags of the tokens the trainer keeps (after truncation)."""
+        return [t["trained"] for t in self.tokens if not t.get("truncated")]
+
+
+def _problem(code: str, message: str, severity: str = "warning", **extra: Any) -> dict:
+    return {"code": code, "message": message, "severity": severity, **extra}
+
+
+def load_preview_tokenizer(cfg):
+    """The tokenizer of ``cfg.model`` (config and tokenizer files only, never weights)."""
+    from sftwizard.core.models import load_tokenizer, resolve_model
+
+    resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=False)
+    return load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _token_texts(tokenizer, ids: list[int]) -> list[str]:
+    out = []
+    for i in ids:
+        text = tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if "\ufffd" in text:  # part of a multi-byte character: show the raw token
+            text = tokenizer.convert_ids_to_tokens(i)
+        out.append(text)
+    return out
+
+
+def template_problems(tokenizer, template) -> list[dict]:
+    """Problems of the template and tokenizer themselves, whatever the row."""
+    problems: list[dict] = []
+    if template.source == "none":
+        problems.append(_problem("no_chat_template", template.notes[0], "error"))
+    if tokenizer.pad_token is None:
+        problems.append(_problem(
+            "missing_pad_token",
+            f"the tokenizer has no pad token; SFTTrainer pads with EOS ({tokenizer.eos_token!r}), which is safe "
+            "since padding never carries loss", "info"))
+    if tokenizer.eos_token is None:
+        problems.append(_problem("missing_eos_token", "the tokenizer has no EOS token", "error"))
+    tpl = template.template or ""
+    if "strftime_now" in tpl or "date_string" in tpl:
+        problems.append(_problem(
+            "template_injects_date",
+            "the template writes today's date into the prompt: rows carry the date they were tokenized on"))
+    if tpl:
+        injected = _default_system_prompt(tokenizer, tpl)
+        if injected:
+            problems.append(_problem(
+                "default_system_prompt",
+                f"the template injects a default system prompt when a row has none: {injected!r}", "info",
+                injected=injected))
+    for note in template.notes:
+        if template.source != "none":
+            problems.append(_problem("template_note", note, "info"))
+    return problems
+
+
+def _default_system_prompt(tokenizer, tpl: str) -> str | None:
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    try:
+        bare = render_chat(tokenizer, tpl, convo)[0]
+        with_sys = render_chat(tokenizer, tpl, [{"role": "system", "content": _SENTINEL}, *convo])[0]
+    except TemplateError:
+        return None
+    if _SENTINEL not in with_sys:
+        return None
+    pre, post = with_sys.split(_SENTINEL, 1)
+    if bare.startswith(pre) and bare.endswith(post) and len(bare) > len(pre) + len(post):
+        return bare[len(pre):len(bare) - len(post)].strip() or None
+    return None
+
+
+def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:
+    """Row ``row`` of ``cfg``'s data (or of ``examples``) as it will be trained."""
+    from sftwizard.core.templates import encode_examples, resolve_template
+
+    if tokenizer is None:
+        tokenizer = load_preview_tokenizer(cfg)
+    if examples is None:
+        from sftwizard.core.data import example_at
+
+        example = example_at(cfg, row)
+    else:
+        if not 0 <= row < len(examples):
+            raise TemplateError(f"--row {row}: the data has {len(examples)} rows (0 to {len(examples) - 1})")
+        example = examples[row]
+    if template is None:
+        template = resolve_template(tokenizer, cfg.template)
+    t = cfg.training
+    kind = example_kind(example)
+    aol, col = loss_flags(kind, t.assistant_only_loss, t.completion_only_loss)
+    (out,) = encode_examples(
+        tokenizer, [example], template,
+        assistant_only_loss=t.assistant_only_loss,
+        completion_only_loss=t.completion_only_loss,
+        system_prompt=getattr(cfg.template, "system_prompt", None),
+        details=True,
+    )
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    n = len(ids)
+    limit = t.max_length if t.max_length else n
+    kept = min(n, limit)
+    texts = _token_texts(tokenizer, ids)
+    tokens = []
+    for i, (tid, bit, text) in enumerate(zip(ids, mask, texts)):
+        item = {"id": tid, "text": text, "trained": bool(bit) and i < limit}
+        if i >= limit:
+            item["truncated"] = True
+        tokens.append(item)
+    trained = sum(1 for tok in tokens if tok["trained"])
+    lost = sum(mask[limit:]) if n > limit else 0
+    problems = template_problems(tokenizer, template) if kind in ("messages", "conversational_prompt_completion") \
+        else [p for p in template_problems(tokenizer, template) if p["code"] in ("missing_pad_token", "missing_eos_token")]
+    for note in out.get("notes", []):
+        problems.append(_problem("turn_not_found", note, "warning"))
+    dropped = False
+    if trained == 0:
+        dropped = not t.packing
+        problems.append(_problem(
+            "no_trained_tokens",
+            "no token of this row carries loss" + ("; SFTTrainer drops it" if dropped else ""), "error"))
+    if lost:
+        problems.append(_problem(
+            "truncated_assistant",
+            f"truncation at max_length {limit} cuts {n - limit} tokens, {lost} of them trained", "warning",
+            tokens_lost=n - limit, trained_tokens_lost=lost))
+    elif n > limit:
+        problems.append(_problem("truncated", f"truncation at max_length {limit} cuts {n - limit} untrained tokens",
+                                 "info", tokens_lost=n - limit))
+    if trained and not lost and not _stop_token_trained(tokenizer, ids[:kept], [tok["trained"] for tok in tokens[:kept]]):
+        if n <= limit:
+            problems.append(_problem(
+                "eos_not_trained",
+                "the end-of-turn/EOS token is not trained: the model won't learn to stop", "warning"))
+    bos = tokenizer.bos_token_id
+    if bos is not None and n > 1 and ids[0] == bos and ids[1] == bos:
+        problems.append(_problem("duplicated_bos", "the row starts with two BOS tokens", "warning"))
+    trained_text = "".join(tok["text"] for tok in tokens if tok["trained"])
+    if _EMPTY_THINK.search(trained_text):
+        problems.append(_problem(
+            "empty_think_trained",
+            "empty <think></think> blocks carry loss: the model learns to answer without reasoning", "warning"))
+    if col and out.get("prompt_tokens", 0) < out.get("prompt_tokens_expected", 0):
+        problems.append(_problem(
+            "prompt_not_prefix",
+            "the tokenized prompt is not a prefix of prompt+completion; the completion starts where they differ",
+            "info"))
+    if t.packing and t.packing_strategy == "wrapped":
+        problems.append(_problem(
+            "wrapped_packing",
+            "wrapped packing cuts rows at arbitrary points: the token after each cut carries no loss", "info"))
+    if t.padding_free and not t.packing and t.max_length is not None:
+        problems.append(_problem(
+            "padding_free_needs_packing",
+            "SFTTrainer refuses padding_free without packing while max_length is set", "error"))
+    counts = {"tokens": n, "kept_tokens": kept, "trained": trained, "masked": kept - trained,
+              "truncated_tokens": n - kept, "trained_tokens_lost": lost}
+    return Preview(
+        row=row, kind=kind, text=out["text"], tokens=tokens, template_source=template.source,
+        template=template.to_dict(), problems=problems, max_length=t.max_length,
+        assistant_only_loss=aol, completion_only_loss=col, dropped_by_trainer=dropped, counts=counts,
+    )
+
+
+def _stop_token_trained(tokenizer, ids: list[int], flags: list[bool]) -> bool:
+    stop = set(tokenizer.get_added_vocab().values())
+    if tokenizer.eos_token_id is not None:
+        stop.add(tokenizer.eos_token_id)
+    for tid, bit in zip(reversed(ids), reversed(flags)):
+        if bit and tokenizer.decode([tid]).strip():
+            return tid in stop
+    return False

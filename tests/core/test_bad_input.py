@@ -1,0 +1,85 @@
+"""Every user mistake: exit code 2, one sentence naming the file/field/line, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "sftwizard.core.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def assert_user_error(out: subprocess.CompletedProcess, *needles: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and "Traceback" not in out.stdout
+    lines = [l for l in out.stderr.strip().splitlines() if l.startswith("sft-wizard: error:")]
+    assert len(lines) == 1, out.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_yaml_syntax_error(tmp_path: Path, command: str):
+    p = write(tmp_path / "broken.yaml", "model:\n  id: builtin:tiny-chat\n  dtype: [fp32\n")
+    assert_user_error(cli(command, str(p)), str(p), "line 4", "YAML syntax error")
+
+
+def test_unknown_key_with_did_you_mean(tmp_path: Path):
+    p = write(tmp_path / "typo.yaml", "training:\n  num_train_epoch: 2\n")
+    assert_user_error(cli("run", str(p)), str(p), "training.num_train_epoch: unknown key", "num_train_epochs")
+
+
+def test_wrong_type_and_range(tmp_path: Path):
+    p = write(tmp_path / "range.yaml", "training:\n  learning_rate: -1\n")
+    assert_user_error(cli("run", str(p)), "training.learning_rate: must be > 0, got -1")
+    p = write(tmp_path / "type.yaml", "training:\n  per_device_train_batch_size: big\n")
+    assert_user_error(cli("validate", str(p)), "training.per_device_train_batch_size: must be an integer")
+
+
+def test_missing_preset_file(tmp_path: Path):
+    assert_user_error(cli("run", str(tmp_path / "absent.yaml")), "absent.yaml", "no such preset file")
+
+
+def test_missing_model_path(tmp_path: Path):
+    p = write(tmp_path / "m.yaml", f"model:\n  id: {tmp_path / 'no-model-here'}\n")
+    assert_user_error(cli("run", str(p)), "model.id", "no model folder at")
+
+
+def test_missing_and_empty_dataset(tmp_path: Path):
+    p = write(tmp_path / "d.yaml", f"data:\n  sources:\n    - path: {tmp_path / 'nope.jsonl'}\n")
+    assert_user_error(cli("run", str(p)), "nope.jsonl", "no such data file")
+    empty = write(tmp_path / "empty.jsonl", "")
+    p = write(tmp_path / "e.yaml", f"data:\n  sources:\n    - path: {empty}\n")
+    assert_user_error(cli("run", str(p)), "empty.jsonl", "empty")
+
+
+def test_qlora_without_cuda(tmp_path: Path):
+    p = write(tmp_path / "q.yaml", "method:\n  type: qlora\n")
+    assert_user_error(cli("run", str(p)), "method.type", "QLoRA needs a CUDA GPU")
+
+
+def test_override_typo(repo_root: Path):
+    assert_user_error(cli("run", str(repo_root / "presets/demo.yaml"), "--set", "training.lr=1"),
+                      "training.lr: unknown key")
+
+
+def test_validate_json_reports_every_problem(tmp_path: Path):
+    p = write(tmp_path / "two.yaml", "training:\n  learning_rate: 0\n  seeed: 1\n")
+    out = cli("validate", str(p), "--json")
+    assert out.returncode == 2
+    report = json.loads(out.stdout)
+    assert report["valid"] is False and len(report["problems"]) == 2
+    ok = cli("validate", "demo", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["valid"] is True

@@ -1,0 +1,122 @@
+"""RunConfig: validation with paths, did-you-mean, overrides, atomic save and round-trip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sftwizard.core.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_from_dict,
+    dump_preset,
+    load_preset,
+    save_preset,
+)
+from sftwizard.core.presets import list_presets
+
+
+def problems_of(data) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    return info.value.problems
+
+
+def test_defaults_are_valid_and_explicit():
+    cfg = config_from_dict({})
+    assert cfg.model.trust_remote_code is False
+    assert cfg.method.lora_target_modules == "all-linear"
+    assert cfg.model.dtype == "auto"  # resolved to bf16/fp32 and always passed explicitly by the runner
+
+
+def test_range_error_names_the_path_and_value():
+    assert problems_of({"training": {"learning_rate": -1}}) == ["training.learning_rate: must be > 0, got -1"]
+
+
+def test_unknown_key_suggests_the_close_one():
+    (problem,) = problems_of({"training": {"learnin_rate": 1e-4}})
+    assert problem.startswith("training.learnin_rate: unknown key")
+    assert "did you mean 'learning_rate'" in problem
+
+
+def test_unknown_section_and_wrong_type_and_bad_choice_all_reported_at_once():
+    problems = problems_of({
+        "modle": {},
+        "training": {"per_device_train_batch_size": "eight"},
+        "method": {"type": "qlroa"},
+    })
+    assert any(p.startswith("modle: unknown key") and "'model'" in p for p in problems)
+    assert "training.per_device_train_batch_size: must be an integer, got 'eight'" in problems
+    assert any(p.startswith("method.type: must be one of") and "did you mean 'qlora'" in p for p in problems)
+    assert len(problems) == 3
+
+
+def test_nested_list_paths():
+    (problem,) = problems_of({"data": {"sources": [{"path": "a.jsonl"}, {"pth": "b"}]}})
+    assert problem.startswith("data.sources[1].pth: unknown key")
+
+
+def test_cross_field_checks():
+    assert "training.eval_strategy: evaluation needs data.eval_source or data.eval_fraction > 0" in problems_of(
+        {"training": {"eval_strategy": "steps"}})
+    assert "training.fp16: bf16 and fp16 cannot both be on" in problems_of({"training": {"bf16": True, "fp16": True}})
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  id: x\ntraining:\n  learning_rate: [1e-4\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_preset(bad)
+    message = str(info.value)
+    assert str(bad) in message and "line 5" in message and "YAML syntax error" in message
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("model: !!python/object/apply:os.system ['echo pwned']\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_preset(evil)
+
+
+def test_round_trip_load_save_load(tmp_path: Path, repo_root: Path):
+    cfg = load_preset(repo_root / "presets" / "demo.yaml")
+    out = save_preset(cfg, tmp_path / "sub" / "again.yaml")
+    assert load_preset(out) == cfg
+    # and a second save is byte-identical (stable ordering)
+    assert dump_preset(load_preset(out)) == out.read_text(encoding="utf-8")
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path):
+    target = tmp_path / "p.yaml"
+    target.write_text("old: content\n", encoding="utf-8")
+    save_preset(RunConfig(), target)
+    assert yaml.safe_load(target.read_text())["model"]["id"] == "builtin:tiny-chat"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.yaml"]
+
+
+def test_overrides_parse_values_and_revalidate():
+    cfg = apply_overrides(RunConfig(), ["training.max_steps=7", "method.type=full", "training.learning_rate=1e-5"])
+    assert cfg.training.max_steps == 7 and cfg.method.type == "full"
+    assert cfg.training.learning_rate == pytest.approx(1e-5)
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(RunConfig(), ["training.max_step=7"])
+    assert "did you mean 'max_steps'" in str(info.value)
+
+
+def test_every_shipped_preset_is_valid():
+    shipped = [p for p in list_presets() if p.origin == "shipped"]
+    assert any(p.name == "demo" for p in shipped)
+    for p in shipped:
+        assert p.valid, f"{p.path}: {p.problem}"
+
+
+def test_user_presets_are_listed_from_the_config_dir(sftw_home: Path):
+    from sftwizard.core.paths import user_presets_dir
+
+    save_preset(RunConfig(), user_presets_dir() / "mine.yaml")
+    assert any(p.name == "mine" and p.origin == "user" for p in list_presets())
+    assert os.environ["SFT_WIZARD_HOME"] == str(sftw_home)

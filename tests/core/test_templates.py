@@ -1,0 +1,171 @@
+"""Template resolution and the encode path: markers, TRL's training templates, inferred, ChatML."""
+
+from __future__ import annotations
+
+import pytest
+
+from sftwizard.core.config import RunConfig, TemplateSection
+from sftwizard.core.templates import (
+    CHATML_TEMPLATE,
+    TemplateError,
+    build_dataset,
+    encode_example,
+    resolve_template,
+    sft_mask_kwargs,
+)
+from tests.fixtures.tokenizers import (
+    FOREIGN_FAMILIES,
+    MULTI,
+    SINGLE,
+    TRL_FAMILIES,
+    conversations,
+    make_tokenizer,
+)
+
+
+def _trained_text(tok, out):
+    return tok.decode([i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m])
+
+
+def _strip_weights(messages):
+    return [{k: v for k, v in m.items() if k != "weight"} for m in messages]
+
+
+@pytest.mark.parametrize("family", TRL_FAMILIES)
+def test_auto_uses_trl_training_template_and_matches_apply_chat_template(family):
+    tok = make_tokenizer(family)
+    template = resolve_template(tok, TemplateSection())
+    assert template.source == "trl-training" and template.has_generation_markers
+    for example in SINGLE + MULTI[:2]:
+        example = conversations(family)[(SINGLE + MULTI).index(example)]
+        out = encode_example(tok, example, template, assistant_only_loss=True, completion_only_loss=None)
+        ref = tok.apply_chat_template(example["messages"], chat_template=template.template, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+        assert out["input_ids"] == ref["input_ids"]
+        expected = list(ref["assistant_masks"])
+        expected[0] = 0
+        assert out["assistant_masks"] == expected
+
+
+def test_tokenizer_template_with_markers_is_used_as_is():
+    tok = make_tokenizer("base")
+    tok.chat_template = CHATML_TEMPLATE
+    template = resolve_template(tok, TemplateSection())
+    assert template.source == "tokenizer" and template.method == "markers"
+    out = encode_example(tok, SINGLE[0], template, assistant_only_loss=None, completion_only_loss=None)
+    assert _trained_text(tok, out) == "The capital of France is Paris.<|im_end|>"
+
+
+@pytest.mark.parametrize("family", FOREIGN_FAMILIES)
+def test_templates_trl_cannot_patch_are_inferred(family):
+    tok = make_tokenizer(family)
+    from trl.chat_template_utils import get_training_chat_template
+
+    with pytest.raises(ValueError):
+        get_training_chat_template(tok)
+    template = resolve_template(tok, TemplateSection())
+    assert template.source == "inferred" and template.method == "inferred"
+    out = encode_example(tok, conversations(family)[1], template, assistant_only_loss=True, completion_only_loss=None)
+    trained = _trained_text(tok, out)
+    assert "12 + 30 = 42." in trained and "A sparrow can fly." in trained
+    assert trained.count(tok.eos_token) == 2  # each turn's end-of-turn token is trained
+    assert "Please add" not in trained and "Name an animal" not in trained
+
+
+# Tokens TRL's training templates put inside {% generation %} that the generation prompt already
+# supplies (so the model never produces them at inference) — the only allowed difference.
+HEADER_TOKENS = {"qwen2_5": {"\n"}, "deepseekv3": {"<｜Assistant｜>"}, "deepseek_r1_distill": {"<｜Assistant｜>"}}
+
+
+@pytest.mark.parametrize("family", TRL_FAMILIES)
+def test_inferred_method_agrees_with_trl_masks(family):
+    """On every template TRL can patch, our template-agnostic method finds the same assistant tokens."""
+    tok = make_tokenizer(family)
+    trl_tpl = resolve_template(tok, TemplateSection(source="trl-training"))
+    inferred = resolve_template(tok, TemplateSection(source="inferred"))
+    assert inferred.method == "inferred"
+    inferred_on_trl = type(inferred)("inferred", trl_tpl.template.replace("generation", "generation"), False)
+    for example in conversations(family):
+        ours = encode_example(tok, example, inferred_on_trl, assistant_only_loss=True, completion_only_loss=None)
+        theirs = encode_example(tok, example, trl_tpl, assistant_only_loss=True, completion_only_loss=None)
+        assert ours["input_ids"] == theirs["input_ids"]
+        diff = [i for i, (a, b) in enumerate(zip(ours["assistant_masks"], theirs["assistant_masks"])) if a != b]
+        extra = {tok.decode([ours["input_ids"][i]]) for i in diff}
+        assert extra <= HEADER_TOKENS.get(family, set()), f"{family}: masks differ on {extra}"
+        assert all(theirs["assistant_masks"][i] == 1 for i in diff)  # only TRL's header tokens
+        # and on the original template (what users have), the trained text is the same
+        own = encode_example(tok, example, inferred, assistant_only_loss=True, completion_only_loss=None)
+        assert _trained_text(tok, own).replace("<think>\n\n</think>\n\n", "") == \
+            _trained_text(tok, ours).replace("<think>\n\n</think>\n\n", "")
+
+
+def test_no_chat_template_offers_chatml_with_consequences():
+    tok = make_tokenizer("base")
+    template = resolve_template(tok, TemplateSection())
+    assert template.source == "none"
+    with pytest.raises(TemplateError, match="template.source: chatml"):
+        encode_example(tok, SINGLE[0], template, assistant_only_loss=None, completion_only_loss=None)
+    chatml = resolve_template(tok, TemplateSection(source="chatml"))
+    assert chatml.source == "chatml"
+    assert any("embedding" in n for n in chatml.notes)
+    out = encode_example(tok, SINGLE[0], chatml, assistant_only_loss=None, completion_only_loss=None)
+    assert "Paris" in _trained_text(tok, out)
+
+
+def test_user_jinja_file(tmp_path):
+    tok = make_tokenizer("qwen2_5")
+    path = tmp_path / "t.jinja"
+    path.write_text(
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] | trim + '<|im_end|>' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    template = resolve_template(tok, TemplateSection(source="file", path=str(path)))
+    assert template.source == "file" and template.method == "inferred"
+    out = encode_example(tok, SINGLE[0], template, assistant_only_loss=True, completion_only_loss=None)
+    assert _trained_text(tok, out) == "The capital of France is Paris.<|im_end|>"
+    (tmp_path / "bad.jinja").write_text("{% for %}")
+    with pytest.raises(TemplateError, match="not a valid Jinja template"):
+        resolve_template(tok, TemplateSection(source="file", path=str(tmp_path / "bad.jinja")))
+
+
+def test_loss_kinds_text_and_prompt_completion():
+    tok = make_tokenizer("llama3")
+    template = resolve_template(tok, TemplateSection())
+    text = encode_example(tok, {"text": "The quick brown fox."}, template,
+                          assistant_only_loss=None, completion_only_loss=None)
+    assert text["input_ids"][0] == tok.bos_token_id and text["input_ids"][-1] == tok.eos_token_id
+    assert text["assistant_masks"] == [0] + [1] * (len(text["input_ids"]) - 1)
+    pc = encode_example(tok, {"prompt": "Translate hello to Spanish.", "completion": " Hola."}, template,
+                        assistant_only_loss=None, completion_only_loss=None)
+    assert _trained_text(tok, pc) == " Hola." + tok.eos_token
+    conv = {"prompt": [{"role": "user", "content": "Translate hello to Spanish."}],
+            "completion": [{"role": "assistant", "content": "Hola."}]}
+    out = encode_example(tok, conv, template, assistant_only_loss=None, completion_only_loss=None)
+    assert _trained_text(tok, out) == "Hola.<|eot_id|>"
+    with pytest.raises(TemplateError, match="needs conversational data"):
+        encode_example(tok, {"text": "x"}, template, assistant_only_loss=True, completion_only_loss=None)
+
+
+def test_system_prompt_is_added_when_missing():
+    tok = make_tokenizer("llama3")
+    template = resolve_template(tok, TemplateSection())
+    out = encode_example(tok, SINGLE[0], template, assistant_only_loss=True, completion_only_loss=None,
+                         system_prompt="Answer briefly.")
+    assert "Answer briefly." in tok.decode(out["input_ids"])
+
+
+def test_build_dataset_and_mask_kwargs():
+    tok = make_tokenizer("mistral")
+    cfg = RunConfig()
+    template = resolve_template(tok, cfg.template)
+    ds = build_dataset(tok, conversations("mistral"), template, cfg)
+    assert ds.column_names == ["input_ids", "assistant_masks"] and len(ds) == 4
+    kwargs = sft_mask_kwargs(cfg, template)
+    assert kwargs["assistant_only_loss"] is False and kwargs["completion_only_loss"] is False
+    bad = [{"messages": [{"role": "assistant", "content": "hi"}, {"role": "assistant", "content": "again"}]}]
+    with pytest.raises(TemplateError, match="row 0: the chat template refused"):
+        build_dataset(tok, bad + conversations("mistral"), template, cfg)
+    cfg.data.on_bad_rows = "drop"
+    report = []
+    ds = build_dataset(tok, bad + conversations("mistral"), template, cfg, report=report)
+    assert len(ds) == 4 and report[0].row == 0 and "alternate" in report[0].message
