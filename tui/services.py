@@ -11,11 +11,31 @@ instead of failing.
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sftwizard.core.config import RunConfig
+
+
+_IMPORT_LOCK = threading.Lock()
+_imported = False
+
+
+def _heavy_imports() -> None:
+    """Import transformers (and torch) once, under a lock: worker threads that import it at the
+    same time can see a half-initialised module (``cannot import name ...``)."""
+    global _imported
+    if _imported:
+        return
+    with _IMPORT_LOCK:
+        if not _imported:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+            from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # noqa: F401
+
+            _imported = True
 
 
 class NotAvailable(Exception):
@@ -76,6 +96,7 @@ def probe_hardware():
 
 
 def model_facts(cfg: RunConfig):
+    _heavy_imports()
     return _core("models", "model_facts")(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
 
 
@@ -102,17 +123,27 @@ def cached_models() -> list[CachedModel]:
 # --------------------------------------------------------------------------- data & templates
 
 def inspect_data(cfg: RunConfig):
-    """The report on the first training source (format, rows, problems by line, audit)."""
-    return _core("data", "inspect_data")(cfg.data.sources[0])
+    """A quick report on the first training source: format, rows, problems by line (no tokenizer)."""
+    return _core("data", "inspect_data")(cfg.data.sources[0], cfg=cfg)
+
+
+def audit_data(cfg: RunConfig, progress=None):
+    """The full report: the scan plus the token audit through the model's tokenizer and template
+    (length percentiles, trained-token share, truncation, end-of-turn coverage, padding)."""
+    _heavy_imports()
+    tokenizer = _core("preview", "load_preview_tokenizer")(cfg)
+    return _core("data", "inspect_data")(cfg.data.sources[0], tokenizer=tokenizer, cfg=cfg, progress=progress)
 
 
 def render_preview(cfg: RunConfig, row: int):
+    _heavy_imports()
     return _core("templates", "render_preview")(cfg, row)
 
 
 # --------------------------------------------------------------------------- estimate
 
 def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None):
+    _heavy_imports()
     return _core("estimator", "estimate_memory")(facts, cfg, gpu_memory_gib=gpu_memory_gib)
 
 

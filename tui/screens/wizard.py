@@ -15,6 +15,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Static
 from textual.worker import Worker, WorkerState
@@ -46,6 +47,12 @@ def _facts_key(cfg: RunConfig) -> tuple:
 
 def _data_key(cfg: RunConfig) -> str:
     return repr((cfg.data.sources[:1], cfg.data.on_bad_rows))
+
+
+def _audit_key(cfg: RunConfig) -> str:
+    t = cfg.training
+    return repr((_facts_key(cfg), cfg.data.sources[:1], cfg.template, t.max_length, t.assistant_only_loss,
+                 t.completion_only_loss, t.packing, t.per_device_train_batch_size, t.padding_free))
 
 
 def _preview_key(cfg: RunConfig, row: int) -> str:
@@ -301,8 +308,12 @@ class WizardScreen(Screen):
         key = _data_key(cfg)
         if self._keys.get("data") != key:
             self._keys["data"] = key
-            self.context = self.context.but(data_report=None, data_error=None)
+            self._keys.pop("audit", None)
+            self.context = self.context.but(data_report=None, data_error=None, data_progress=None)
             self.start_worker("data")
+        elif self.context.data_report is not None and self._keys.get("audit") != _audit_key(cfg):
+            self._keys["audit"] = _audit_key(cfg)
+            self.start_worker("audit")
         template_index = STEP_IDS.index("template")
         if any(i >= template_index for i in self.visited):
             key = _preview_key(cfg, self.context.preview_row)
@@ -326,6 +337,7 @@ class WizardScreen(Screen):
             "models": services.cached_models,
             "facts": lambda: services.model_facts(cfg),
             "data": lambda: services.inspect_data(cfg),
+            "audit": lambda: services.audit_data(cfg, progress=self._audit_progress),
             "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
             "estimate": lambda facts=self.context.facts, gpu=gpu_memory_gib(self.context.hardware):
                 services.estimate_memory(facts, cfg, gpu),
@@ -340,6 +352,25 @@ class WizardScreen(Screen):
     def _run_in_thread(self, fn, group: str) -> Worker:
         # The thread only calls the engine and returns; results land in on_worker_state_changed.
         return self.run_worker(fn, name=group, group=group, thread=True, exclusive=True, exit_on_error=False)
+
+    class AuditProgressed(Message):
+        """Posted from the audit thread, at most every 5%: (done, total) rows."""
+
+        def __init__(self, done: int, total: int | None) -> None:
+            super().__init__()
+            self.done = done
+            self.total = total
+
+    def _audit_progress(self, done: int, total: int | None) -> None:
+        # Runs in the worker thread: post a message (thread-safe), nothing else.
+        step = max(1, (total or 0) // 20)
+        if total and (done == total or done // step != getattr(self, "_last_progress", -1)):
+            self._last_progress = done // step
+            self.post_message(self.AuditProgressed(done, total))
+
+    def on_wizard_screen_audit_progressed(self, event: "WizardScreen.AuditProgressed") -> None:
+        if "audit" in self.context.busy:
+            self.push_context(data_progress=(event.done, event.total))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -358,6 +389,7 @@ class WizardScreen(Screen):
             "models": {"cached_models": result or []},
             "facts": {"facts": result, "facts_error": None},
             "data": {"data_report": result, "data_error": None},
+            "audit": {"data_report": result, "data_error": None, "data_progress": None},
             "preview": {"preview": result, "preview_error": None},
             "estimate": {"estimate": result, "estimate_error": None},
         }
@@ -368,7 +400,7 @@ class WizardScreen(Screen):
             self.run_worker(self.step_named("run").show_run(result.run_dir, result.process), exit_on_error=False)
             return
         self.push_context(busy=busy, **results[group])
-        if group in ("facts", "hardware"):
+        if group in ("facts", "hardware", "data"):
             self.refresh_derived()
 
     def worker_failed(self, group: str, error: BaseException | None, busy: frozenset) -> None:
@@ -382,6 +414,10 @@ class WizardScreen(Screen):
             message = f"{type(error).__name__}: {error}".splitlines()[0]
             self.notify(message, title=f"{group} failed", severity="error")
             self.log.error(f"worker {group} failed", error)
+        if group == "audit":  # the quick report stands; the audit's failure is a note on it
+            self.push_context(busy=busy, data_progress=None,
+                              unavailable={**self.context.unavailable, "audit": f"no token audit: {message}"})
+            return
         fields = {"hardware": "hardware_error", "facts": "facts_error", "data": "data_error",
                   "preview": "preview_error", "estimate": "estimate_error"}
         if group in fields:

@@ -29,6 +29,7 @@ class WizardContext:
     cached_models: list = field(default_factory=list)
     data_report: Any = None
     data_error: str | None = None
+    data_progress: tuple | None = None  # (rows done, total) while the token audit runs
     preview: Any = None
     preview_error: str | None = None
     preview_row: int = 0
@@ -39,6 +40,12 @@ class WizardContext:
 
     def but(self, **changes: Any) -> "WizardContext":
         return replace(self, **changes)
+
+
+def problem_severity(problem: Any) -> str:
+    if isinstance(problem, dict):
+        return str(problem.get("severity") or "error")
+    return str(getattr(problem, "severity", "error") or "error")
 
 
 def problem_text(problem: Any) -> str:

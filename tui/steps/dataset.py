@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.suggester import Suggester
 from textual.widgets import Static
 
 from sftwizard.core.config import DataSource
-from sftwizard.tui.steps.base import Step, WizardContext, problem_text
+from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
 from sftwizard.tui.steps.fields import ConfigField
 
 FORMATS = ["auto", "messages", "prompt_completion", "conversational_prompt_completion", "alpaca", "sharegpt", "text"]
@@ -115,16 +114,26 @@ class DatasetStep(Step):
             lines.append("columns: " + escape(", ".join(map(str, columns))))
         problems = list(_get(report, "problems", []) or [])
         if problems:
-            lines.append(f"[$error]{len(problems)} problem(s):[/]")
+            errors = sum(1 for p in problems if problem_severity(p) == "error")
+            lines.append(f"[$error]{errors} bad row(s)[/], {len(problems) - errors} warning(s):" if errors
+                         else f"[$warning]{len(problems)} warning(s):[/]")
             for p in problems[:MAX_PROBLEMS_SHOWN]:
-                lines.append(f"  [$error]✗[/] {escape(problem_text(p))}")
+                mark = "[$error]✗[/]" if problem_severity(p) == "error" else "[$warning]⚠[/]"
+                lines.append(f"  {mark} {escape(problem_text(p))}")
             if len(problems) > MAX_PROBLEMS_SHOWN:
                 lines.append(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN} more")
         else:
             lines.append("[$success]no problems found[/]")
         audit = _get(report, "audit")
+        if context.data_progress:
+            done, total = context.data_progress
+            lines.append(f"[dim]token audit: {done}/{total} rows…[/dim]")
+        elif "audit" in context.busy:
+            lines.append("[dim]token audit: loading the tokenizer…[/dim]")
+        elif context.unavailable.get("audit"):
+            lines.append(f"[dim]{escape(context.unavailable['audit'])}[/dim]")
         if audit:
-            lines.append(escape(_audit_line(audit)))
+            lines.extend(escape(line) for line in _audit_lines(audit))
         return "\n".join(lines)
 
     def blocking_reason(self) -> str | None:
@@ -136,22 +145,38 @@ class DatasetStep(Step):
             return ctx.data_error
         if "data" in ctx.busy:
             return "still reading the data — a moment"
-        problems = list(_get(ctx.data_report, "problems", []) or []) if ctx.data_report is not None else []
+        problems = [p for p in (_get(ctx.data_report, "problems", []) or []) if problem_severity(p) == "error"] \
+            if ctx.data_report is not None else []
         if problems and ctx.config.data.on_bad_rows == "stop":
             return (f"{len(problems)} bad row(s), first: {problem_text(problems[0])} — fix the file or set "
                     "'On bad rows' to drop")
         return None
 
 
-def _audit_line(audit) -> str:
+def _pct(value) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
+
+
+def _audit_lines(audit) -> list[str]:
+    """The token audit in a few lines: lengths, trained share, truncation, end-of-turn, padding."""
     get = (lambda k: audit.get(k)) if isinstance(audit, dict) else (lambda k: getattr(audit, k, None))
-    parts = []
-    lengths = get("token_lengths") or get("lengths")
+    lines = []
+    lengths = get("token_length")
     if isinstance(lengths, dict):
-        parts.append("tokens p50/p90/p99/max " + "/".join(str(lengths.get(k, "?")) for k in ("p50", "p90", "p99", "max")))
-    for key, label in (("trained_token_share", "trained share"), ("rows_over_max_length", "rows over max_length"),
-                       ("zero_trained_rows", "rows with no trained tokens")):
-        value = get(key)
-        if value is not None:
-            parts.append(f"{label} {value:.0%}" if isinstance(value, float) and value <= 1 else f"{label} {value}")
-    return "audit: " + (" · ".join(parts) if parts else json.dumps(audit, default=str)[:200])
+        lines.append("tokens per row: p50 {p50} · p90 {p90} · p99 {p99} · max {max}".format(
+            **{k: lengths.get(k, "?") for k in ("p50", "p90", "p99", "max")}))
+    if get("trained_share") is not None:
+        lines.append(f"trained tokens: {get('trained_tokens')} of {get('tokens')} ({_pct(get('trained_share'))}) · "
+                     f"rows with none: {get('rows_with_no_trained_tokens')} · end-of-turn trained in "
+                     f"{_pct(get('eos_coverage'))} of conversations")
+    if get("rows_over_max_length") is not None:
+        lines.append(f"over max_length {get('max_length')}: {get('rows_over_max_length')} rows · "
+                     f"{get('trained_tokens_lost_to_truncation')} trained tokens lost to truncation")
+    padding = get("padding")
+    if isinstance(padding, dict):
+        lines.append(f"padding waste: {_pct(padding.get('waste_without_packing'))} without packing, "
+                     f"{_pct(padding.get('waste_with_packing'))} with ({padding.get('packed_sequences')} packed sequences)")
+    if not lines:
+        kinds = get("kinds")
+        lines.append(f"rows by kind: {kinds}" if kinds else "audit: " + json.dumps(audit, default=str)[:200])
+    return lines
