@@ -127,13 +127,17 @@ class SftWizardApp(App):
             self.push_screen(RunsScreen())
 
 
-def run_app(preset: str | None = None) -> int:
-    """Open the wizard: on the demo, or with ``preset`` (a path or a preset name) loaded on Review."""
+def build_app(preset: str | None = None, **kwargs: Any) -> SftWizardApp:
+    """The wizard on the demo, or with ``preset`` (a path or a preset name) loaded, on Review."""
     if preset is None:
-        app = SftWizardApp()
-    else:
-        path = services.find_preset(preset)
-        config = services.load_preset(path)  # a bad preset is a user error: one sentence, exit 2
-        app = SftWizardApp(config, str(path), start_step="review")
+        return SftWizardApp(**kwargs)
+    path = services.find_preset(preset)
+    config = services.load_preset(path)  # a bad preset is a user error: one sentence, exit 2
+    return SftWizardApp(config, str(path), start_step="review", **kwargs)
+
+
+def run_app(preset: str | None = None) -> int:
+    """What ``sft-wizard [PRESET]`` runs."""
+    app = build_app(preset)
     app.run()
     return int(app.return_code or 0)

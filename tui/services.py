@@ -20,6 +20,9 @@ from sftwizard.core.config import RunConfig
 
 
 _IMPORT_LOCK = threading.Lock()
+# transformers caches compiled chat templates process-wide, and rendering with assistant masks is
+# not thread-safe ("AssistantTracker should not be reused"): one renderer at a time.
+_RENDER_LOCK = threading.Lock()
 _imported = False
 
 
@@ -36,6 +39,16 @@ def _heavy_imports() -> None:
             from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # noqa: F401
 
             _imported = True
+
+
+_MODEL_LOCK = threading.Lock()
+
+
+def _resolve_first(cfg: RunConfig) -> None:
+    """Resolve the model once under a lock, so that parallel workers do not each build the
+    builtin model (or fetch the same files) at the same time."""
+    with _MODEL_LOCK:
+        _core("models", "resolve_model")(cfg.model.id, cfg.model.revision)
 
 
 class NotAvailable(Exception):
@@ -97,6 +110,7 @@ def probe_hardware():
 
 def model_facts(cfg: RunConfig):
     _heavy_imports()
+    _resolve_first(cfg)
     return _core("models", "model_facts")(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
 
 
@@ -131,13 +145,17 @@ def audit_data(cfg: RunConfig, progress=None):
     """The full report: the scan plus the token audit through the model's tokenizer and template
     (length percentiles, trained-token share, truncation, end-of-turn coverage, padding)."""
     _heavy_imports()
+    _resolve_first(cfg)
     tokenizer = _core("preview", "load_preview_tokenizer")(cfg)
-    return _core("data", "inspect_data")(cfg.data.sources[0], tokenizer=tokenizer, cfg=cfg, progress=progress)
+    with _RENDER_LOCK:
+        return _core("data", "inspect_data")(cfg.data.sources[0], tokenizer=tokenizer, cfg=cfg, progress=progress)
 
 
 def render_preview(cfg: RunConfig, row: int):
     _heavy_imports()
-    return _core("templates", "render_preview")(cfg, row)
+    _resolve_first(cfg)
+    with _RENDER_LOCK:
+        return _core("templates", "render_preview")(cfg, row)
 
 
 # --------------------------------------------------------------------------- estimate
@@ -161,9 +179,9 @@ def stop_run(run_dir: Path) -> None:
         stop = None
     if stop is not None:
         try:
-            stop(run_dir.name)
+            stop(run_dir)
             return
-        except TypeError:
+        except Exception:  # an unregistered run dir, or an older signature: the STOP file is the contract
             pass
     from sftwizard.core.runner import STOP_FILE
 

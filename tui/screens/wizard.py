@@ -71,7 +71,24 @@ class WizardScreen(Screen):
         Binding("ctrl+b", "back", "Back", id="back", priority=True),
         Binding("ctrl+s", "save_preset", "Save preset", id="save-preset", priority=True),
         Binding("ctrl+o", "open_preset", "Presets", id="open-preset"),
+        # Step keys live here (focus may be on the nav buttons); check_action shows them on their step.
+        Binding("ctrl+down,ctrl+f", "row(1)", "Next row", id="next-row"),
+        Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
+        Binding("s", "stop", "Stop run", id="stop-run"),
     ]
+    STEP_ACTIONS = {"row": "template", "stop": "run"}
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        step_id = self.STEP_ACTIONS.get(action)
+        if step_id is None:
+            return True
+        return self.is_mounted and self.current_step.step_id == step_id
+
+    def action_row(self, delta: int) -> None:
+        self.step_named("template").action_row(delta)
+
+    def action_stop(self) -> None:
+        self.step_named("run").action_stop()
 
     def __init__(self, config: RunConfig, preset_path: str | None = None, start_step: int = 0) -> None:
         super().__init__(id="wizard")
@@ -166,6 +183,7 @@ class WizardScreen(Screen):
         else:
             switcher.current = step.id
         self.query_one(StepBar).current = index
+        self.refresh_bindings()
         self.query_one("#step-title", Static).update(f"[b]{index + 1}/{len(STEPS)} · {step.title}[/b]")
         self.query_one("#step-needs", Static).update(step.needs)
         self.query_one("#back", Button).disabled = index == 0
@@ -189,6 +207,11 @@ class WizardScreen(Screen):
     def _step_changed(self, event: Step.Changed) -> None:
         event.stop()
         self.set_draft(event.config)
+
+    @on(Step.ValidityChanged)
+    def _validity_changed(self, event: Step.ValidityChanged) -> None:
+        event.stop()
+        self.update_nav()
 
     @on(HardwareStep.PresetChosen)
     def _preset_chosen(self, event: HardwareStep.PresetChosen) -> None:
@@ -311,7 +334,9 @@ class WizardScreen(Screen):
             self._keys.pop("audit", None)
             self.context = self.context.but(data_report=None, data_error=None, data_progress=None)
             self.start_worker("data")
-        elif self.context.data_report is not None and self._keys.get("audit") != _audit_key(cfg):
+        elif (self.context.data_report is not None and STEP_IDS.index("dataset") in self.visited
+              and self._keys.get("audit") != _audit_key(cfg)):
+            # The token audit reads every row through the tokenizer: only once the Dataset step was seen.
             self._keys["audit"] = _audit_key(cfg)
             self.start_worker("audit")
         template_index = STEP_IDS.index("template")

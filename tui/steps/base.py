@@ -78,6 +78,9 @@ class Step(VerticalScroll, can_focus=False):
             super().__init__()
             self.config = config
 
+    class ValidityChanged(Message):
+        """A field became invalid or valid again (the wizard re-checks Next)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(id=kwargs.pop("id", self.step_id), **kwargs)
         self.invalid: dict[str, str] = {}
@@ -139,8 +142,10 @@ class Step(VerticalScroll, can_focus=False):
             self.invalid[path] = message
             if field_widget is not None:
                 field_widget.error = message
+            self.post_message(self.ValidityChanged())
             return None
-        self.invalid.pop(path, None)
+        if self.invalid.pop(path, None) is not None:
+            self.post_message(self.ValidityChanged())
         if field_widget is not None:
             field_widget.error = ""
             field_widget.committed = get_path(cfg, path)
@@ -153,6 +158,8 @@ class Step(VerticalScroll, can_focus=False):
     def _field_edited(self, event: Message) -> None:
         control = getattr(event, "control", None)
         owner = control.parent if control is not None else None
+        while owner is not None and not isinstance(owner, (ConfigField, Step)):
+            owner = owner.parent
         if not isinstance(owner, ConfigField) or owner.syncing:
             return
         event.stop()
@@ -161,6 +168,7 @@ class Step(VerticalScroll, can_focus=False):
         except ValueError as exc:
             self.invalid[owner.path] = str(exc)
             owner.error = str(exc)
+            self.post_message(self.ValidityChanged())
             return
         if raw is None:
             return

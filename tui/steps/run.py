@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
@@ -15,8 +14,6 @@ class RunStep(Step):
     title = "Run"
     step_id = "run"
     needs = "Training runs as its own process: it goes on if you quit or lose SSH (see ctrl+r Runs)."
-
-    BINDINGS = [Binding("s", "stop", "Stop run", id="stop-run")]
 
     class Changed(Step.Changed):
         pass

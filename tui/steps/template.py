@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
@@ -26,11 +25,6 @@ class TemplateStep(Step):
     title = "Template & masks"
     step_id = "template"
     needs = "What will be trained: trained tokens are highlighted, masked ones dimmed. Check the end-of-turn token."
-
-    BINDINGS = [
-        Binding("ctrl+down,ctrl+f", "row(1)", "Next row", id="next-row"),
-        Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
-    ]
 
     class Changed(Step.Changed):
         pass
