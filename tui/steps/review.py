@@ -67,7 +67,7 @@ class ReviewStep(Step):
                 summary += f" · ~{float(total):.1f} GiB"
         self.query_one("#review-summary", Static).update(summary)
         self.query_one("#review-commands", Static).update(escape("\n".join(command_lines(context))))
-        text = services.dump_preset(cfg)
+        text = self.yaml_text = services.dump_preset(cfg)
         self.query_one("#review-yaml", Static).update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
