@@ -19,8 +19,10 @@ EXIT_USER_ERROR = 2
 # Modules that register commands, in help order.
 COMMAND_MODULES = [
     "sftwizard.core.cli_run",
+    "sftwizard.core.cli_runs",
     "sftwizard.core.cli_data",
     "sftwizard.core.cli_hw",
+    "sftwizard.core.cli_doctor",
 ]
 
 

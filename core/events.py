@@ -24,6 +24,9 @@ class EventWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
+        if self._fh.tell() > 0 and not _ends_with_newline(self.path):
+            self._fh.write("\n")  # close a line torn by a killed writer, so ours stays whole
+            self._fh.flush()
 
     def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), "step": step, **fields}
@@ -37,6 +40,12 @@ class EventWriter:
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def _jsonable(obj: Any) -> Any:

@@ -8,6 +8,8 @@ detached job all call ``build_trainer``). Entry point of the training process:
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import math
 import os
 import signal
 import sys
@@ -19,6 +21,8 @@ from typing import Any
 
 from sftwizard.core.config import RunConfig, load_preset, resolved_dtype
 from sftwizard.core.events import EVENTS_FILE, EventWriter
+from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
+from sftwizard.core.metrics import GpuSampler, Throughput
 
 CONFIG_FILE = "config.yaml"
 STOP_FILE = "STOP"
@@ -230,49 +234,72 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
 
 # --------------------------------------------------------------------------- the training process
 
-def _events_callback(writer: EventWriter, run_dir: Path):
+def _samples_per_step(args) -> int:
+    world = max(1, int(getattr(args, "world_size", 1) or 1))
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+
+
+def _finite(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and math.isfinite(value))
+
+
+def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None = None):
     from transformers import TrainerCallback
 
     class EventsCallback(TrainerCallback):
-        """Turns trainer logs into events; honours the STOP file (graceful stop)."""
+        """Turns trainer logs into events with live metrics; honours the STOP file (graceful
+        stop: finish the step, save a checkpoint, stop); stops at once on a NaN/inf loss."""
 
         def __init__(self):
-            self._last_time = None
-            self._last_tokens = None
             self._stop_file = run_dir / STOP_FILE
+            self._throughput: Throughput | None = None
+            self.diverged: dict[str, Any] | None = None
+            self.stop_requested = False
 
         def on_train_begin(self, args, state, control, **kw):
+            self._throughput = Throughput(_samples_per_step(args))
+            self._throughput.begin(state.global_step)
             writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
-                        num_train_epochs=args.num_train_epochs)
-            self._last_time = time.time()
+                        num_train_epochs=args.num_train_epochs, samples_per_step=_samples_per_step(args))
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
             if any(k.startswith("eval_") for k in logs):
+                self._check_finite(state, control, "eval_loss", logs.get("eval_loss"))
                 writer.emit("eval", step=state.global_step, epoch=logs.get("epoch"),
-                            eval_loss=logs.get("eval_loss"),
+                            eval_loss=_json_number(logs.get("eval_loss")),
                             **{k: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"})
                 return
             if "loss" not in logs:
                 if "train_runtime" in logs:
                     writer.emit("summary", step=state.global_step, **logs)
                 return
-            now = time.time()
+            if self._throughput is None:
+                self._throughput = Throughput(_samples_per_step(args))
             tokens = logs.get("num_tokens")
-            tps = None
-            if tokens is not None and self._last_tokens is not None and now > self._last_time:
-                tps = (tokens - self._last_tokens) / (now - self._last_time)
-            if tokens is not None:
-                self._last_tokens, self._last_time = tokens, now
+            rates = self._throughput.update(state.global_step, state.max_steps, tokens)
+            extra = gpu.snapshot() if gpu is not None else {}
+            if extra:
+                extra.update(_torch_cuda_peak())
             writer.emit(
-                "log", step=state.global_step, max_steps=state.max_steps, loss=logs.get("loss"),
-                learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                epoch=logs.get("epoch"), num_tokens=tokens, tokens_per_s=tps,
-                mean_token_accuracy=logs.get("mean_token_accuracy"),
+                "log", step=state.global_step, max_steps=state.max_steps, loss=_json_number(logs.get("loss")),
+                learning_rate=logs.get("learning_rate"), grad_norm=_json_number(logs.get("grad_norm")),
+                epoch=logs.get("epoch"), num_tokens=tokens, **rates,
+                mean_token_accuracy=logs.get("mean_token_accuracy"), **extra,
             )
+            self._check_finite(state, control, "loss", logs.get("loss"))
+
+        def _check_finite(self, state, control, name: str, value: Any) -> None:
+            if _finite(value) or self.diverged:
+                return
+            self.diverged = {"step": state.global_step, "name": name, "value": str(value)}
+            control.should_training_stop = True
+            control.should_save = False  # never checkpoint NaN weights
+            control.should_evaluate = False
 
         def on_step_end(self, args, state, control, **kw):
-            if self._stop_file.exists():
+            if self._stop_file.exists() and not self.diverged:
+                self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
 
@@ -283,58 +310,79 @@ def _events_callback(writer: EventWriter, run_dir: Path):
     return EventsCallback()
 
 
-def classify_failure(exc: BaseException) -> tuple[str, str]:
-    """(reason code, one line) for an exception raised while training."""
-    text = f"{type(exc).__name__}: {exc}"
-    low = text.lower()
-    if "out of memory" in low or type(exc).__name__ == "OutOfMemoryError":
-        return "oom", "CUDA out of memory: lower per_device_train_batch_size or max_length, or turn on gradient checkpointing / LoRA / QLoRA (see `sft-wizard estimate`)"
-    if "nan" in low and "loss" in low:
-        return "nan", "the loss became NaN/inf: lower the learning rate, or check the data"
-    if isinstance(exc, ModuleNotFoundError):
-        return "missing_dependency", f"missing package {exc.name!r}: pip install 'sft-wizard[gpu]' or pip install {exc.name}"
-    names = {type(exc).__name__ for exc in _chain(exc)}
-    if names & {"DataError", "TemplateError"}:
-        return "data", str(exc).splitlines()[0]
-    if names & {"ModelError", "RunnerError", "ConfigError"}:
-        return "config", str(exc).splitlines()[0]
-    return "crash", text.splitlines()[0][:300]
+def _json_number(value: Any) -> Any:
+    """NaN/inf are not JSON: written as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
-def _chain(exc: BaseException):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+def _torch_cuda_peak() -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"cuda_max_allocated_gib": round(torch.cuda.max_memory_allocated() / 1024 ** 3, 3)}
+
+
+def _checkpoint_step(path: str | None) -> int:
+    try:
+        return int(Path(path).name.rsplit("-", 1)[1]) if path else 0
+    except (IndexError, ValueError):
+        return 0
 
 
 def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
-    """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code."""
+    """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code.
+
+    Appends to the run's ``events.jsonl``: ``start`` (or ``resume``, with the checkpoint), then
+    ``prepared``, ``train_begin``, ``log``/``eval``/``checkpoint``, and always one ``end``."""
     run_dir = Path(run_dir)
-    cfg = load_preset(run_dir / CONFIG_FILE)
     writer = EventWriter(run_dir / EVENTS_FILE)
-    stop_requested = {"signal": None}
+    cfg: RunConfig | None = None
 
     def on_signal(signum, frame):  # graceful: finish the step, save, stop
-        stop_requested["signal"] = signum
         (run_dir / STOP_FILE).touch()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    writer.emit("resume" if resume_from else "start", step=0, pid=os.getpid(), run_dir=str(run_dir),
-                model=cfg.model.id, method=cfg.method.type, resume_from=resume_from)
     started = time.time()
+    gpu: GpuSampler | None = None
     try:
-        prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[_events_callback(writer, run_dir)])
+        from sftwizard.core.fingerprint import fingerprint
+
+        cfg = load_preset(run_dir / CONFIG_FILE)
+        writer.emit("resume" if resume_from else "start", step=_checkpoint_step(resume_from), pid=os.getpid(),
+                    run_dir=str(run_dir), model=cfg.model.id, method=cfg.method.type, resume_from=resume_from,
+                    fingerprint=fingerprint(cfg))
+        env = Environment.detect()
+        gpu = GpuSampler().start() if env.cuda else None
+        callback = _events_callback(writer, run_dir, gpu)
+        prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env)
         trainer = prepared.trainer
+        trainer.args.logging_nan_inf_filter = False  # a NaN loss must show, not be averaged away
         writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-                    total_params=sum(p.numel() for p in trainer.model.parameters()))
+                    total_params=sum(p.numel() for p in trainer.model.parameters()),
+                    gpu_sampling=bool(gpu and gpu.available))
         trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
-        if (run_dir / STOP_FILE).exists():
-            (run_dir / STOP_FILE).unlink(missing_ok=True)
-            writer.emit("end", step=step, status="stopped", duration_s=round(time.time() - started, 2))
+        duration = round(time.time() - started, 2)
+        if callback.diverged:
+            d = callback.diverged
+            line = (f"the {d['name'].replace('_', ' ')} became {d['value']} at step {d['step']}: lower "
+                    f"training.learning_rate (now {cfg.training.learning_rate:g}) or max_grad_norm, or check the data")
+            writer.emit("error", step=step, reason="nan", message=line)
+            writer.emit("end", step=step, status="failed", reason="nan", message=line, duration_s=duration)
+            return 1
+        stop_asked = callback.stop_requested or (run_dir / STOP_FILE).exists()
+        (run_dir / STOP_FILE).unlink(missing_ok=True)
+        if stop_asked and step < trainer.state.max_steps:
+            checkpoint = run_dir / CHECKPOINTS_DIR / f"checkpoint-{step}"
+            writer.emit("end", step=step, status="stopped", reason="stopped",
+                        message=f"on request, checkpoint-{step} saved", duration_s=duration,
+                        checkpoint=str(checkpoint) if checkpoint.is_dir() else None)
             return 0
         final = run_dir / FINAL_DIR
         trainer.save_model(str(final))
@@ -343,13 +391,15 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                     duration_s=round(time.time() - started, 2))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code
-        reason, line = classify_failure(exc)
+        reason, line = classify_failure(exc, cfg)
         traceback.print_exc()
-        writer.emit("error", step=None, reason=reason, message=line)
+        writer.emit("error", step=None, reason=reason, message=line, exception=type(exc).__name__)
         writer.emit("end", step=None, status="failed", reason=reason, message=line,
                     duration_s=round(time.time() - started, 2))
         return 1
     finally:
+        if gpu is not None:
+            gpu.stop()
         writer.close()
 
 
@@ -358,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--resume", default=None)
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a native crash leaves its stack in train.log
     return execute(args.run_dir, args.resume)
 
 

@@ -1,0 +1,205 @@
+"""`sft-wizard clean` and `sft-wizard report`, and the doctor's warnings for `validate`.
+
+JSON schemas: docs/cli-doctor.md. ``validation_warnings(cfg)`` gathers what the pre-launch doctor
+needs (data after the eval split, model facts, the resolved template, a token audit) without
+downloading anything, and never raises: what cannot be gathered is skipped and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from sftwizard.core.cli import UserError, add_json_flag, print_json
+
+# The token audit behind the max_length and packing checks reads at most this many rows (a fixed
+# sample); counts are scaled to the whole dataset.
+AUDIT_SAMPLE_ROWS = 5000
+FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "conversational_prompt_completion",
+                  "alpaca", "sharegpt", "text"]
+
+
+# --------------------------------------------------------------------------- validate's warnings
+
+def gather_inputs(cfg) -> tuple[dict[str, Any], list[dict]]:
+    """(keyword arguments for ``check_config``, notes on what could not be gathered)."""
+    inputs: dict[str, Any] = {}
+    skipped: list[dict] = []
+    try:
+        from sftwizard.core.runner import _resolve_data
+
+        train, evals, _ = _resolve_data(cfg)
+        inputs["examples"], inputs["eval_examples"] = train, evals or None
+    except Exception as exc:  # noqa: BLE001 - validate reports data errors itself; the doctor just skips
+        skipped.append(_skipped("data", "data.sources", exc))
+    try:
+        from sftwizard.core.models import load_tokenizer, model_facts, resolve_model
+
+        resolved = resolve_model(cfg.model.id, cfg.model.revision, allow_download=False)
+        facts = model_facts(str(resolved.path), trust_remote_code=cfg.model.trust_remote_code)
+        inputs["facts"] = facts
+        tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        skipped.append(_skipped("model", "model.id", exc))
+        return inputs, skipped
+    try:
+        from sftwizard.core.templates import audit_dataset, resolve_template
+
+        template = resolve_template(tokenizer, cfg.template)
+        inputs["tokenizer_template"] = template.template
+        examples = inputs.get("examples")
+        if examples and template.template is not None:
+            sample = examples
+            if len(examples) > AUDIT_SAMPLE_ROWS:
+                picked = sorted(random.Random(0).sample(range(len(examples)), AUDIT_SAMPLE_ROWS))
+                sample = [examples[i] for i in picked]
+            inputs["audit"] = audit_dataset(tokenizer, sample, template, cfg)
+    except Exception as exc:  # noqa: BLE001
+        skipped.append(_skipped("template", "template.source", exc))
+    return inputs, skipped
+
+
+def _skipped(what: str, setting: str, exc: BaseException) -> dict:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return {"code": "checks_skipped", "message": f"{what} checks skipped: {reason}", "setting": setting,
+            "suggested": None, "details": {"part": what}}
+
+
+def validation_warnings(cfg) -> list[dict]:
+    """The doctor's warnings for ``sft-wizard validate --json`` (``warnings``): dicts with code,
+    message, setting, suggested and details. Never raises for the user's data or model."""
+    from sftwizard.core.doctor import check_config
+
+    inputs, skipped = gather_inputs(cfg)
+    return [w.to_dict() for w in check_config(cfg, **inputs)] + skipped
+
+
+def format_warning(w: dict) -> str:
+    fix = f" (suggested {w['setting']}: {_show(w['suggested'])})" if w.get("suggested") is not None else ""
+    return f"warning [{w['code']}] {w['message']}{fix}"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+
+# --------------------------------------------------------------------------- commands
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("clean", help="write a cleaned copy of a dataset (duplicates, empty turns, refusals, "
+                                     "very short answers) and report what was removed; never edits the source")
+    p.add_argument("source", help="a .jsonl/.json/.parquet/.csv file, a Hub dataset id, or builtin:demo")
+    p.add_argument("--out", required=True, help="where to write the cleaned JSONL (must not be the source)")
+    p.add_argument("--drop", default=None, metavar="KINDS",
+                   help="comma-separated kinds to remove: duplicate,empty,refusal,short,overlap "
+                        "(default duplicate,empty,refusal,short)")
+    p.add_argument("--against", metavar="EVAL_SOURCE", help="remove rows also found here (kind overlap)")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="dataset format (default: detect)")
+    p.add_argument("--on-bad-rows", choices=["stop", "drop"], default="stop",
+                   help="malformed rows: stop (exit 2, the default) or leave them out too")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("report", help="after a run: best checkpoint, train/eval gap, answers beside references")
+    p.add_argument("run", help="a run id or run directory")
+    p.add_argument("--generations", type=int, default=3, help="held-out prompts to answer (0: none; default 3)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="length limit of each answer (default 64)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from sftwizard.core.cleaning import DEFAULT_KINDS, KINDS, CleaningError, clean_source
+    from sftwizard.core.config import DataSource
+
+    kinds = [k.strip() for k in args.drop.split(",") if k.strip()] if args.drop else list(DEFAULT_KINDS)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise UserError(f"--drop: unknown kind {unknown[0]!r} (kinds: {', '.join(KINDS)})")
+    if args.against and "overlap" not in kinds:
+        kinds.append("overlap")
+    source = DataSource(path=args.source, format=args.format)
+    against = DataSource(path=args.against) if args.against else None
+    try:
+        report = clean_source(source, args.out, kinds, against, on_bad_rows=args.on_bad_rows)
+    except CleaningError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    removed = report.rows_in - report.rows_out
+    print(f"{report.rows_out:,} of {report.rows_in:,} rows kept, {removed:,} removed -> {report.output}")
+    for kind, n in report.removed.items():
+        if n:
+            print(f"  {kind:<9} {n:,}")
+    for item in report.examples:
+        where = f"line {item['line']}" if item.get("line") else f"row {item.get('row')}"
+        print(f"    {where}: {item['reason']}: {item['excerpt']}")
+    return 0
+
+
+def _find_run(ref: str) -> Path:
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        return p
+    from sftwizard.core import runs
+
+    finder = getattr(runs, "find_run", None)
+    if finder is not None:
+        return Path(finder(ref))
+    from sftwizard.core.paths import default_runs_root
+
+    candidates = []
+    registry = runs.registry_path()
+    if registry.exists():
+        for line in registry.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("id") == ref:
+                candidates.append(Path(entry["dir"]))
+    candidates.append(default_runs_root() / ref)
+    for c in reversed(candidates):
+        if c.is_dir():
+            return c
+    raise UserError(f"{ref}: no such run (give a run id from `sft-wizard runs` or a run directory)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sftwizard.core.report import ReportError, build_report
+
+    if args.generations < 0 or args.max_new_tokens <= 0:
+        raise UserError("--generations must be >= 0 and --max-new-tokens > 0")
+    run_dir = _find_run(args.run)
+    try:
+        report = build_report(run_dir, generations=args.generations, max_new_tokens=args.max_new_tokens)
+    except ReportError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"run {report['run']}  ({report['status']}, {report['steps']} steps)")
+    best = report["best"]
+    if best:
+        where = best["checkpoint"] or "no checkpoint saved at that step"
+        print(f"best eval loss {best['eval_loss']:.4f} at step {best['step']} — {where}")
+    else:
+        print("no evaluation ran: no best checkpoint by eval loss")
+    for key, label in (("final_train_loss", "final train loss"), ("final_eval_loss", "final eval loss"),
+                       ("train_eval_gap", "eval - train gap"), ("gap_at_best", "gap at best")):
+        if report[key] is not None:
+            print(f"{label:<17} {report[key]:.4f}")
+    for w in report["curve_warnings"]:
+        print(f"step {w['step']}: {w['message']}")
+    for i, g in enumerate(report["generations"], 1):
+        prompt = g["prompt"][-1]["content"] if isinstance(g["prompt"], list) and g["prompt"] else g["prompt"]
+        print(f"\n[{i}] prompt:    {prompt}\n    reference: {g['reference']}\n    model:     {g['generated']}"
+              + ("" if g["stopped"] else "   (did not stop)"))
+    if report["generation_error"]:
+        print(f"generations: {report['generation_error']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,122 @@
+"""Failure diagnosis: one reason code and one line for whatever ended a run badly.
+
+``classify_failure`` reads an exception raised in the training process (out of memory with
+what to change, missing optional packages, data and config errors, anything else as a crash);
+``describe_exit`` reads the exit status of a training process that died without saying why
+(a signal, a native crash). The traceback itself always goes to the run's ``train.log``.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sftwizard.core.config import RunConfig
+
+REASONS = ("oom", "nan", "data", "config", "missing_dependency", "killed", "crash")
+
+OPTIONAL_PACKAGES = {"bitsandbytes": "bitsandbytes", "flash_attn": "flash-attn", "liger_kernel": "liger-kernel",
+                     "deepspeed": "deepspeed"}
+
+
+def oom_advice(cfg: RunConfig | None) -> str:
+    """What to change after an out-of-memory: the estimator's suggestions when it can give them,
+    else the levers that cut memory the most for this config."""
+    if cfg is None:
+        return "lower per_device_train_batch_size or max_length, or turn on gradient checkpointing / LoRA / QLoRA"
+    try:
+        from sftwizard.core.estimator import estimate_memory
+        from sftwizard.core.models import model_facts
+
+        estimate = estimate_memory(model_facts(cfg.model.id, cfg.model.revision), cfg)
+        suggestions = [str(getattr(s, "text", s)) for s in (getattr(estimate, "suggestions", None) or [])]
+        if suggestions:
+            return "; ".join(suggestions[:3])
+    except Exception:  # noqa: BLE001 - advice must never hide the failure itself
+        pass
+    t, tips = cfg.training, []
+    if t.per_device_train_batch_size > 1:
+        b, g = t.per_device_train_batch_size, t.gradient_accumulation_steps
+        tips.append(f"training.per_device_train_batch_size {b} → {max(1, b // 2)} with "
+                    f"gradient_accumulation_steps {g} → {g * 2} (same effective batch)")
+    if not t.gradient_checkpointing:
+        tips.append("training.gradient_checkpointing: true")
+    if cfg.method.type == "full":
+        tips.append("method.type: lora")
+    elif cfg.method.type == "lora":
+        tips.append("method.type: qlora")
+    if t.max_length and t.max_length > 512:
+        tips.append(f"training.max_length {t.max_length} → {t.max_length // 2}")
+    return "try " + "; ".join(tips[:3]) if tips else "use a GPU with more memory"
+
+
+def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[str, str]:
+    """(reason code, one line) for an exception raised while training.
+
+    Codes: oom, nan, missing_dependency, data, config, crash."""
+    chain = list(_chain(exc))
+    names = {type(e).__name__ for e in chain}
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    if "OutOfMemoryError" in names or "out of memory" in low:
+        return "oom", f"CUDA out of memory: {oom_advice(cfg)} (see `sft-wizard estimate`)"
+    for e in chain:
+        if isinstance(e, ImportError):
+            missing = getattr(e, "name", None) or next((m for m in OPTIONAL_PACKAGES if m in str(e)), None)
+            if missing:
+                top = missing.split(".")[0]
+                pip = OPTIONAL_PACKAGES.get(top)
+                hint = f"pip install 'sft-wizard[gpu]' (or pip install {pip})" if pip else f"pip install {top}"
+                return "missing_dependency", f"missing package {top!r}: {hint}"
+    if names & {"DataError", "TemplateError"}:
+        return "data", _first_line(next(e for e in chain if type(e).__name__ in {"DataError", "TemplateError"}))
+    if names & {"ModelError", "RunnerError", "ConfigError"}:
+        return "config", _first_line(next(e for e in chain if type(e).__name__ in {"ModelError", "RunnerError", "ConfigError"}))
+    if _raised_while_loading_data(exc):
+        return "data", f"the data could not be read: {_first_line(exc)}"
+    return "crash", text.splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+DATA_FRAMES = ("_resolve_data", "build_dataset", "load_examples")
+
+
+def _raised_while_loading_data(exc: BaseException) -> bool:
+    """A library error (JSON, Arrow, datasets) raised under our data-loading functions."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in DATA_FRAMES or "/sftwizard/core/data" in code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _chain(exc: BaseException | None):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+
+SIGNAL_REASONS = {signal.SIGKILL: "killed", signal.SIGTERM: "killed", signal.SIGINT: "killed"}
+
+
+def describe_exit(returncode: int) -> tuple[str, str, str]:
+    """(reason, phrase, hint) for a training process that ended without writing ``end``."""
+    if returncode < 0:
+        sig = -returncode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = " (if nobody killed it, the kernel's out-of-memory killer did: host RAM)" if sig == signal.SIGKILL else ""
+        return SIGNAL_REASONS.get(sig, "crash"), f"the training process was killed by {name} (signal {sig})", hint
+    return "crash", f"the training process exited with code {returncode}", ""

@@ -1,0 +1,71 @@
+"""The supervisor: the first process of a detached run, in the run's own session.
+
+It starts the training process (``python -m sftwizard.core.runner``), both holding the run's
+``run.lock`` (the fd is inherited), turns ``kill PID`` into a graceful stop, and when the
+training process dies without writing ``end`` (a signal, the OOM killer, a native crash) it
+writes the ``error`` and ``end`` events itself, with the signal or exit code. It imports neither
+torch nor transformers: it costs a few MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sftwizard.core.diagnosis import describe_exit
+from sftwizard.core.events import EVENTS_FILE, EventTail, read_events
+from sftwizard.core.runner import STOP_FILE
+from sftwizard.core.runs import LOG_FILE, summarize, with_writer
+
+
+def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
+    """The command of the training process the supervisor starts."""
+    cmd = [sys.executable, "-m", "sftwizard.core.runner", str(run_dir)]
+    return cmd + ["--resume", resume_from] if resume_from else cmd
+
+
+def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> int:
+    """Run the training process; if it dies without an ``end`` event, record how it died."""
+    events_path = run_dir / EVENTS_FILE
+    offset = events_path.stat().st_size if events_path.exists() else 0
+
+    def forward(signum, frame):  # `kill PID` on the supervisor = graceful stop
+        (run_dir / STOP_FILE).touch()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL, cwd=str(run_dir),
+                             pass_fds=(lock_fd,) if lock_fd is not None else ())
+    returncode = child.wait()
+    tail = EventTail(events_path, offset=offset)
+    new = tail.poll()
+    if any(ev.get("event") == "end" for ev in new):
+        return returncode
+    events = read_events(events_path)
+    info = summarize(run_dir, events, alive=False)
+    reason, phrase, hint = describe_exit(returncode)
+    where = f" at step {info.step}" if info.step is not None else " before training began"
+    message = f"{phrase}{where}{hint}; details in {LOG_FILE}"
+    print(f"sft-wizard: {message}", file=sys.stderr, flush=True)
+    with_writer(run_dir, lambda w: (
+        w.emit("error", step=info.step, reason=reason, message=message, returncode=returncode),
+        w.emit("end", step=info.step, status="failed", reason=reason, message=message, returncode=returncode),
+    ))
+    return returncode if returncode > 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sftwizard.core.supervisor")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--lock-fd", type=int, default=None, help="an open fd holding the run's flock")
+    args = parser.parse_args(argv)
+    return supervise(Path(args.run_dir), args.resume, args.lock_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

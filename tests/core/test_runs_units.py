@@ -1,0 +1,262 @@
+"""The parts of run management that need no training process: reading torn event files,
+status from events, metrics and the NVML sampler (with a faithful fake NVML), failure
+classification, config fingerprints, and run lookup."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sftwizard.core import runs
+from sftwizard.core.config import config_from_dict
+from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, read_events
+from sftwizard.core.fingerprint import changed_parts, fingerprint
+from sftwizard.core.metrics import GpuSampler, Throughput, eta_seconds, format_duration
+from sftwizard.core.diagnosis import classify_failure, describe_exit
+
+
+# --------------------------------------------------------------------------- events
+
+def test_a_truncated_last_line_is_skipped_then_read_once_complete(tmp_path):
+    path = tmp_path / EVENTS_FILE
+    whole = [json.dumps({"event": "log", "time": 1.0, "step": i, "loss": 2.0 / i}) for i in (1, 2)]
+    torn = json.dumps({"event": "checkpoint", "time": 2.0, "step": 2, "path": "checkpoints/checkpoint-2"})
+    path.write_text(whole[0] + "\n" + whole[1] + "\n" + torn[:25], encoding="utf-8")
+
+    assert [ev["step"] for ev in read_events(path)] == [1, 2]
+    tail = EventTail(path)
+    assert [ev["step"] for ev in tail.poll()] == [1, 2]
+    assert tail.poll() == []
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(torn[25:] + "\n")
+    assert [ev["event"] for ev in tail.poll()] == ["checkpoint"]
+
+
+def test_a_writer_after_a_killed_writer_keeps_its_line_whole(tmp_path):
+    path = tmp_path / EVENTS_FILE
+    path.write_text('{"event": "log", "time": 1.0, "step": 1}\n{"event": "log", "ti', encoding="utf-8")
+    writer = EventWriter(path)
+    writer.emit("end", step=1, status="stopped")
+    writer.close()
+    assert [ev["event"] for ev in read_events(path)] == ["log", "end"]
+
+
+# --------------------------------------------------------------------------- status
+
+def _run_dir(tmp_path: Path, events: list[dict]) -> Path:
+    d = tmp_path / "20260101-000000-demo"
+    d.mkdir()
+    (d / "config.yaml").write_text("{}\n")
+    (d / "meta.json").write_text(json.dumps({"name": "demo", "preset": "demo.yaml"}))
+    return d
+
+
+def test_status_from_events(tmp_path):
+    start = {"event": "start", "time": 100.0, "step": 0, "model": "builtin:tiny-chat", "method": "full"}
+    logs = [{"event": "log", "time": 100.0 + s, "step": s, "max_steps": 20, "loss": 5.0 - s / 10} for s in (1, 2, 3)]
+    ckpt = {"event": "checkpoint", "time": 104.0, "step": 3, "path": "/x/checkpoints/checkpoint-3"}
+    d = _run_dir(tmp_path, [])
+
+    lost = runs.summarize(d, [start, *logs, ckpt], alive=False)
+    assert (lost.status, lost.step, lost.max_steps, lost.last_loss) == ("lost", 3, 20, pytest.approx(4.7))
+    assert "at step 3" in lost.message and lost.duration_s == 4.0
+
+    running = runs.summarize(d, [start, *logs], alive=True)
+    assert running.status == "running" and running.ended is None
+
+    resume = {"event": "resume", "time": 200.0, "step": 3, "resume_from": "/x/checkpoints/checkpoint-3"}
+    later = {"event": "log", "time": 201.0, "step": 4, "max_steps": 20, "loss": 4.5}
+    end = {"event": "end", "time": 210.0, "step": 20, "status": "finished"}
+    done = runs.summarize(d, [start, *logs, ckpt, resume, later, end], alive=False)
+    assert (done.status, done.step, done.resumes, done.duration_s) == ("finished", 20, 1, 14.0)
+    assert done.started == 100.0 and done.ended == 210.0 and done.name == "demo"
+
+    # An end recorded, the process still exiting: already the end's status.
+    failed = {"event": "end", "time": 105.0, "step": None, "status": "failed", "reason": "oom", "message": "CUDA out of memory"}
+    info = runs.summarize(d, [start, *logs, failed], alive=True)
+    assert (info.status, info.reason, info.step) == ("failed", "oom", 3)
+
+
+def test_find_run_by_id_prefix_and_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    dirs = []
+    for name in ("alpha", "alpine"):
+        d = tmp_path / f"20260101-000000-{name}"
+        d.mkdir()
+        (d / "config.yaml").write_text("{}\n")
+        runs.register(d)
+        dirs.append(d.resolve())
+    assert runs.find_run("20260101-000000-alpha") == dirs[0]
+    assert runs.find_run("20260101-000000-alpin") == dirs[1]
+    assert runs.find_run(str(dirs[0])) == dirs[0]
+    with pytest.raises(runs.RunsError, match="matches 2 runs"):
+        runs.find_run("20260101-000000-al")
+    with pytest.raises(runs.RunsError, match="no run 'zzz'"):
+        runs.find_run("zzz")
+
+
+def test_liveness_follows_the_lock_not_the_pid(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / runs.LOCK_FILE).touch()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(d / runs.LOCK_FILE)!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runs.is_alive(d)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not runs.is_alive(d)
+
+
+def test_describe_exit():
+    assert describe_exit(-signal.SIGKILL)[:2] == ("killed", "the training process was killed by SIGKILL (signal 9)")
+    assert "out-of-memory killer" in describe_exit(-signal.SIGKILL)[2]
+    assert describe_exit(-signal.SIGSEGV)[0] == "crash"
+    assert describe_exit(3)[:2] == ("crash", "the training process exited with code 3")
+
+
+# --------------------------------------------------------------------------- metrics
+
+def test_throughput_and_eta():
+    t = Throughput(samples_per_step=8)
+    t.begin(step=10, now=1000.0)
+    first = t.update(step=12, max_steps=30, num_tokens=4000, now=1002.0)
+    assert first["samples_per_s"] == 8.0 and first["tokens_per_s"] is None
+    assert first["steps_per_s"] == 1.0 and first["eta_s"] == 18.0
+    second = t.update(step=16, max_steps=30, num_tokens=6000, now=1004.0)
+    assert second["tokens_per_s"] == 1000.0 and second["samples_per_s"] == 16.0
+    assert second["eta_s"] == pytest.approx(14 / 1.5)
+    assert eta_seconds(5, -1, 2.0) is None and eta_seconds(5, 10, None) is None
+    assert [format_duration(s) for s in (None, 42, 185, 3720)] == ["-", "42s", "3m05s", "1h02m"]
+
+
+class FakeNVML:
+    """The slice of pynvml the sampler calls, with NVML's units (bytes, percent, milliwatts)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, devices):
+        self.devices = devices  # list of dicts: used, total, util, power_mw (None: not supported)
+        self.initialised = False
+
+    def nvmlInit(self):
+        self.initialised = True
+
+    def nvmlShutdown(self):
+        self.initialised = False
+
+    def nvmlDeviceGetCount(self):
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        if i >= len(self.devices):
+            raise self.NVMLError("Invalid Argument")
+        return i
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        raise self.NVMLError("Not Found")
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return SimpleNamespace(used=self.devices[h]["used"], total=self.devices[h]["total"],
+                               free=self.devices[h]["total"] - self.devices[h]["used"])
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return SimpleNamespace(gpu=self.devices[h]["util"], memory=0)
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        if self.devices[h]["power_mw"] is None:
+            raise self.NVMLError("Not Supported")
+        return self.devices[h]["power_mw"]
+
+
+def test_gpu_sampler_means_and_peaks(monkeypatch):
+    gib = 1024 ** 3
+    nvml = FakeNVML([{"used": 10 * gib, "total": 80 * gib, "util": 50, "power_mw": 300_000},
+                     {"used": 4 * gib, "total": 80 * gib, "util": 100, "power_mw": None}])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    sampler = GpuSampler(interval=60, nvml=nvml).start()
+    try:
+        assert sampler.available
+        nvml.devices[1].update(used=6 * gib, util=0)
+        snap = sampler.snapshot()
+        # CUDA index 0 is NVML device 1: two samples (start, snapshot) averaged, memory peak kept.
+        cuda0, cuda1 = snap["gpus"]
+        assert (cuda0["index"], cuda0["util_pct"], cuda0["mem_peak_gib"], cuda0["power_w"]) == (0, 50.0, 6.0, None)
+        assert (cuda1["util_pct"], cuda1["mem_used_gib"], cuda1["power_w"]) == (50.0, 10.0, 300.0)
+        assert snap["gpu_mem_gib"] == 10.0 and snap["gpu_power_w"] == 300.0 and snap["gpu_util_pct"] == 50.0
+    finally:
+        sampler.stop()
+    assert not nvml.initialised
+
+
+def test_gpu_sampler_without_nvml_is_a_no_op():
+    class NoDriver(FakeNVML):
+        def nvmlInit(self):
+            raise self.NVMLError("Driver Not Loaded")
+
+    sampler = GpuSampler(nvml=NoDriver([])).start()
+    assert not sampler.available and sampler.snapshot() == {}
+    sampler.stop()
+
+
+# --------------------------------------------------------------------------- failures
+
+def test_classify_failure():
+    cfg = config_from_dict({"method": {"type": "full"}, "training": {"per_device_train_batch_size": 8,
+                                                                     "max_length": 2048}})
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    reason, line = classify_failure(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg)
+    assert reason == "oom"
+    assert "per_device_train_batch_size 8 → 4" in line and "gradient_accumulation_steps 1 → 2" in line
+
+    missing = ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
+    assert classify_failure(missing) == ("missing_dependency",
+                                         "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
+
+    def _resolve_data():
+        json.loads('{"messages": [')
+
+    try:
+        _resolve_data()
+    except ValueError as exc:
+        reason, line = classify_failure(exc)
+    assert reason == "data" and line.startswith("the data could not be read")
+    assert classify_failure(RuntimeError("boom"))[0] == "crash"
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+def test_fingerprint_names_what_changed(tmp_path, builtin_model_dir):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    cfg = config_from_dict({"data": {"sources": [{"path": str(data)}]}, "method": {"type": "lora"}})
+    before = fingerprint(cfg)
+    assert changed_parts(before, fingerprint(cfg)) == []
+    assert changed_parts(before, fingerprint(config_from_dict({**cfg.to_dict(), "training": {"max_steps": 99}}))) == []
+    data.write_text(data.read_text() * 2)
+    after = fingerprint(config_from_dict({**cfg.to_dict(), "method": {**cfg.to_dict()["method"], "lora_r": 8}}))
+    assert changed_parts(before, after) == [f"data ({data} changed)", "method (method.lora_r changed)"]
+
+
+def test_run_management_imports_no_heavy_or_ui_modules():
+    """The TUI imports these at start-up; the supervisor must stay a few MiB."""
+    code = ("import sys\nimport sftwizard.core.runs, sftwizard.core.cli_runs, sftwizard.core.supervisor, "
+            "sftwizard.core.metrics, sftwizard.core.diagnosis\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
