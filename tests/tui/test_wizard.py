@@ -40,17 +40,25 @@ async def test_enter_walks_the_demo_to_a_finished_run(make_app):
         wizard = app.wizard
         assert wizard.current_step.step_id == "hardware"
         assert "CPU mode" in screen_text(app)
-        for expected in ("model", "dataset", "template", "method", "training"):
+        for expected in ("model", "dataset"):
             await pilot.press("enter")
             await settle(pilot)
             assert wizard.current_step.step_id == expected, screen_text(app)
-        assert "format messages" in str(wizard.context.data_report.format) or wizard.context.data_report.format == "messages"
-        # Make the run short through the Training step's own inputs.
+        assert wizard.context.data_report.format == "messages"
+        assert "no problems found" in screen_text(app)
+        # Make the run short through the steps' own inputs: fewer rows, a few steps.
+        await type_into(pilot, "#f-data-sources-0-max-rows #control", "96")
+        wizard.query_one("#next").focus()
+        for expected in ("template", "method", "training"):
+            await pilot.press("enter")
+            await settle(pilot)
+            assert wizard.current_step.step_id == expected, screen_text(app)
         await type_into(pilot, "#f-training-max-steps #control", "6")
         await type_into(pilot, "#f-training-logging-steps #control", "2")
         await type_into(pilot, "#f-training-eval-steps #control", "3")
-        await type_into(pilot, "#f-training-save-steps #control", "3")
+        await type_into(pilot, "#f-training-save-steps #control", "6")
         assert wizard.draft.training.max_steps == 6 and wizard.draft.training.eval_steps == 3
+        assert wizard.draft.data.sources[0].max_rows == 96
         await pilot.press("ctrl+n")
         await settle(pilot)
         assert wizard.current_step.step_id == "review"
@@ -89,6 +97,47 @@ async def test_enter_walks_the_demo_to_a_finished_run(make_app):
         assert load_preset(run_dir / "config.yaml") == wizard.draft
         text = screen_text(app)
         assert "finished" in text and "step 6/6" in text
+
+
+async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_app):
+    from tests.tui.conftest import gpu_report
+
+    app = make_app(start_step="method", hardware=gpu_report())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+
+        def shown() -> str:
+            return str(wizard.current_step.query_one("MemoryBar").as_text())
+
+        assert "fits" in shown() and "of 22.5 GiB" in shown()
+        wizard.current_step.query_one("#method-lora").value = True  # the LoRA radio button
+        await settle(pilot)
+        assert wizard.draft.method.type == "lora"
+        before = shown()
+        await type_into(pilot, "#f-method-lora-r #control", "256")
+        assert wizard.draft.method.lora_r == 256
+        after_rank = shown()
+        assert after_rank != before
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "training"
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "64")
+        after_batch = shown()
+        assert after_batch != after_rank
+        await type_into(pilot, "#f-training-max-length #control", "512")
+        assert shown() != after_batch
+        totals = wizard.context.estimate.total_gib
+        assert f"total {totals:.2f} GiB" in shown()
+
+
+async def test_qlora_is_refused_with_the_reason_on_a_cpu_machine(make_app):
+    app = make_app(start_step="method")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        qlora = app.screen.query_one("#method-qlora")
+        assert qlora.disabled
+        assert "QLoRA needs a CUDA GPU" in screen_text(app)
 
 
 async def test_invalid_input_shows_the_reason_and_blocks_next(make_app):

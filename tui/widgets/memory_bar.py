@@ -65,7 +65,7 @@ class MemoryBar(Static):
         width = max(10, (self.size.width or 60) - 4)
         scale = max(total, capacity or 0.0) or 1.0
         out = Text()
-        parts = sorted(components.items(), key=lambda kv: -kv[1])
+        parts = sorted(((k, v) for k, v in components.items() if v >= 0.005), key=lambda kv: -kv[1])
         used = 0
         for i, (name, gib) in enumerate(parts):
             cells = int(round(gib / scale * width))
@@ -81,7 +81,7 @@ class MemoryBar(Static):
             if i:
                 out.append("  ")
             out.append("■ ", style=self.get_component_rich_style(BAR_STYLES[i % len(BAR_STYLES)]))
-            out.append(f"{name} {gib:.2f}")
+            out.append(f"{name.replace('_', ' ')} {gib:.2f}")
         out.append("\n")
         fits = _get(est, "fits", None)
         verdict = f"total {total:.2f} GiB"

@@ -16,22 +16,15 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
+from textual.markup import escape
 from textual.widgets import Static
 
+from sftwizard.core.metrics import format_duration
 from sftwizard.tui import services
 from sftwizard.tui.widgets.log_pane import LogPane
 from sftwizard.tui.widgets.loss_chart import LossChart
 
 TICK_S = 0.25
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 @dataclass
@@ -46,6 +39,8 @@ class RunStats:
     learning_rate: float | None = None
     tokens_per_s: float | None = None
     gpu_mem: str | None = None
+    samples_per_s: float | None = None
+    reported_eta_s: float | None = None  # the runner's own ETA, when it sends one
     reason: str | None = None
     first_log: tuple[float, int] | None = None  # (time, step)
     last_time: float | None = None
@@ -53,6 +48,8 @@ class RunStats:
 
     @property
     def eta_s(self) -> float | None:
+        if self.reported_eta_s is not None:
+            return self.reported_eta_s
         if not (self.first_log and self.last_time and self.max_steps and self.step > self.first_log[1]):
             return None
         rate = (self.step - self.first_log[1]) / max(1e-9, self.last_time - self.first_log[0])
@@ -208,11 +205,19 @@ class RunMonitor(Vertical):
                     s.tokens_per_s = float(ev["tokens_per_s"])
                 if s.first_log is None and ev.get("time") is not None:
                     s.first_log = (float(ev["time"]), int(ev.get("step") or 0))
-                for key in ("gpu_memory_used_mib", "gpu_mem_mib", "gpu_memory_mib"):
-                    if ev.get(key) is not None:
-                        s.gpu_mem = f"{float(ev[key]) / 1024:.1f} GiB"
-                        if ev.get("gpu_utilization") is not None:
-                            s.gpu_mem += f" · {ev['gpu_utilization']}% util"
+                if ev.get("samples_per_s"):
+                    s.samples_per_s = float(ev["samples_per_s"])
+                if "eta_s" in ev:
+                    s.reported_eta_s = None if ev["eta_s"] is None else float(ev["eta_s"])
+                if ev.get("gpu_mem_gib") is not None:  # sampled through NVML by the runner
+                    s.gpu_mem = f"{float(ev['gpu_mem_gib']):.1f}"
+                    if ev.get("gpu_mem_total_gib"):
+                        s.gpu_mem += f"/{float(ev['gpu_mem_total_gib']):.0f}"
+                    s.gpu_mem += " GiB"
+                    if ev.get("gpu_util_pct") is not None:
+                        s.gpu_mem += f" {float(ev['gpu_util_pct']):.0f}%"
+                    if ev.get("gpu_power_w") is not None:
+                        s.gpu_mem += f" {float(ev['gpu_power_w']):.0f} W"
             elif kind == "eval" and ev.get("eval_loss") is not None:
                 s.eval_loss = float(ev["eval_loss"])
                 evals.append((float(ev.get("step") or 0), s.eval_loss))
@@ -255,10 +260,12 @@ class RunMonitor(Vertical):
             parts.append(f"lr {s.learning_rate:.2e}")
         if s.tokens_per_s:
             parts.append(f"{s.tokens_per_s:,.0f} tok/s")
+        elif s.samples_per_s:
+            parts.append(f"{s.samples_per_s:,.1f} samples/s")
         if not self.finished:
-            parts.append(f"ETA {_fmt_duration(s.eta_s)}")
+            parts.append(f"ETA {format_duration(s.eta_s)}")
         parts.append(f"GPU {s.gpu_mem}" if s.gpu_mem else "CPU")
         text = " · ".join(parts)
         if s.reason and self.finished and s.status != "finished":
-            text += f"\n[$error]{s.reason}[/]"
+            text += f"\n[$error]{escape(s.reason)}[/]"
         self.query_one("#run-stats", Static).update(text)
