@@ -188,6 +188,11 @@ def stop_run(run_dir: Path) -> None:
     (run_dir / STOP_FILE).touch()
 
 
+def run_alive(run_dir: Path) -> bool:
+    """Whether the run's processes are alive (the run registry's own test: lock, then pid)."""
+    return _core("runs", "is_alive")(run_dir)
+
+
 def list_runs() -> list:
     return _core("runs", "list_runs")()
 

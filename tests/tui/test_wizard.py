@@ -53,16 +53,17 @@ async def test_enter_walks_the_demo_to_a_finished_run(make_app):
             await pilot.press("enter")
             await settle(pilot)
             assert wizard.current_step.step_id == expected, screen_text(app)
-        await type_into(pilot, "#f-training-max-steps #control", "6")
-        await type_into(pilot, "#f-training-logging-steps #control", "2")
-        await type_into(pilot, "#f-training-eval-steps #control", "3")
-        await type_into(pilot, "#f-training-save-steps #control", "6")
-        assert wizard.draft.training.max_steps == 6 and wizard.draft.training.eval_steps == 3
+        await type_into(pilot, "#f-training-max-steps #control", "4")
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "8")
+        await type_into(pilot, "#f-training-logging-steps #control", "1")
+        await type_into(pilot, "#f-training-eval-steps #control", "2")
+        await type_into(pilot, "#f-training-save-steps #control", "4")
+        assert wizard.draft.training.max_steps == 4 and wizard.draft.training.eval_steps == 2
         assert wizard.draft.data.sources[0].max_rows == 96
         await pilot.press("ctrl+n")
         await settle(pilot)
         assert wizard.current_step.step_id == "review"
-        assert "max_steps: 6" in wizard.current_step.yaml_text
+        assert "max_steps: 4" in wizard.current_step.yaml_text
 
         # Save from Review; the preset reloads equal to the draft.
         await pilot.press("ctrl+s")
@@ -96,7 +97,13 @@ async def test_enter_walks_the_demo_to_a_finished_run(make_app):
         assert run_dir.is_dir() and (run_dir / "events.jsonl").exists()
         assert load_preset(run_dir / "config.yaml") == wizard.draft
         text = screen_text(app)
-        assert "finished" in text and "step 6/6" in text
+        assert "finished" in text and "step 4/4" in text
+
+        await pilot.press("ctrl+r")  # the Runs screen lists it, and Enter re-attaches
+        await settle(pilot)
+        table = app.screen.query_one("DataTable")
+        assert run_dir.name in [row.value for row in table.rows]
+        assert "finished" in screen_text(app)
 
 
 async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_app):
@@ -303,3 +310,38 @@ def test_startup_imports_no_heavy_library():
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_the_stop_key_asks_a_live_run_to_stop(make_app, tmp_path):
+    from sftwizard.core.events import EventWriter
+    from sftwizard.tui.screens.run import RunScreen
+
+    run_dir = tmp_path / "20260101-000000-live"
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("log", step=5, max_steps=100, loss=2.0)
+    writer.close()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # the run's process
+    try:
+        (run_dir / "pid").write_text(str(stand_in.pid))
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            app.push_screen(RunScreen(run_dir))
+            await pilot.pause(0.3)
+            monitor = app.screen.query_one("RunMonitor")
+            assert monitor.status == "running"
+            await pilot.press("s")
+            await pilot.pause()
+            assert (run_dir / "STOP").exists()  # what the runner honours: finish the step, save, stop
+            assert monitor.status == "stopping"
+            stand_in.kill()
+            stand_in.wait()
+            deadline = time.monotonic() + 10
+            while monitor.status == "stopping" and time.monotonic() < deadline:
+                await pilot.pause(0.1)
+            assert monitor.status == "lost"  # gone without an end event
+            assert "without an end event" in screen_text(app)
+    finally:
+        stand_in.kill()
+        stand_in.wait()

@@ -60,6 +60,8 @@ class DatasetStep(Step):
         yield ConfigField("data.sources.0.columns", "Column mapping", "mapping",
                           placeholder="prompt=question, completion=answer",
                           hint="Only when the format is not detected: our field = your column.")
+        yield ConfigField("data.sources.0.roles", "Role mapping", "mapping", placeholder="human=user, gpt=assistant",
+                          hint="Their role = ours (user, assistant, system, tool), when the names differ.")
         yield ConfigField("data.sources.0.max_rows", "Max rows", "number", placeholder="all (empty) or a number",
                           hint="Use only the first N rows — a quick trial run.")
         yield ConfigField("data.on_bad_rows", "On bad rows", "select",

@@ -91,6 +91,10 @@ class MethodStep(Step):
         gpus = list(getattr(ctx.hardware, "gpus", []) or [])
         env = Environment(cuda=bool(gpus), bf16_supported=bool(gpus and all(getattr(g, "bf16", False) for g in gpus)),
                           device_count=len(gpus))
+        if ctx.config.model.attn_implementation == "flash_attention_2" and gpus and not all(
+                getattr(g, "flash_attention_2", False) for g in gpus):
+            names = ", ".join(f"{g.name} ({g.architecture})" for g in gpus if not getattr(g, "flash_attention_2", False))
+            return f"model.attn_implementation: FlashAttention-2 needs an Ampere or newer GPU; {names} is not"
         try:
             check_runnable(ctx.config, env)
         except RunnerError as exc:

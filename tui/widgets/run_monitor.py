@@ -6,7 +6,6 @@ batches (coalesced: one chart redraw and one log write per tick, however many li
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,17 +168,13 @@ class RunMonitor(Vertical):
 
     def _process_gone(self) -> bool:
         if self.process is not None:
-            return self.process.poll() is not None
-        pid_file = self.run_dir / "pid" if self.run_dir else None
-        if pid_file is None or not pid_file.exists():
+            return self.process.poll() is not None  # our child: this also reaps it
+        if self.run_dir is None:
             return False
         try:
-            os.kill(int(pid_file.read_text().strip()), 0)
-        except (ValueError, ProcessLookupError):
-            return True
-        except PermissionError:
+            return not services.run_alive(self.run_dir)
+        except Exception:  # an engine without run management: assume alive until the end event
             return False
-        return False
 
     def apply_events(self, events: list[dict]) -> None:
         s = self.stats
