@@ -158,6 +158,15 @@ def render_preview(cfg: RunConfig, row: int):
         return _core("templates", "render_preview")(cfg, row)
 
 
+def doctor_warnings(cfg: RunConfig) -> list[dict]:
+    """The pre-launch doctor's warnings (dicts: code, message, setting, suggested); never blocking."""
+    _heavy_imports()
+    _resolve_first(cfg)
+    warnings = _core("cli_doctor", "validation_warnings")
+    with _RENDER_LOCK:  # it renders the chat template for its token audit
+        return warnings(cfg)
+
+
 # --------------------------------------------------------------------------- estimate
 
 def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None):

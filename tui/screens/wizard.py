@@ -346,6 +346,12 @@ class WizardScreen(Screen):
                 self._keys["preview"] = key
                 self.context = self.context.but(preview_error=None)
                 self.start_worker("preview")
+        if self.step_index >= template_index:
+            # The doctor reads the data and audits a sample: only once the draft is mostly set.
+            key = repr(cfg)
+            if self._keys.get("doctor") != key:
+                self._keys["doctor"] = key
+                self.start_worker("doctor")
         if self.context.facts is not None:
             gpu = gpu_memory_gib(self.context.hardware)
             key = _estimate_key(cfg, self.context.facts, gpu)
@@ -363,6 +369,7 @@ class WizardScreen(Screen):
             "facts": lambda: services.model_facts(cfg),
             "data": lambda: services.inspect_data(cfg),
             "audit": lambda: services.audit_data(cfg, progress=self._audit_progress),
+            "doctor": lambda: services.doctor_warnings(cfg),
             "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
             "estimate": lambda facts=self.context.facts, gpu=gpu_memory_gib(self.context.hardware):
                 services.estimate_memory(facts, cfg, gpu),
@@ -417,6 +424,7 @@ class WizardScreen(Screen):
             "audit": {"data_report": result, "data_error": None, "data_progress": None},
             "preview": {"preview": result, "preview_error": None},
             "estimate": {"estimate": result, "estimate_error": None},
+            "doctor": {"doctor": result},
         }
         if group == "launch":
             self.push_context(busy=busy)

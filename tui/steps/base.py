@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from textual import on
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Select
+from textual.widgets import Checkbox, Input, Select, Static
 
 from sftwizard.core.config import ConfigError, RunConfig, apply_overrides
 from sftwizard.tui.steps.fields import ConfigField, get_path
@@ -35,6 +35,7 @@ class WizardContext:
     preview_row: int = 0
     estimate: Any = None
     estimate_error: str | None = None
+    doctor: list | None = None  # the pre-launch doctor's warnings (dicts), for the whole draft
     busy: frozenset = frozenset()  # worker groups now running
     unavailable: dict = field(default_factory=dict)  # worker group -> why the engine cannot answer yet
 
@@ -68,6 +69,7 @@ class Step(VerticalScroll, can_focus=False):
     """A wizard step. Subclasses set ``title``/``needs``, compose fields, and render ``context``."""
 
     title: ClassVar[str] = "Step"
+    doctor_section: ClassVar[str | None] = None  # which doctor warnings this step shows ("*": all)
     needs: ClassVar[str] = ""
     step_id: ClassVar[str] = "step"
 
@@ -100,6 +102,8 @@ class Step(VerticalScroll, can_focus=False):
             self.render_context()
 
     def on_mount(self) -> None:
+        if self.doctor_section and not self.query(".doctor-notes"):
+            self.mount(Static("", classes="doctor-notes"))
         self.render_context()
 
     def render_context(self) -> None:
@@ -111,6 +115,27 @@ class Step(VerticalScroll, can_focus=False):
             if not f.error:
                 self.invalid.pop(f.path, None)
         self.show_context(context)
+        if self.doctor_section:
+            self.show_doctor(context)
+
+    def doctor_warnings(self, context: WizardContext) -> list:
+        section = self.doctor_section
+        return [w for w in (context.doctor or [])
+                if section == "*" or str(w.get("setting", "")).split(".", 1)[0] == section]
+
+    def show_doctor(self, context: WizardContext) -> None:
+        from textual.markup import escape
+
+        notes = self.query(".doctor-notes")
+        if not notes:
+            return
+        lines = []
+        for w in self.doctor_warnings(context):
+            line = f"[$warning]⚠[/] {escape(str(w.get('message')))}"
+            if w.get("suggested") is not None:
+                line += f" [dim]→ {escape(str(w.get('setting')))}: {escape(str(w.get('suggested')))}[/dim]"
+            lines.append(line)
+        notes.first().update(("[b]Doctor[/b]\n" + "\n".join(lines)) if lines else "")
 
     def show_context(self, context: WizardContext) -> None:
         """Render what the workers found. Subclasses override."""

@@ -48,6 +48,7 @@ def _get(obj, name, default=None):
 class DatasetStep(Step):
     title = "Dataset"
     step_id = "dataset"
+    doctor_section = "data"
     needs = "A JSONL/JSON/Parquet/CSV file or a hub dataset id. The format is detected; problems are shown by line."
 
     class Changed(Step.Changed):

@@ -35,6 +35,7 @@ def show_estimate(bar: MemoryBar, context: WizardContext) -> None:
 class MethodStep(Step):
     title = "Method"
     step_id = "method"
+    doctor_section = "method"
     needs = "How to train. The bar shows the memory the run will need against this machine's GPU."
 
     class Changed(Step.Changed):

@@ -33,6 +33,7 @@ def _count(n: int | None) -> str:
 class ModelStep(Step):
     title = "Model"
     step_id = "model"
+    doctor_section = "model"
     needs = "A model id: the builtin demo, a model in your Hugging Face cache, a local folder, or a hub id."
 
     class Changed(Step.Changed):

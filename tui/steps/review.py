@@ -38,6 +38,7 @@ def command_lines(context: WizardContext) -> list[str]:
 class ReviewStep(Step):
     title = "Review"
     step_id = "review"
+    doctor_section = "*"
     needs = "Everything in one preset. Save it (ctrl+s) to rerun it headless, then go on to Run."
 
     class Changed(Step.Changed):
@@ -45,6 +46,7 @@ class ReviewStep(Step):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="review-summary")
+        yield Static("", classes="doctor-notes")
         yield Static("[b]Command line[/b]", classes="section")
         yield Static("", id="review-commands")
         with Horizontal(classes="row"):

@@ -24,6 +24,7 @@ SOURCES = [
 class TemplateStep(Step):
     title = "Template & masks"
     step_id = "template"
+    doctor_section = "template"
     needs = "What will be trained: trained tokens are highlighted, masked ones dimmed. Check the end-of-turn token."
 
     class Changed(Step.Changed):

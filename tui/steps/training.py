@@ -21,6 +21,7 @@ LR_HINTS = {"full": "typical: 1e-5 – 5e-5 for full fine-tunes of real models",
 class TrainingStep(Step):
     title = "Training"
     step_id = "training"
+    doctor_section = "training"
     needs = "Hyper-parameters. Each is checked as you type; the memory bar follows batch size and length."
 
     class Changed(Step.Changed):

@@ -41,6 +41,7 @@ class RunStats:
     samples_per_s: float | None = None
     reported_eta_s: float | None = None  # the runner's own ETA, when it sends one
     reason: str | None = None
+    warning: str | None = None  # the curve doctor's latest warning
     first_log: tuple[float, int] | None = None  # (time, step)
     last_time: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -216,6 +217,8 @@ class RunMonitor(Vertical):
             elif kind == "eval" and ev.get("eval_loss") is not None:
                 s.eval_loss = float(ev["eval_loss"])
                 evals.append((float(ev.get("step") or 0), s.eval_loss))
+            elif kind == "warning" and ev.get("message"):
+                s.warning = str(ev["message"])
             elif kind == "error":
                 s.reason = ev.get("message") or ev.get("reason")
             elif kind == "end":
@@ -261,6 +264,8 @@ class RunMonitor(Vertical):
             parts.append(f"ETA {format_duration(s.eta_s)}")
         parts.append(f"GPU {s.gpu_mem}" if s.gpu_mem else "CPU")
         text = " · ".join(parts)
+        if s.warning:
+            text += f"\n[$warning]⚠ {escape(s.warning)}[/]"
         if s.reason and self.finished and s.status != "finished":
             text += f"\n[$error]{escape(s.reason)}[/]"
         self.query_one("#run-stats", Static).update(text)
