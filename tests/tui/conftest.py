@@ -61,9 +61,9 @@ def gpu_report():
 def make_app():
     from sftwizard.tui.app import SftWizardApp
 
-    def factory(config=None, preset_path=None, *, start_step=None, hardware=None):
+    def factory(config=None, preset_path=None, *, start_step=None, hardware=None, theme=None):
         report = hardware if hardware is not None else cpu_report()
-        return SftWizardApp(config, preset_path, start_step=start_step, hardware_probe=lambda: report)
+        return SftWizardApp(config, preset_path, start_step=start_step, hardware_probe=lambda: report, theme=theme)
 
     return factory
 

@@ -40,6 +40,13 @@ def test_step(step, size, snap_compare, make_app, fixed_machine):
     assert snap_compare(app, terminal_size=SIZES[size], run_before=_steady)
 
 
+@pytest.mark.parametrize("step", ["template", "method"])
+def test_light_theme(step, snap_compare, make_app, fixed_machine):
+    """Trained/masked tokens and the memory bar stay readable on a light theme."""
+    app = make_app(start_step=step, hardware=gpu_report(), theme="textual-light")
+    assert snap_compare(app, terminal_size=SIZES["large"], run_before=_steady)
+
+
 def test_hardware_in_cpu_mode(snap_compare, make_app, fixed_machine):
     app = make_app(hardware=cpu_report())
     assert snap_compare(app, terminal_size=SIZES["small"], run_before=_steady)

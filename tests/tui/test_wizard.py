@@ -138,6 +138,30 @@ async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_ap
         assert f"total {totals:.2f} GiB" in shown()
 
 
+async def test_a_config_that_does_not_fit_gets_a_tip_applied_with_one_key(make_app):
+    from tests.tui.conftest import gpu_report
+
+    app = make_app(start_step="training", hardware=gpu_report())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        await type_into(pilot, "#f-training-max-length #control", "512")
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "1024")
+        bar = wizard.current_step.query_one("MemoryBar")
+        assert "does not fit" in str(bar.as_text())
+        tip = wizard.suggestions()[0]
+        assert "ctrl+t: " + tip.text in str(bar.as_text())
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+        for path, value in tip.changes.items():
+            section, key = path.split(".")
+            assert getattr(getattr(wizard.draft, section), key) == value
+        assert wizard.context.estimate.total_gib == pytest.approx(tip.total_gib, abs=0.01)
+        # The fields show the applied values.
+        field = app.screen.query_one("#f-training-per-device-train-batch-size #control")
+        assert field.value == str(wizard.draft.training.per_device_train_batch_size)
+
+
 async def test_qlora_is_refused_with_the_reason_on_a_cpu_machine(make_app):
     app = make_app(start_step="method")
     async with app.run_test(size=(80, 24)) as pilot:

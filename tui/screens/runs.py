@@ -37,7 +37,7 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "status", "step", "loss", "directory")
+        table.add_columns("run", "status", "step", "loss", "model", "why")
         self.action_reload()
 
     def action_reload(self) -> None:
@@ -65,8 +65,10 @@ class RunsScreen(Screen):
             self.dirs[run_id] = directory
             step, total = _get(run, "step"), _get(run, "max_steps") or _get(run, "total")
             loss = _get(run, "last_loss") or _get(run, "loss")
+            why = _get(run, "message") or _get(run, "reason") or ""
             table.add_row(run_id, str(_get(run, "status", "?")), f"{step if step is not None else '?'}/{total or '?'}",
-                          f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", str(directory), key=run_id)
+                          f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", str(_get(run, "model") or ""),
+                          str(why)[:80], key=run_id)
         self.query_one("#runs-note", Static).update(note or ("" if rows else "No runs yet."))
 
     def action_attach(self) -> None:

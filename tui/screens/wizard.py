@@ -8,6 +8,7 @@ back through ``on_worker_state_changed`` — the one place they are handled.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +76,41 @@ class WizardScreen(Screen):
         Binding("ctrl+down,ctrl+f", "row(1)", "Next row", id="next-row"),
         Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
         Binding("s", "stop", "Stop run", id="stop-run"),
+        Binding("ctrl+t", "apply_suggestion", "Apply tip", id="apply-suggestion"),
     ]
-    STEP_ACTIONS = {"row": "template", "stop": "run"}
+    STEP_ACTIONS = {"row": ("template",), "stop": ("run",), "apply_suggestion": ("method", "training")}
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        step_id = self.STEP_ACTIONS.get(action)
-        if step_id is None:
+        step_ids = self.STEP_ACTIONS.get(action)
+        if step_ids is None:
             return True
-        return self.is_mounted and self.current_step.step_id == step_id
+        if not self.is_mounted or self.current_step.step_id not in step_ids:
+            return False
+        if action == "apply_suggestion":
+            return bool(self.suggestions())
+        return True
+
+    def suggestions(self) -> list:
+        """The estimator's suggestions for the draft, cheapest first (each with apply-ready changes)."""
+        estimate = self.context.estimate
+        return [s for s in (getattr(estimate, "suggestions", None) or []) if getattr(s, "changes", None)]
+
+    def action_apply_suggestion(self) -> None:
+        """Apply the estimator's first suggestion to the draft (validated like any edit)."""
+        from sftwizard.core.config import apply_overrides
+
+        found = self.suggestions()
+        if not found:
+            return
+        tip = found[0]
+        overrides = [f"{path}={json.dumps(value)}" for path, value in tip.changes.items()]
+        try:
+            cfg = apply_overrides(self.draft, overrides)
+        except ConfigError as exc:
+            self.notify("; ".join(exc.problems), title="Cannot apply the tip", severity="error")
+            return
+        self.set_draft(cfg)
+        self.notify(getattr(tip, "text", "applied"), title="Applied")
 
     def action_row(self, delta: int) -> None:
         self.step_named("template").action_row(delta)
@@ -433,6 +461,8 @@ class WizardScreen(Screen):
             self.run_worker(self.step_named("run").show_run(result.run_dir, result.process), exit_on_error=False)
             return
         self.push_context(busy=busy, **results[group])
+        if group == "estimate":
+            self.refresh_bindings()
         if group in ("facts", "hardware", "data"):
             self.refresh_derived()
 

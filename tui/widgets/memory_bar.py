@@ -32,6 +32,7 @@ class MemoryBar(Static):
     estimate: reactive[Any] = reactive(None, always_update=True)
     gpu_gib: reactive[float | None] = reactive(None)
     message: reactive[str] = reactive("")
+    apply_key: bool = True  # the first suggestion can be applied with ctrl+t (the wizard's binding)
 
     def on_mount(self) -> None:
         self.border_title = "Memory estimate"
@@ -98,7 +99,10 @@ class MemoryBar(Static):
         else:
             out.append("does not fit  ", style=self.get_component_rich_style("memory-bar--over"))
             out.append(verdict)
-        for suggestion in list(_get(est, "suggestions", []) or [])[:3]:
+        for i, suggestion in enumerate(list(_get(est, "suggestions", []) or [])[:3]):
             text = suggestion if isinstance(suggestion, str) else (_get(suggestion, "message") or _get(suggestion, "text") or str(suggestion))
-            out.append(f"\n→ {text}", style="italic")
+            total_after = None if isinstance(suggestion, str) else _get(suggestion, "total_gib")
+            after = f" → {float(total_after):.2f} GiB" if total_after is not None else ""
+            key = "ctrl+t: " if i == 0 and self.apply_key else ""
+            out.append(f"\n• {key}{text}{after}", style="italic")
         return out
