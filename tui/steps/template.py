@@ -8,6 +8,7 @@ from textual.message import Message
 from textual.widgets import Button, Static
 
 from sftwizard.tui.steps.base import Step, WizardContext, problem_text
+from sftwizard.tui.steps.dataset import PathSuggester
 from sftwizard.tui.steps.fields import ConfigField
 from sftwizard.tui.widgets.mask_view import MaskView
 
@@ -37,7 +38,8 @@ class TemplateStep(Step):
 
     def compose(self) -> ComposeResult:
         yield ConfigField("template.source", "Template", "select", options=SOURCES)
-        yield ConfigField("template.path", "Template file", "text", placeholder="path/to/template.jinja (source: file)")
+        yield ConfigField("template.path", "Template file", "text", suggester=PathSuggester(),
+                          placeholder="path/to/template.jinja (source: file)")
         yield ConfigField("training.max_length", "Max length", "number", placeholder="tokens (empty: no limit)")
         yield ConfigField("training.assistant_only_loss", "Assistant-only loss", "select",
                           options=[("auto (yes for conversations)", None), ("on", True), ("off", False)])

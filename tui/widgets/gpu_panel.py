@@ -58,12 +58,15 @@ class GpuPanel(Static):
         ram = _get(report, "ram_total_mib")
         if ram:
             cpu += f", {_gib(ram)} GiB RAM"
+        libraries = _get(report, "libraries") or {}
+        libs = " · ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in sorted(libraries.items()))
         if not gpus:
-            reason = _get(report, "reason") or "no GPU found"
+            reason = str(_get(report, "reason") or "no GPU found").rstrip(".")
             return Text.assemble(
                 ("CPU mode", "bold"), f" — {reason}.\n",
                 "Training runs on the CPU: fine for the builtin demo and tiny models; "
                 "QLoRA and FlashAttention need a CUDA GPU.\n", cpu,
+                (f"\noptional libraries: {libs}" if libs else "", "dim"),
             )
         table = Table(box=None, expand=True, pad_edge=False, show_edge=False)
         for col in ("#", "GPU", "arch", "cc", "used/total GiB", "free", "bf16", "FA2", "FP8"):
@@ -80,5 +83,6 @@ class GpuPanel(Static):
         driver = f"driver {_get(report, 'driver_version') or '?'} · CUDA {_get(report, 'cuda_driver_version') or '?'}"
         from rich.console import Group
 
-        lines = [f"{driver} · {cpu}"] + [f"note: {n}" for n in (_get(report, "notes") or [])]
+        lines = [f"{driver} · {cpu}"] + ([f"optional libraries: {libs}"] if libs else []) + [
+            f"note: {n}" for n in (_get(report, "notes") or [])]
         return Group(table, Text("\n".join(lines), style="dim"))
