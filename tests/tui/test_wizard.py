@@ -239,6 +239,20 @@ async def test_a_dataset_with_bad_lines_shows_them_by_line(make_app, tmp_path):
         assert wizard.current_step.step_id == "template"
 
 
+async def test_a_data_path_that_does_not_exist_is_named_inline(make_app, tmp_path):
+    app = make_app(start_step="dataset")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        missing = tmp_path / "nope.jsonl"
+        await type_into(pilot, "#f-data-sources-0-path #control", str(missing))
+        wizard = app.wizard
+        assert wizard.context.data_error and "nope.jsonl" in wizard.context.data_error
+        assert wizard.current_step.blocking_reason() == wizard.context.data_error
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "dataset"
+
+
 async def test_template_rows_navigate_and_masks_are_shown(make_app):
     app = make_app(start_step="template")
     async with app.run_test(size=(120, 40)) as pilot:

@@ -224,6 +224,8 @@ class RunMonitor(Vertical):
             elif kind == "end":
                 if ev.get("message"):
                     s.reason = ev["message"]
+                if ev.get("final_dir"):
+                    lines.append(f"model saved: {ev['final_dir']}")
                 s.status = str(ev.get("status") or "finished")
             line = format_event(ev)
             if line:
