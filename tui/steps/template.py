@@ -7,7 +7,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
 
-from sftwizard.tui.steps.base import Step, WizardContext, problem_text
+from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
 from sftwizard.tui.steps.dataset import PathSuggester
 from sftwizard.tui.steps.fields import ConfigField
 from sftwizard.tui.widgets.mask_view import MaskView
@@ -86,13 +86,19 @@ class TemplateStep(Step):
         view.tokens = tokens
         trained = sum(1 for t in tokens if (t.get("trained") if isinstance(t, dict) else getattr(t, "trained", False)))
         busy = " [dim](updating…)[/dim]" if "preview" in context.busy else ""
+        template = get("template") or {}
+        described = template.get("description") if isinstance(template, dict) else None
         summary.update(
-            f"template: [b]{escape(str(get('template_source', '?')))}[/b] · {len(tokens)} tokens · "
+            f"template: [b]{escape(str(get('template_source', '?')))}[/b]"
+            + (f" ({escape(str(described))})" if described else "") + f" · {len(tokens)} tokens · "
             f"[$success]{trained} trained[/] · {len(tokens) - trained} masked{busy}"
         )
         items = list(get("problems", []) or [])
-        problems.update("\n".join(f"[$warning]⚠[/] {escape(problem_text(p))}" for p in items)
-                        if items else "[$success]no problems found in this row[/]")
+        marks = {"error": "[$error]✗[/]", "warning": "[$warning]⚠[/]", "info": "[$primary]i[/]"}
+        lines = [f"{marks.get(problem_severity(p), marks['warning'])} {escape(problem_text(p))}" for p in items]
+        if not any(problem_severity(p) in ("error", "warning") for p in items):
+            lines.append("[$success]no problems found in this row[/]")
+        problems.update("\n".join(lines))
 
     def blocking_reason(self) -> str | None:
         reason = super().blocking_reason()
