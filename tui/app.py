@@ -120,6 +120,19 @@ class SftWizardApp(App):
         if wizard is not None:
             wizard.step_named("run").action_stop()
 
+    async def action_quit(self) -> None:
+        """Quit; a run launched from here goes on (it is its own process), and we say how to find it."""
+        from sftwizard.tui.widgets.run_monitor import RunMonitor
+
+        going = [m.run_dir.name for screen in self.screen_stack for m in screen.query(RunMonitor)
+                 if m.run_dir is not None and not m.finished]
+        if going:
+            run_id = going[0]
+            self.exit(message=f"The run {run_id} goes on. Follow it: sft-wizard attach {run_id} · "
+                              f"stop it: sft-wizard stop {run_id}")
+        else:
+            self.exit()
+
     def action_runs(self) -> None:
         from sftwizard.tui.screens.runs import RunsScreen
 
