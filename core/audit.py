@@ -11,6 +11,8 @@ packing, and the expected number of packed sequences.
 from __future__ import annotations
 
 import bisect
+import gc
+import math
 import random
 from typing import Callable
 
@@ -25,7 +27,7 @@ def percentiles(values: list[float] | list[int]) -> dict:
     n = len(ordered)
 
     def rank(q: float):
-        return ordered[min(n - 1, max(0, int(round(q * n + 0.5)) - 1))]
+        return ordered[min(n - 1, max(0, math.ceil(q * n - 1e-9) - 1))]
 
     return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": ordered[-1],
             "mean": round(sum(ordered) / n, 3)}
@@ -92,11 +94,25 @@ def _padding_waste(lengths: list[int], batch_size: int, seed: int) -> float:
 
 def audit_dataset(tokenizer, examples: list[dict], template, cfg,
                   progress: Callable[[int, int], None] | None = None, chunk: int = 2000) -> dict:
-    """The audit as a plain dict (JSON-ready); see the module docstring for the keys' meaning."""
+    """The audit as a plain dict (JSON-ready); see the module docstring for the keys' meaning.
+
+    ``progress(done, total)`` is called after every chunk of rows.
+    """
+    gc_was_on = gc.isenabled()
+    gc.disable()  # millions of small lists and no cycles: collection passes only cost time here
+    try:
+        return _audit(tokenizer, examples, template, cfg, progress, chunk)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
     from sftwizard.core.templates import encode_examples
 
     t = cfg.training
     max_length = t.max_length
+    split = bool(t.packing and t.packing_strategy == "bfd_split" and max_length)
     stop = _stop_ids(tokenizer)
     blank = _Blank(tokenizer)
     lengths: list[int] = []
@@ -137,7 +153,11 @@ def audit_dataset(tokenizer, examples: list[dict], template, cfg,
             ids, mask = out["input_ids"], out["assistant_masks"]
             n = len(ids)
             lengths.append(n)
-            kept = mask[:max_length] if max_length else mask
+            if split and n > max_length:  # pieces of max_length; each piece's first token is not trained
+                mask = [0 if i % max_length == 0 else bit for i, bit in enumerate(mask)]
+                kept = mask
+            else:
+                kept = mask[:max_length] if max_length else mask
             trained_all = sum(mask)
             trained = sum(kept)
             if max_length and n > max_length:
@@ -148,7 +168,7 @@ def audit_dataset(tokenizer, examples: list[dict], template, cfg,
                     tokens_lost += lost
                     note("truncated_assistant", row,
                          f"{n} tokens; truncation at max_length {max_length} drops {lost} trained tokens")
-            kept_n = min(n, max_length) if max_length else n
+            kept_n = n if (split or not max_length) else min(n, max_length)
             kept_lengths.append(kept_n)
             tokens_total += kept_n
             trained_total += trained
@@ -168,7 +188,11 @@ def audit_dataset(tokenizer, examples: list[dict], template, cfg,
             progress(min(base + chunk, total), total)
 
     bs = t.per_device_train_batch_size
-    packed = pack_bins(kept_lengths, max_length) if max_length else None
+    if split:
+        pieces = [min(max_length, n - s) for n in kept_lengths for s in range(0, n, max_length)]
+        packed = pack_bins(pieces, max_length)
+    else:
+        packed = pack_bins(kept_lengths, max_length) if max_length else None
     padding_free = t.padding_free or (t.packing and t.packing_strategy in ("bfd", "bfd_split"))
     result = {
         "tokenizer": getattr(tokenizer, "name_or_path", None),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sftwizard.core.paths import cache_dir
 
-VERSION = 1  # bump when anything below changes what is built
+VERSION = 2  # bump when anything below changes what is built
 BUILTIN_NAMES = ("tiny-chat",)
 
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]

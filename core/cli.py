@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -101,6 +102,12 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except KeyboardInterrupt:
         print("sft-wizard: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sft-wizard attach X | head`: the reader left, nothing to report
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

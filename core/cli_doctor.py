@@ -30,9 +30,9 @@ def gather_inputs(cfg) -> tuple[dict[str, Any], list[dict]]:
     inputs: dict[str, Any] = {}
     skipped: list[dict] = []
     try:
-        from sftwizard.core.runner import _resolve_data
+        from sftwizard.core.runner import resolve_data
 
-        train, evals, _ = _resolve_data(cfg)
+        train, evals, _ = resolve_data(cfg)
         inputs["examples"], inputs["eval_examples"] = train, evals or None
     except Exception as exc:  # noqa: BLE001 - validate reports data errors itself; the doctor just skips
         skipped.append(_skipped("data", "data.sources", exc))

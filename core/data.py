@@ -238,6 +238,9 @@ def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=No
             from sftwizard.core.templates import resolve_template
 
             template = resolve_template(tokenizer, cfg.template)
+        from sftwizard.core.templates import prepare_tokenizer
+
+        prepare_tokenizer(tokenizer, template)
         audit = audit_dataset(tokenizer, examples, template, cfg, progress=progress)
         for p in audit.pop("row_problems", []):
             origin = report.origin_of(p["row"])

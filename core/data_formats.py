@@ -21,6 +21,8 @@ SHAREGPT_ROLES = {
     "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system", "tool": "tool",
     "function_response": "tool", "observation": "tool", "ipython": "tool",
 }
+# OpenAI's names for the same roles.
+MESSAGE_ROLE_ALIASES = {"developer": "system", "function": "tool"}
 # Fields a column mapping may target (ours -> their column).
 MAPPABLE = (
     "messages", "conversations", "prompt", "completion", "instruction", "input", "output",
@@ -262,7 +264,7 @@ def convert_row(row: Any, fmt: str, roles: dict[str, str]) -> tuple[dict | None,
         key = "messages" if "messages" in row else "conversations"
         if key not in row:
             return None, [RowProblem("messages", "missing field", "missing_field")]
-        msgs = convert_messages(row[key], key, roles, problems)
+        msgs = convert_messages(row[key], key, roles, problems, default_roles=MESSAGE_ROLE_ALIASES)
         if msgs is None:
             return None, problems
         example: dict[str, Any] = {"messages": msgs}

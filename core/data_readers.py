@@ -19,6 +19,7 @@ from sftwizard.core.data_formats import DataError, Problem
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
 BUILTIN_DATA = {"builtin:demo": ASSETS / "train.jsonl", "builtin:demo-eval": ASSETS / "eval.jsonl"}
+JSON_CHUNK = 1 << 20  # characters of a JSON array read at a time
 LOCAL_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                   ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 
@@ -90,7 +91,7 @@ def _iter_json(path: str) -> Iterator[tuple[dict, Any]]:
 
         def more() -> bool:
             nonlocal buf, pos, consumed, line_base
-            chunk = fh.read(1 << 20)
+            chunk = fh.read(JSON_CHUNK)
             try:
                 text = reader.decode(chunk, final=not chunk)
             except UnicodeDecodeError:
@@ -215,7 +216,8 @@ def _load_hub(located: Located, source):
         if located.kind == "dir" and (Path(located.path) / "dataset_info.json").exists():
             loaded = datasets.load_from_disk(located.path)
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        return datasets.load_dataset(located.path, source.name, split=split, streaming=located.kind == "hub")
+        # not streamed: a dataset downloaded once is memory-mapped from the cache, and works offline after
+        return datasets.load_dataset(located.path, source.name, split=split)
     except Exception as exc:  # offline, missing dataset, bad split: one sentence
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or any(

@@ -115,7 +115,8 @@ def make_conversation(rng: random.Random) -> dict:
 
 
 def build_demo_dataset(seed: int = 1234, n_train: int = 1200, n_eval: int = 64) -> tuple[list[dict], list[dict]]:
-    """Return (train, eval) conversations; eval rows never repeat a training row."""
+    """Return (train, eval) conversations, every one distinct (no repeats inside train, and eval
+    rows never repeat a training row)."""
     rng = random.Random(seed)
     seen: set[str] = set()
     train: list[dict] = []
@@ -123,6 +124,8 @@ def build_demo_dataset(seed: int = 1234, n_train: int = 1200, n_eval: int = 64) 
     while len(train) < n_train:
         conv = make_conversation(rng)
         key = json.dumps(conv, sort_keys=True)
+        if key in seen:
+            continue
         seen.add(key)
         train.append(conv)
     while len(evals) < n_eval:

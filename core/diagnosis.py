@@ -9,6 +9,7 @@ what to change, missing optional packages, data and config errors, anything else
 from __future__ import annotations
 
 import signal
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,21 +21,27 @@ OPTIONAL_PACKAGES = {"bitsandbytes": "bitsandbytes", "flash_attn": "flash-attn",
                      "deepspeed": "deepspeed"}
 
 
-def oom_advice(cfg: RunConfig | None) -> str:
-    """What to change after an out-of-memory: the estimator's suggestions when it can give them,
-    else the levers that cut memory the most for this config."""
+def oom_advice(cfg: RunConfig | None, gpu_memory_gib: float | None = None) -> str:
+    """What to change after an out-of-memory: the estimator's cheapest suggestion that fits this
+    GPU (with the ``--set`` flags that apply it), else the levers that cut memory the most."""
     if cfg is None:
         return "lower per_device_train_batch_size or max_length, or turn on gradient checkpointing / LoRA / QLoRA"
-    try:
-        from sftwizard.core.estimator import estimate_memory
-        from sftwizard.core.models import model_facts
+    if gpu_memory_gib is None:
+        gpu_memory_gib = _cuda_memory_gib()
+    if gpu_memory_gib is not None:
+        try:
+            from sftwizard.core.estimator import estimate_memory
+            from sftwizard.core.models import model_facts
 
-        estimate = estimate_memory(model_facts(cfg.model.id, cfg.model.revision), cfg)
-        suggestions = [str(getattr(s, "text", s)) for s in (getattr(estimate, "suggestions", None) or [])]
-        if suggestions:
-            return "; ".join(suggestions[:3])
-    except Exception:  # noqa: BLE001 - advice must never hide the failure itself
-        pass
+            facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+            suggestions = estimate_memory(facts, cfg, gpu_memory_gib=gpu_memory_gib).suggestions
+            picks = [s for s in suggestions if s.fits] or list(suggestions)
+            if picks:
+                flags = " ".join(f"--set {k}={v}" for k, v in picks[0].changes.items())
+                more = f"; or: {picks[1].text}" if len(picks) > 1 else ""
+                return f"{picks[0].text} ({flags}){more}"
+        except Exception:  # noqa: BLE001 - advice must never hide the failure itself
+            pass
     t, tips = cfg.training, []
     if t.per_device_train_batch_size > 1:
         b, g = t.per_device_train_batch_size, t.gradient_accumulation_steps
@@ -49,6 +56,17 @@ def oom_advice(cfg: RunConfig | None) -> str:
     if t.max_length and t.max_length > 512:
         tips.append(f"training.max_length {t.max_length} → {t.max_length // 2}")
     return "try " + "; ".join(tips[:3]) if tips else "use a GPU with more memory"
+
+
+def _cuda_memory_gib() -> float | None:
+    """Total memory of the first visible GPU, when this process already uses torch with CUDA."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 1024 ** 3
+    except Exception:  # noqa: BLE001 - a broken CUDA state after the OOM: no number
+        pass
+    return None
 
 
 def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[str, str]:
@@ -83,7 +101,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-DATA_FRAMES = ("_resolve_data", "build_dataset", "load_examples")
+DATA_FRAMES = ("resolve_data", "build_dataset", "load_examples")
 
 
 def _raised_while_loading_data(exc: BaseException) -> bool:

@@ -36,7 +36,7 @@ class Rendered:
     spans: list[tuple[int, int, int]] = field(default_factory=list)  # (start, end, weight) per assistant turn
     prompt_text: str | None = None  # completion-only loss: tokens shared with this prompt carry no loss
     prompt_add_special_tokens: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)  # {code, message, severity} about finding turns
 
 
 # --------------------------------------------------------------------------- example kinds and loss flags
@@ -99,6 +99,10 @@ def render_chat(tokenizer, template: str, messages: list[dict], *, add_generatio
     return rendered[0], (indices[0] if with_indices else None)
 
 
+def _note(code: str, message: str, severity: str) -> dict:
+    return {"code": code, "message": message, "severity": severity}
+
+
 def _merge_adjacent(spans: list) -> list[tuple[int, int]]:
     """Generation blocks that touch are one turn (e.g. Phi-3 closes the last turn with a second block)."""
     merged: list[tuple[int, int]] = []
@@ -133,7 +137,7 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
     is kept. Returns (spans, notes); spans are (start, end, message index).
     """
     spans: list[tuple[int, int, int]] = []
-    notes: list[str] = []
+    notes: list[dict] = []
     last = len(messages) - 1
     for i, message in enumerate(messages):
         if message.get("role") != "assistant":
@@ -148,30 +152,30 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
             # the turn starts where the prompt and the conversation part ways, past the turns before it
             before = render_chat(tokenizer, template, messages[:i], tools=tools, extra=extra)[0] if i else ""
             if not full.startswith(before):
-                notes.append(
-                    f"message {i}: the rendering before this assistant turn differs from the full conversation "
-                    "(template not prefix-preserving); this turn carries no loss"
-                )
+                notes.append(_note(
+                    "turn_not_found", f"message {i}: the rendering before this assistant turn differs from the "
+                    "full conversation (template not prefix-preserving); this turn carries no loss", "warning"))
                 continue
             start = _token_safe(tokenizer, full, len(before) + _common_prefix(prompt[len(before):], full[len(before):]))
-            notes.append(f"message {i}: the generation prompt differs from the rendered turn; "
-                         f"the turn starts after {full[len(before):start]!r}")
+            notes.append(_note("generation_prompt_differs", f"message {i}: the generation prompt differs from the "
+                               f"rendered turn; the turn starts after {full[len(before):start]!r}", "info"))
         upto = full if i == last else render_chat(tokenizer, template, messages[: i + 1], tools=tools, extra=extra)[0]
         if full.startswith(upto):
             end = len(upto)
         else:
             found = _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra)
             if found is None:
-                notes.append(f"message {i}: cannot locate this assistant turn in the rendering; it carries no loss")
+                notes.append(_note("turn_not_found", f"message {i}: cannot locate this assistant turn in the "
+                                   "rendering; it carries no loss", "warning"))
                 continue
             end, rerendered = found
             if rerendered:
-                notes.append(
-                    f"message {i}: the template renders this turn differently once later turns follow "
-                    "(not prefix-preserving); it was located by its content"
-                )
+                notes.append(_note(
+                    "not_prefix_preserving", f"message {i}: the template renders this turn differently once later "
+                    "turns follow; it was located by its content", "info"))
         if end <= start:
-            notes.append(f"message {i}: this assistant turn renders to nothing; it carries no loss")
+            notes.append(_note("turn_not_found", f"message {i}: this assistant turn renders to nothing; "
+                               "it carries no loss", "warning"))
             continue
         spans.append((start, end, i))
     return spans, notes
@@ -264,7 +268,7 @@ def render_example(tokenizer, example: dict, template, *, assistant_only_loss: b
     weights = [m.get("weight") for m in messages]
     has_zero = any(w is not None and not w for w, m in zip(weights, messages) if m.get("role") == "assistant")
     need_spans = aol or has_zero
-    notes: list[str] = []
+    notes: list[dict] = []
     spans: list[tuple[int, int, int]] = []
     tpl = template.template
     if need_spans and template.has_generation_markers:
@@ -294,13 +298,13 @@ def render_example(tokenizer, example: dict, template, *, assistant_only_loss: b
 
 # --------------------------------------------------------------------------- tokens and masks
 
-def _spans_to_mask(enc, row: int, n: int, spans, mask: list[int], value: int, only_weight: int | None) -> None:
+def _spans_to_mask(enc, n: int, spans, mask: list[int], value: int, only_weight: int | None) -> None:
     """Set ``mask`` over each span's tokens the way transformers maps generation spans to tokens."""
     for start, end, weight in spans:
-        start_token = enc.char_to_token(row, start)
+        start_token = enc.char_to_token(start)
         if start_token is None:
             break  # as transformers: a span past the tokenized text ends the scan
-        end_token = enc.char_to_token(row, end - 1) if end > 0 else None
+        end_token = enc.char_to_token(end - 1) if end > 0 else None
         if only_weight is not None and weight != only_weight:
             continue
         for t in range(start_token, end_token + 1 if end_token else n):
@@ -316,6 +320,23 @@ def _common_prefix_ids(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _encode_batch(tokenizer, texts: list[str], add_special_tokens: bool) -> list:
+    """``tokenizers.Encoding`` per text, as ``tokenizer(texts, add_special_tokens=...)`` computes them.
+
+    The Rust tokenizer is called directly (transformers' conversion of every encoding to Python
+    lists is a third of the time); the first text of each batch is checked against the regular
+    call, and any difference falls back to it.
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and texts:
+        encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        reference = tokenizer(texts[:1], add_special_tokens=add_special_tokens)
+        if list(reference["input_ids"][0]) == encodings[0].ids:
+            return encodings
+    enc = tokenizer(texts, add_special_tokens=add_special_tokens)
+    return list(enc.encodings)
+
+
 def tokens_and_masks(tokenizer, rendered: list[Rendered | None], *, details: bool = False) -> list[dict | None]:
     """Tokenize a batch of renderings (fast tokenizer, batched) and build each ``assistant_masks``."""
     if not getattr(tokenizer, "is_fast", False):
@@ -325,25 +346,26 @@ def tokens_and_masks(tokenizer, rendered: list[Rendered | None], *, details: boo
         rows = [i for i, r in enumerate(rendered) if r is not None and r.add_special_tokens == special]
         if not rows:
             continue
-        enc = tokenizer([rendered[i].text for i in rows], add_special_tokens=special)
+        encodings = _encode_batch(tokenizer, [rendered[i].text for i in rows], special)
         prompt_rows = [i for i in rows if rendered[i].prompt_text is not None]
         prompt_ids: dict[int, list[int]] = {}
         for p_special in (False, True):
             batch = [i for i in prompt_rows if rendered[i].prompt_add_special_tokens == p_special]
             if batch:
-                penc = tokenizer([rendered[i].prompt_text for i in batch], add_special_tokens=p_special)
-                prompt_ids.update(zip(batch, penc["input_ids"]))
+                penc = _encode_batch(tokenizer, [rendered[i].prompt_text for i in batch], p_special)
+                prompt_ids.update(zip(batch, (e.ids for e in penc)))
         for j, i in enumerate(rows):
             r = rendered[i]
-            ids = list(enc["input_ids"][j])
+            enc = encodings[j]
+            ids = list(enc.ids)
             n = len(ids)
             if r.mode == "assistant":
                 mask = [0] * n
-                _spans_to_mask(enc, j, n, r.spans, mask, 1, only_weight=1)
+                _spans_to_mask(enc, n, r.spans, mask, 1, only_weight=1)
             else:
                 mask = [1] * n
                 if r.mode == "all_but":
-                    _spans_to_mask(enc, j, n, r.spans, mask, 0, only_weight=0)
+                    _spans_to_mask(enc, n, r.spans, mask, 0, only_weight=0)
             prompt_len = 0
             if i in prompt_ids:
                 prompt_len = _common_prefix_ids(prompt_ids[i], ids)

@@ -23,7 +23,7 @@ _SENTINEL = "\ue000sys\ue000"
 class Preview:
     row: int
     kind: str  # messages | prompt_completion | conversational_prompt_completion | text
-    text: str  # the rendered row, as tokenized
+    text: str  # the row as tokenized (ids decoded: the rendering plus any BOS the tokenizer adds)
     tokens: list[dict]  # {id, text, trained} (+ "truncated": true past max_length)
     template_source: str
     template: dict
@@ -125,7 +125,7 @@ def _default_system_prompt(tokenizer, tpl: str) -> str | None:
 
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:
     """Row ``row`` of ``cfg``'s data (or of ``examples``) as it will be trained."""
-    from sftwizard.core.templates import encode_examples, resolve_template
+    from sftwizard.core.templates import encode_examples, prepare_tokenizer, resolve_template
 
     if tokenizer is None:
         tokenizer = load_preview_tokenizer(cfg)
@@ -139,6 +139,7 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
         example = examples[row]
     if template is None:
         template = resolve_template(tokenizer, cfg.template)
+    prepare_tokenizer(tokenizer, template)
     t = cfg.training
     kind = example_kind(example)
     aol, col = loss_flags(kind, t.assistant_only_loss, t.completion_only_loss)
@@ -151,12 +152,15 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     )
     ids, mask = out["input_ids"], out["assistant_masks"]
     n = len(ids)
-    limit = t.max_length if t.max_length else n
+    split = bool(t.packing and t.packing_strategy == "bfd_split" and t.max_length)
+    limit = n if split or not t.max_length else t.max_length
     kept = min(n, limit)
     texts = _token_texts(tokenizer, ids)
     tokens = []
     for i, (tid, bit, text) in enumerate(zip(ids, mask, texts)):
-        item = {"id": tid, "text": text, "trained": bool(bit) and i < limit}
+        # bfd_split packing cuts long rows into max_length pieces; a piece's first token carries no loss
+        cut = split and i % t.max_length == 0
+        item = {"id": tid, "text": text, "trained": bool(bit) and i < limit and not cut}
         if i >= limit:
             item["truncated"] = True
         tokens.append(item)
@@ -164,8 +168,7 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     lost = sum(mask[limit:]) if n > limit else 0
     problems = template_problems(tokenizer, template) if kind in ("messages", "conversational_prompt_completion") \
         else [p for p in template_problems(tokenizer, template) if p["code"] in ("missing_pad_token", "missing_eos_token")]
-    for note in out.get("notes", []):
-        problems.append(_problem("turn_not_found", note, "warning"))
+    problems.extend(dict(note) for note in out.get("notes", []))
     dropped = False
     if trained == 0:
         dropped = not t.packing
@@ -209,7 +212,8 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     counts = {"tokens": n, "kept_tokens": kept, "trained": trained, "masked": kept - trained,
               "truncated_tokens": n - kept, "trained_tokens_lost": lost}
     return Preview(
-        row=row, kind=kind, text=out["text"], tokens=tokens, template_source=template.source,
+        row=row, kind=kind, text=tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+        tokens=tokens, template_source=template.source,
         template=template.to_dict(), problems=problems, max_length=t.max_length,
         assistant_only_loss=aol, completion_only_loss=col, dropped_by_trainer=dropped, counts=counts,
     )

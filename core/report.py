@@ -73,9 +73,9 @@ def loss_summary(events: list[dict]) -> dict:
 
 def held_out_prompts(cfg, n: int) -> list[dict]:
     """Up to ``n`` held-out (prompt messages, reference) pairs from the run's eval split."""
-    from sftwizard.core.runner import _resolve_data
+    from sftwizard.core.runner import resolve_data
 
-    _, evals, _ = _resolve_data(cfg)
+    _, evals, _ = resolve_data(cfg)
     pairs = []
     for ex in evals:
         if len(pairs) >= n:

@@ -29,6 +29,7 @@ STOP_FILE = "STOP"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
 
+GPU_EVENT_INTERVAL_S = 10.0  # a `gpu` event at least this often, whatever logging_steps is
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 # SFTConfig fields copied from `training` as they are (TRL's own names).
@@ -113,10 +114,14 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
     )
     if kwargs["eval_strategy"] == "no":
         kwargs.pop("eval_steps")
+    else:
+        # Tracks the best evaluation so checkpoint rotation (save_total_limit) never deletes it:
+        # the curve doctor points users at it when eval loss turns up.
+        kwargs.update(metric_for_best_model="eval_loss", greater_is_better=False)
     return kwargs
 
 
-def _resolve_data(cfg: RunConfig):
+def resolve_data(cfg: RunConfig):
     from sftwizard.core import data as data_mod
 
     train: list[dict] = []
@@ -209,7 +214,7 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, _ = _resolve_data(cfg)
+    train_examples, eval_examples, _ = resolve_data(cfg)
     train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg)
     eval_ds = templates.build_dataset(tokenizer, eval_examples, template, cfg) if eval_examples else None
 
@@ -217,7 +222,8 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
     if eval_ds is None:
         kwargs["eval_strategy"] = "no"
-        kwargs.pop("eval_steps", None)
+        for key in ("eval_steps", "metric_for_best_model", "greater_is_better"):
+            kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
     trainer = SFTTrainer(
@@ -255,6 +261,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._throughput: Throughput | None = None
             self.diverged: dict[str, Any] | None = None
             self.stop_requested = False
+            self._gpu_emitted = time.time()
 
         def on_train_begin(self, args, state, control, **kw):
             self._throughput = Throughput(_samples_per_step(args))
@@ -278,9 +285,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 self._throughput = Throughput(_samples_per_step(args))
             tokens = logs.get("num_tokens")
             rates = self._throughput.update(state.global_step, state.max_steps, tokens)
-            extra = gpu.snapshot() if gpu is not None else {}
-            if extra:
-                extra.update(_torch_cuda_peak())
+            extra = self._gpu_fields()
             writer.emit(
                 "log", step=state.global_step, max_steps=state.max_steps, loss=_json_number(logs.get("loss")),
                 learning_rate=logs.get("learning_rate"), grad_norm=_json_number(logs.get("grad_norm")),
@@ -288,6 +293,18 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 mean_token_accuracy=logs.get("mean_token_accuracy"), **extra,
             )
             self._check_finite(state, control, "loss", logs.get("loss"))
+
+        def _gpu_fields(self) -> dict[str, Any]:
+            fields = gpu.snapshot() if gpu is not None else {}
+            if fields:
+                fields.update(_torch_cuda_peak())
+                self._gpu_emitted = time.time()
+            return fields
+
+        def _emit_gpu(self, step: int) -> None:
+            fields = self._gpu_fields()
+            if fields:
+                writer.emit("gpu", step=step, **fields)
 
         def _check_finite(self, state, control, name: str, value: Any) -> None:
             if _finite(value) or self.diverged:
@@ -298,6 +315,8 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_evaluate = False
 
         def on_step_end(self, args, state, control, **kw):
+            if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
+                self._emit_gpu(state.global_step)  # between logs too, however far apart they are
             if self._stop_file.exists() and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
@@ -349,9 +368,11 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     started = time.time()
     gpu: GpuSampler | None = None
     try:
+        from sftwizard.core import curve_doctor
         from sftwizard.core.fingerprint import fingerprint
 
         cfg = load_preset(run_dir / CONFIG_FILE)
+        writer = curve_doctor.watch(writer, cfg)  # loss-curve warnings go into the events as they happen
         writer.emit("resume" if resume_from else "start", step=_checkpoint_step(resume_from), pid=os.getpid(),
                     run_dir=str(run_dir), model=cfg.model.id, method=cfg.method.type, resume_from=resume_from,
                     fingerprint=fingerprint(cfg))

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -294,12 +294,37 @@ def run_info(ref: str | os.PathLike) -> RunInfo:
     return summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive)
 
 
+_ENDED: dict[Path, tuple[tuple[int, int, int], RunInfo]] = {}  # run dir -> (events/pid stat, summary)
+
+
+def _stat_key(run_dir: Path) -> tuple[int, int, int]:
+    try:
+        st = (run_dir / EVENTS_FILE).stat()
+        size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime = -1, 0
+    try:
+        pid_mtime = (run_dir / PID_FILE).stat().st_mtime_ns
+    except OSError:
+        pid_mtime = 0
+    return size, mtime, pid_mtime
+
+
 def list_runs() -> list[RunInfo]:
-    """Every registered run, newest first."""
+    """Every registered run, newest first. Runs that ended are summarised once and cached until
+    their files change, so a viewer can call this on a timer."""
     infos = []
     for run_dir in registered_dirs():
         alive = is_alive(run_dir)
-        infos.append(summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive))
+        key = _stat_key(run_dir)
+        cached = _ENDED.get(run_dir)
+        if not alive and cached is not None and cached[0] == key:
+            infos.append(replace(cached[1]))  # a copy: callers may change theirs
+            continue
+        info = summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive)
+        if info.status != "running":
+            _ENDED[run_dir] = (key, replace(info))
+        infos.append(info)
     infos.sort(key=lambda r: r.started or 0, reverse=True)
     return infos
 
@@ -429,6 +454,8 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
     deadline = time.time() + 10
     while is_alive(run_dir) and time.time() < deadline:
         time.sleep(0.05)
+    if is_alive(run_dir):
+        raise RunsError(f"run {run_dir.name} is still alive 10 s after SIGKILL (process group {pid})")
     events = read_events(run_dir / EVENTS_FILE)
     current = _segments(events)[-1] if events else []
     if _last(current, "end") is None:

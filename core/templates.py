@@ -21,6 +21,7 @@ Heavy libraries (transformers, trl, datasets) are imported inside functions.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,8 @@ from sftwizard.core.masks import (
     render_example,
     tokens_and_masks,
 )
+
+_log = logging.getLogger("sftwizard.templates")
 
 TEMPLATE_SOURCES = ("tokenizer", "trl-training", "file", "inferred", "chatml", "none")
 
@@ -114,15 +117,51 @@ def chatml_consequences(tokenizer) -> list[str]:
     missing = [t for t in CHATML_TOKENS if t not in vocab]
     if not missing:
         return ["ChatML's <|im_start|> and <|im_end|> are already tokens of this vocabulary: no new embeddings."]
-    pieces = {t: len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in missing}
-    split = ", ".join(f"{t} -> {n} tokens" for t, n in pieces.items())
     return [
-        f"ChatML's {' and '.join(missing)} are not in this vocabulary: as is they are split into ordinary tokens "
-        f"({split}), so the model must learn to spell its turn markers.",
-        f"Adding them as special tokens grows the embedding matrix and LM head by {len(missing)} rows "
-        "(resize_token_embeddings); with LoRA those rows only learn if embed_tokens and lm_head are trained too "
-        "(modules_to_save), and the model stops at <|im_end|> only once it is the generation EOS.",
+        f"ChatML's {' and '.join(missing)} are not in this vocabulary (unchanged, each would be split into "
+        "ordinary pieces): they are added as special tokens, which grows the embedding matrix and LM head by "
+        f"{len(missing)} row{'s' if len(missing) > 1 else ''} (resize_token_embeddings) with untrained vectors.",
+        "With LoRA those rows only learn if embed_tokens and lm_head are trained too (modules_to_save); "
+        "<|im_end|> becomes the EOS the model learns to stop at.",
     ]
+
+
+PLAIN_TEMPLATE_FILE = Path(__file__).parent / "assets" / "templates" / "plain.jinja"
+
+
+def offer_templates(tokenizer) -> list[dict[str, Any]]:
+    """Templates to offer a tokenizer without one (a base model), each with its consequences.
+
+    Each entry: ``name``, the ``template`` section values to set (``source``, ``path``) and
+    ``consequences`` (sentences about special tokens and embeddings).
+    """
+    eos = tokenizer.eos_token
+    return [
+        {"name": "chatml", "source": "chatml", "path": None, "consequences": chatml_consequences(tokenizer)},
+        {"name": "plain", "source": "file", "path": str(PLAIN_TEMPLATE_FILE), "consequences": [
+            "\"### User:\" / \"### Assistant:\" headers in plain text: no new tokens, no embedding change.",
+            f"Each assistant turn ends with the tokenizer's EOS ({eos!r}), which the model learns to stop at."
+            if eos else "The tokenizer has no EOS token: the model cannot learn where a turn ends.",
+        ]},
+    ]
+
+
+def prepare_tokenizer(tokenizer, template: ResolvedTemplate) -> list[str]:
+    """Add the tokens ``template`` needs to ``tokenizer`` (ChatML's markers on a base model).
+
+    Returns the tokens added; the caller must then grow the model's embeddings
+    (``model.resize_token_embeddings(len(tokenizer))``) and, with LoRA, train embed_tokens and
+    lm_head. Call it before ``build_dataset`` and ``render_preview`` alike (the preview does).
+    """
+    if template.source != "chatml":
+        return []
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in CHATML_TOKENS if t not in vocab]
+    if missing:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
+    return missing
 
 
 def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
@@ -168,7 +207,8 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
             )
         return ResolvedTemplate("none", None, False, [
             "This tokenizer has no chat template (a base model?): conversational data needs one, "
-            "e.g. template.source: chatml.",
+            f"e.g. template.source: chatml, or template.source: file with path {PLAIN_TEMPLATE_FILE} "
+            "(plain-text headers, no new tokens).",
             *chatml_consequences(tokenizer),
         ])
 
@@ -183,6 +223,8 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
             "Assistant turns are inferred by rendering growing prefixes (markers, if any, are ignored)."
         ])
 
+    if source == "auto" and own_markers:  # as TRL does: a template with markers is used as it is
+        return ResolvedTemplate("tokenizer", own, True, [])
     # auto or trl-training
     trl_template, why = _trl_training_template(tokenizer)
     if source == "trl-training":
@@ -198,16 +240,13 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
         return ResolvedTemplate("trl-training", trl_template, True, [
             "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
         ])
-    if own_markers and why is None and trl_template is None:
-        return ResolvedTemplate("tokenizer", own, True, [])
     if trl_template is not None:
         return ResolvedTemplate("trl-training", trl_template, True, [
             "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
         ])
-    notes = ["TRL cannot patch this template: assistant turns are inferred by rendering growing prefixes."]
-    if own_markers:
-        notes = ["The template has markers but is not prefix-preserving for tools: assistant turns are inferred."]
-    return ResolvedTemplate("inferred", own, False, notes)
+    return ResolvedTemplate("inferred", own, False, [
+        "TRL cannot patch this template: assistant turns are inferred by rendering growing prefixes."
+    ])
 
 
 def _trl_training_template(tokenizer) -> tuple[str | None, str | None]:
@@ -302,6 +341,8 @@ def build_dataset(
 ):
     """A pre-tokenized ``datasets.Dataset`` (``input_ids``, ``assistant_masks``) for SFTTrainer.
 
+    Adds the tokens the template needs first (``prepare_tokenizer``: only ChatML on a tokenizer
+    without its markers; the model's embeddings must then grow to ``len(tokenizer)``).
     Rows whose template rendering fails stop the build (``data.on_bad_rows: stop``) or are left out
     with a problem appended to ``report`` (``drop``). Raises TemplateError when no row would carry
     any loss after truncation at ``training.max_length``.
@@ -310,6 +351,7 @@ def build_dataset(
 
     from sftwizard.core.data import Problem
 
+    prepare_tokenizer(tokenizer, template)
     on_bad = getattr(getattr(cfg, "data", None), "on_bad_rows", "stop")
     t = cfg.training
     problems: list = []
@@ -320,7 +362,7 @@ def build_dataset(
     ids_col: list[list[int]] = []
     mask_col: list[list[int]] = []
     any_trained = False
-    limit = t.max_length
+    limit = None if (t.packing and t.packing_strategy == "bfd_split") else t.max_length  # bfd_split keeps all
     total = len(examples)
     for start in range(0, total, batch_size):
         chunk = examples[start:start + batch_size]
@@ -335,17 +377,29 @@ def build_dataset(
         if len(problems) > before and on_bad != "drop":
             first = problems[before]
             raise TemplateError(f"row {first.row}: {first.message}", problems[before:])
-        for out in outs:
+        for offset, out in enumerate(outs):
             if out is None:
                 continue
             ids_col.append(out["input_ids"])
             mask_col.append(out["assistant_masks"])
             kept = out["assistant_masks"][:limit] if limit else out["assistant_masks"]
-            any_trained = any_trained or any(kept)
+            if any(kept):
+                any_trained = True
+            else:
+                problems.append(Problem(
+                    code="no_trained_tokens", severity="warning", row=start + offset,
+                    message="no token carries loss" + (
+                        " after truncation at max_length; SFTTrainer drops this row" if not t.packing else ""),
+                ))
         if progress is not None:
             progress(min(start + batch_size, total), total)
     if report is not None:
         report.extend(problems)
+    if problems:
+        dropped = sum(1 for p in problems if p.code == "template_error")
+        empty = len(problems) - dropped
+        _log.warning("building the dataset: %d rows left out (the template refused them), %d rows with no "
+                     "trained token; first: %s", dropped, empty, problems[0].sentence())
     if not ids_col:
         raise TemplateError("the dataset has no rows left to train on", problems)
     if not any_trained:
@@ -364,11 +418,14 @@ def sft_mask_kwargs(cfg, template: ResolvedTemplate) -> dict[str, Any]:
     swap templates; ``completion_only_loss`` False since there is no ``completion_mask`` column;
     truncation keeps the start (what the preview assumes).
     """
-    return {
+    kwargs: dict[str, Any] = {
         "assistant_only_loss": False,
         "completion_only_loss": False,
         "truncation_mode": "keep_start",
     }
+    if template.source == "chatml":
+        kwargs["eos_token"] = "<|im_end|>"  # the model stops where ChatML ends a turn (after prepare_tokenizer)
+    return kwargs
 
 
 def effective_loss_flags(cfg, example: dict) -> tuple[bool, bool]:
@@ -393,6 +450,7 @@ def audit_dataset(tokenizer, examples, template, cfg, progress=None) -> dict:
 
 __all__ = [
     "CHATML_TEMPLATE", "ResolvedTemplate", "TemplateError", "build_dataset", "chatml_consequences",
+    "offer_templates", "prepare_tokenizer",
     "effective_loss_flags", "encode_example", "encode_examples", "render_preview", "resolve_template",
     "sft_mask_kwargs", "audit_dataset",
 ]

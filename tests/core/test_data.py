@@ -47,7 +47,7 @@ def load(path, on_bad_rows="stop", **kw):
 
 def test_messages_with_system_tool_turns_weights_and_openai_parts(tmp_path):
     row = {"messages": [
-        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Weather "}, {"type": "text", "text": "in Paris?"}]},
         {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
             "name": "weather", "arguments": {"city": "Paris"}}}]},
@@ -56,6 +56,7 @@ def test_messages_with_system_tool_turns_weights_and_openai_parts(tmp_path):
     ], "tools": [{"type": "function", "function": {"name": "weather"}}]}
     examples, report = load(write_jsonl(tmp_path / "d.jsonl", [row]))
     (ex,) = examples
+    assert ex["messages"][0] == {"role": "system", "content": "Be brief."}  # OpenAI's name for system
     assert ex["messages"][1]["content"] == "Weather in Paris?"
     assert ex["messages"][2]["content"] == "" and ex["messages"][2]["tool_calls"]
     assert ex["messages"][4]["weight"] == 1 and ex["tools"] == row["tools"]
@@ -237,3 +238,17 @@ def test_inspect_reports_without_raising(tmp_path):
     assert d["format"] == "messages" and d["rows"] == 2 and d["dropped_rows"] == 1
     assert d["problems"][0]["line"] == 2 and d["problems"][0]["field"] == "messages[1].role"
     assert d["audit"]["tokenizer"] is None and d["audit"]["rows"] == 1
+
+
+def test_json_array_streamed_across_chunks(tmp_path, monkeypatch):
+    from sftwizard.core import data_readers
+
+    monkeypatch.setattr(data_readers, "JSON_CHUNK", 37)
+    rows = [{"text": f"row {i} " + "é" * (i % 5)} for i in range(200)]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    assert load(path)[0] == rows
+    broken = json.dumps(rows[:50], indent=1)[:-2] + ', {"text": oops}]'
+    path.write_text(broken, encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 151: invalid JSON in row 50"):
+        load(path)

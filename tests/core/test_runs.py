@@ -84,8 +84,10 @@ def scenario_detached(tmp: Path) -> dict:
     run_dir = runs.find_run(run_id)
     pid = runs.run_info(run_dir).pid
     own_session = os.getsid(pid) == pid if runs.is_alive(run_dir) else None
+    attach = subprocess.run([sys.executable, "-m", "sftwizard.core.cli", "attach", run_id],
+                            capture_output=True, text=True, timeout=DEADLINE_S)  # follows it to the end
     info = wait_done(run_dir)
-    return dict(parent=parent, parent_s=parent_s, run_id=run_id, info=info, own_session=own_session)
+    return dict(parent=parent, parent_s=parent_s, run_id=run_id, info=info, own_session=own_session, attach=attach)
 
 
 def scenario_sigkill(tmp: Path) -> dict:
@@ -164,6 +166,7 @@ def scenario_failures(tmp: Path, model_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def scenarios(tmp_path_factory, builtin_model_dir) -> dict[str, Future]:
+    saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # several trainers share two cores
     pool = ThreadPoolExecutor(max_workers=4)
     futures = {
@@ -174,7 +177,10 @@ def scenarios(tmp_path_factory, builtin_model_dir) -> dict[str, Future]:
     }
     yield futures
     pool.shutdown(wait=True)
-    os.environ.pop("OMP_NUM_THREADS", None)
+    if saved is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
 
 
 def result(scenarios, name: str) -> dict:
@@ -192,6 +198,9 @@ def test_detached_run_outlives_its_parent(scenarios):
     assert info.step == 6 and info.max_steps == 6
     assert (Path(info.dir) / "final" / "config.json").exists()
     assert r["run_id"] in {i.id for i in runs.list_runs()}
+    attach = r["attach"]
+    assert attach.returncode == 0, attach.stderr
+    assert "step     6/6" in attach.stdout and "finished at step 6" in attach.stderr
 
 
 def test_sigkilled_run_is_lost_then_resumes_where_it_left(scenarios):

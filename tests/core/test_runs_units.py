@@ -224,15 +224,22 @@ def test_classify_failure():
     assert reason == "oom"
     assert "per_device_train_batch_size 8 → 4" in line and "gradient_accumulation_steps 1 → 2" in line
 
+    from sftwizard.core.diagnosis import oom_advice
+
+    demo = config_from_dict({"model": {"dtype": "fp32"}, "method": {"type": "full"},
+                             "training": {"per_device_train_batch_size": 16, "max_length": 256}})
+    advice = oom_advice(demo, gpu_memory_gib=1.0)  # the estimator: what fits a 1 GiB card
+    assert advice.startswith("Lower the micro-batch to") and "--set training.per_device_train_batch_size=" in advice
+
     missing = ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
     assert classify_failure(missing) == ("missing_dependency",
                                          "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
 
-    def _resolve_data():
+    def resolve_data():
         json.loads('{"messages": [')
 
     try:
-        _resolve_data()
+        resolve_data()
     except ValueError as exc:
         reason, line = classify_failure(exc)
     assert reason == "data" and line.startswith("the data could not be read")
@@ -260,3 +267,87 @@ def test_run_management_imports_no_heavy_or_ui_modules():
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_events_callback_writes_rates_and_gpu_samples(tmp_path, monkeypatch):
+    """The runner's callback, driven as the Trainer drives it, with a fake NVML board."""
+    from transformers import TrainerControl
+
+    from sftwizard.core import runner
+
+    gib = 1024 ** 3
+    nvml = FakeNVML([{"used": 20 * gib, "total": 80 * gib, "util": 90, "power_mw": 400_000}])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+    monkeypatch.setattr("sftwizard.core.metrics.time.time", lambda: clock[0])
+    sampler = GpuSampler(interval=60, nvml=nvml).start()
+    writer = EventWriter(tmp_path / EVENTS_FILE)
+    callback = runner._events_callback(writer, tmp_path, sampler)
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=1,
+                           num_train_epochs=1.0, output_dir=str(tmp_path / "checkpoints"))
+    state = SimpleNamespace(global_step=0, max_steps=100)
+    control = TrainerControl()
+    try:
+        callback.on_train_begin(args, state, control)
+        for step in range(1, 4):
+            clock[0] += 6.0
+            state.global_step = step
+            callback.on_step_end(args, state, control)
+        callback.on_log(args, state, control, logs={"loss": 2.5, "learning_rate": 1e-4, "grad_norm": 0.5,
+                                                     "num_tokens": 3000.0, "epoch": 0.1})
+        clock[0] += 6.0
+        state.global_step = 4
+        callback.on_log(args, state, control, logs={"loss": float("nan"), "num_tokens": 4000.0})
+    finally:
+        sampler.stop()
+        writer.close()
+    events = read_events(tmp_path / EVENTS_FILE)
+    assert [ev["event"] for ev in events] == ["train_begin", "gpu", "log", "log"]
+    assert events[0]["samples_per_step"] == 8
+    assert events[1]["step"] == 2 and events[1]["gpu_power_w"] == 400.0  # 12 s after the start
+    log = events[2]
+    assert log["samples_per_s"] == pytest.approx(3 * 8 / 18) and log["eta_s"] == pytest.approx(97 * 6)
+    assert log["gpu_mem_gib"] == 20.0 and log["gpu_util_pct"] == 90.0 and log["gpus"][0]["mem_total_gib"] == 80.0
+    assert events[3]["loss"] == "nan" and events[3]["tokens_per_s"] == pytest.approx(1000 / 6)
+    assert callback.diverged == {"step": 4, "name": "loss", "value": "nan"}
+    assert control.should_training_stop and not control.should_save
+
+
+def test_resume_point_skips_a_half_written_checkpoint(tmp_path):
+    d = tmp_path / "run"
+    for step, complete in ((3, True), (6, True), (9, False)):
+        ckpt = d / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_bytes(b"\0" * 16)
+        if complete:
+            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    events = [
+        {"event": "start", "time": 1.0, "step": 0, "fingerprint": {"data": {"digest": "a"}}},
+        {"event": "checkpoint", "time": 2.0, "step": 3, "path": str(d / "checkpoints" / "checkpoint-3")},
+        {"event": "resume", "time": 3.0, "step": 3, "fingerprint": {"data": {"digest": "b"}}},
+        {"event": "checkpoint", "time": 4.0, "step": 6, "path": str(d / "checkpoints" / "checkpoint-6")},
+    ]
+    path, recorded = runs.resume_point(d, events)
+    assert path.name == "checkpoint-6" and recorded == {"data": {"digest": "b"}}
+    assert [p.name for _, p in runs._later_checkpoint_dirs(d, 6)] == ["checkpoint-9"]
+    path, recorded = runs.resume_point(d, events[:2])  # checkpoint-6 written, its event lost: last process's
+    assert path.name == "checkpoint-6" and recorded == {"data": {"digest": "a"}}
+
+
+def test_list_runs_sees_a_changed_ended_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    d = _run_dir(tmp_path, [])
+    runs.register(d)
+    writer = EventWriter(d / EVENTS_FILE)
+    writer.emit("start", step=0, model="m", method="full")
+    writer.emit("log", step=1, max_steps=4, loss=3.0)
+    writer.emit("end", step=1, status="stopped", reason="stopped", message="on request")
+    first_list = runs.list_runs()
+    assert [(i.status, i.step) for i in first_list] == [("stopped", 1)]
+    first_list[0].status = "changed by a caller"
+    assert runs.list_runs()[0].status == "stopped"
+    writer.emit("resume", step=1, resume_from="x/checkpoint-1")
+    writer.emit("end", step=4, status="finished")
+    writer.close()
+    assert [(i.status, i.step, i.resumes) for i in runs.list_runs()] == [("finished", 4, 1)]

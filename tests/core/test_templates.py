@@ -17,6 +17,8 @@ from tests.fixtures.tokenizers import (
     FOREIGN_FAMILIES,
     MULTI,
     SINGLE,
+    TOOL_CONVERSATION,
+    TOOL_FAMILIES,
     TRL_FAMILIES,
     conversations,
     make_tokenizer,
@@ -84,8 +86,9 @@ def test_inferred_method_agrees_with_trl_masks(family):
     trl_tpl = resolve_template(tok, TemplateSection(source="trl-training"))
     inferred = resolve_template(tok, TemplateSection(source="inferred"))
     assert inferred.method == "inferred"
-    inferred_on_trl = type(inferred)("inferred", trl_tpl.template.replace("generation", "generation"), False)
-    for example in conversations(family):
+    inferred_on_trl = type(inferred)("inferred", trl_tpl.template, False)  # same text, markers unused
+    tools = [TOOL_CONVERSATION] if family in TOOL_FAMILIES else []
+    for example in conversations(family) + tools:
         ours = encode_example(tok, example, inferred_on_trl, assistant_only_loss=True, completion_only_loss=None)
         theirs = encode_example(tok, example, trl_tpl, assistant_only_loss=True, completion_only_loss=None)
         assert ours["input_ids"] == theirs["input_ids"]
@@ -169,3 +172,35 @@ def test_build_dataset_and_mask_kwargs():
     report = []
     ds = build_dataset(tok, bad + conversations("mistral"), template, cfg, report=report)
     assert len(ds) == 4 and report[0].row == 0 and "alternate" in report[0].message
+
+
+def test_templates_offered_to_a_base_model():
+    from sftwizard.core.templates import offer_templates
+
+    tok = make_tokenizer("base")
+    offers = {o["name"]: o for o in offer_templates(tok)}
+    assert set(offers) == {"chatml", "plain"}
+    plain = resolve_template(tok, TemplateSection(source=offers["plain"]["source"], path=offers["plain"]["path"]))
+    assert plain.source == "file" and plain.has_generation_markers
+    before = len(tok)
+    out = encode_example(tok, MULTI[0], plain, assistant_only_loss=None, completion_only_loss=None)
+    assert len(tok) == before  # no new tokens
+    assert _trained_text(tok, out) == "12 + 30 = 42.<|endoftext|>A sparrow can fly.<|endoftext|>"
+    assert "no new tokens" in offers["plain"]["consequences"][0]
+
+
+def test_inferred_method_on_templates_that_are_not_prefix_preserving():
+    """Qwen3 re-renders earlier turns once a later user turn follows; DeepSeek-R1's generation
+    prompt opens <think> that rendered turns drop. Turns are still found, and it is said how."""
+    from sftwizard.core.config import RunConfig
+    from sftwizard.core.templates import render_preview
+
+    cfg = RunConfig()
+    cfg.template.source = "inferred"
+    for family, code in (("qwen3", "not_prefix_preserving"), ("deepseek_r1_distill", "generation_prompt_differs")):
+        tok = make_tokenizer(family)
+        preview = render_preview(cfg, 0, tokenizer=tok, examples=[conversations(family)[1]])
+        trained = "".join(t["text"] for t in preview.tokens if t["trained"])
+        assert "12 + 30 = 42." in trained and "A sparrow can fly." in trained
+        assert "Please add" not in trained and trained.count(tok.eos_token) == 2
+        assert code in {p["code"] for p in preview.problems}
