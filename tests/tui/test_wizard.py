@@ -6,13 +6,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from sftwizard.core.config import ConfigError, load_preset
 from sftwizard.core.paths import user_presets_dir
-from sftwizard.tui.app import SftWizardApp, build_app
+from sftwizard.tui.app import build_app
 from tests.tui.conftest import cpu_report
 from tests.tui.helpers import screen_text, settle
 
@@ -286,7 +285,9 @@ async def test_a_preset_argument_opens_on_review_and_a_bad_one_is_a_user_error(t
 async def test_picking_a_preset_on_the_first_screen_loads_it(make_app, tmp_path):
     from sftwizard.core.config import apply_overrides, save_preset
 
-    base = load_preset(SftWizardApp.__module__ and __import__("sftwizard.core.presets", fromlist=["x"]).find_preset("demo"))
+    from sftwizard.core.presets import find_preset
+
+    base = load_preset(find_preset("demo"))
     other = apply_overrides(base, ["method.type=lora", "method.lora_r=4", "run.name=picked"])
     path = save_preset(other, user_presets_dir() / "picked.yaml")
     app = make_app()
