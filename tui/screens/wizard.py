@@ -77,6 +77,9 @@ class WizardScreen(Screen):
         Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
         Binding("s", "stop", "Stop run", id="stop-run"),
         Binding("ctrl+t", "apply_suggestion", "Apply tip", id="apply-suggestion"),
+        # A step longer than the terminal scrolls with the keyboard too (80x24 over SSH).
+        Binding("pagedown", "scroll_step(1)", "Scroll", id="scroll-down", key_display="PgDn"),
+        Binding("pageup", "scroll_step(-1)", "Scroll up", id="scroll-up", show=False),
     ]
     STEP_ACTIONS = {"row": ("template",), "stop": ("run",), "apply_suggestion": ("method", "training")}
 
@@ -111,6 +114,13 @@ class WizardScreen(Screen):
             return
         self.set_draft(cfg)
         self.notify(getattr(tip, "text", "applied"), title="Applied")
+
+    def action_scroll_step(self, direction: int) -> None:
+        step = self.current_step
+        if direction > 0:
+            step.scroll_page_down()
+        else:
+            step.scroll_page_up()
 
     def action_row(self, delta: int) -> None:
         self.step_named("template").action_row(delta)
