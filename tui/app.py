@@ -36,6 +36,10 @@ class WizardCommands(Provider):
             ("Save preset", partial(app.wizard_action, "save_preset"), "Save the draft to your presets folder"),
             ("Open preset", partial(app.wizard_action, "open_preset"), "Pick a shipped or saved preset"),
             ("Launch training", partial(app.wizard_action, "launch"), "Start the run (as its own process)"),
+            ("Apply the memory tip", partial(app.wizard_action, "apply_suggestion"),
+             "Apply the estimator's first suggestion to the draft"),
+            ("Next data row", partial(app.wizard_action, "row", 1), "Template step: preview the next row"),
+            ("Previous data row", partial(app.wizard_action, "row", -1), "Template step: preview the previous row"),
             ("Stop run", app.stop_current_run, "Finish the current step, save a checkpoint, stop"),
             ("Runs", app.action_runs, "Every run on this machine; attach to one"),
         ]
@@ -103,13 +107,15 @@ class SftWizardApp(App):
             self.pop_screen()
         wizard.action_goto(step_id)
 
-    def wizard_action(self, name: str) -> None:
+    def wizard_action(self, name: str, *args: Any) -> None:
         wizard = self.wizard
         if wizard is not None:
             if self.screen is not wizard and name != "save_preset":
                 while self.screen is not wizard:
                     self.pop_screen()
-            getattr(wizard, f"action_{name}")()
+            if name == "row" and wizard.current_step.step_id != "template":
+                wizard.action_goto("template")
+            getattr(wizard, f"action_{name}")(*args)
 
     def stop_current_run(self) -> None:
         screen = self.screen
