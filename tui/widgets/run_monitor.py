@@ -85,6 +85,8 @@ def format_event(ev: dict) -> str | None:
         return f"{kind}: {ev.get('message')}"
     if kind == "end":
         return f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
+    if ev.get("message"):  # any other event that speaks to the user
+        return f"{kind}: {ev['message']}"
     return None
 
 
