@@ -20,16 +20,16 @@ MAX_ROW_PROBLEMS = 20  # per kind; counts are always complete
 
 
 def percentiles(values: list[float] | list[int]) -> dict:
-    """p50/p90/p99/max/mean of a list (nearest-rank), zeros when empty."""
+    """p50/p90/p95/p99/max/mean of a list (nearest-rank), zeros when empty."""
     if not values:
-        return {"p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
+        return {"p50": 0, "p90": 0, "p95": 0, "p99": 0, "max": 0, "mean": 0.0}
     ordered = sorted(values)
     n = len(ordered)
 
     def rank(q: float):
         return ordered[min(n - 1, max(0, math.ceil(q * n - 1e-9) - 1))]
 
-    return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": ordered[-1],
+    return {"p50": rank(0.5), "p90": rank(0.9), "p95": rank(0.95), "p99": rank(0.99), "max": ordered[-1],
             "mean": round(sum(ordered) / n, 3)}
 
 

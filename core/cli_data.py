@@ -77,6 +77,12 @@ def _data_source(args, path: str):
                       roles=roles, max_rows=args.max_rows)
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console(stream=None):
     from rich.console import Console
 
@@ -113,16 +119,16 @@ def _print_report(report) -> None:
     from rich.table import Table
 
     console = _console()
-    console.print(f"[bold]{report.source}[/bold]  format [cyan]{report.format}[/cyan]")
+    console.print(f"[bold]{escape(report.source)}[/bold]  format [cyan]{report.format}[/cyan]")
     console.print(f"rows {report.rows}   converted {report.converted_rows}   "
                   f"dropped {'[red]' if report.dropped_rows else ''}{report.dropped_rows}"
-                  f"{'[/red]' if report.dropped_rows else ''}   columns {', '.join(report.columns) or '-'}")
+                  f"{'[/red]' if report.dropped_rows else ''}   columns {escape(', '.join(report.columns)) or '-'}")
     if report.problems:
         table = Table("where", "field", "problem", title=f"{len(report.problems)} problems", title_justify="left")
         for p in report.problems[:30]:
             where = f"line {p.line}" if p.line is not None else (f"row {p.row}" if p.row is not None else "")
             style = "red" if p.severity == "error" else ("yellow" if p.severity == "warning" else "dim")
-            table.add_row(where, p.field or "", f"[{style}]{p.message}[/{style}]")
+            table.add_row(where, escape(p.field or ""), f"[{style}]{escape(p.message)}[/{style}]")
         console.print(table)
         if len(report.problems) > 30:
             console.print(f"[dim]… {len(report.problems) - 30} more (--json lists them all)[/dim]")
@@ -212,7 +218,7 @@ def print_preview(preview, console=None) -> None:
     c = preview.counts
     console.print(
         f"[bold]row {preview.row}[/bold] ({preview.kind.replace('_', '-')})   template: "
-        f"[cyan]{preview.template_source}[/cyan] — {preview.template['description']}")
+        f"[cyan]{preview.template_source}[/cyan] — {escape(preview.template['description'])}")
     text = Text()
     for tok in preview.tokens:
         if tok.get("truncated"):
@@ -232,4 +238,4 @@ def print_preview(preview, console=None) -> None:
     console.print("[dim]legend:[/dim] [bold green]trained[/bold green] [dim]masked[/dim] [red strike]cut[/red strike]")
     for p in preview.problems:
         style = {"error": "red", "warning": "yellow"}.get(p["severity"], "dim")
-        console.print(f"[{style}]{p['severity']}[/{style}] {p['code']}: {p['message']}")
+        console.print(f"[{style}]{p['severity']}[/{style}] {p['code']}: {escape(p['message'])}")

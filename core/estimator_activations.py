@@ -80,6 +80,9 @@ class Knobs:
     lm_head_trainable: bool
     lora_r: int = 16
     liger: bool = False  # liger-kernel's RMSNorm / SwiGLU / RoPE replace transformers' modules
+    # Without Triton (CPU), TRL's fused head folds each [4096, 32768] tile in torch ops that make
+    # fp32 temporaries (7 fp32 + 1 bool per tile element, measured); on CUDA a Triton kernel works in place.
+    torch_tile_fallback: bool = False
     # native_dropout on CUDA keeps a bool mask; 0 means a mask in the input's dtype (CPU fallback).
     dropout_mask_bytes: int = 1
 
@@ -237,7 +240,12 @@ class ActivationBreakdown:
     per_layer: float  # one layer, not checkpointed
     other: float  # inputs, masks, rotary tables, final norm, LM head inputs
     logits: float  # LM head / loss buffers alive at the start of backward
-    transient: float  # the largest short-lived working set during backward
+    head_transient: float  # working set of the LM head's backward (the first thing backward runs)
+    layer_transient: float  # working set of one layer's backward (+ its recomputation when checkpointing)
+
+    @property
+    def transient(self) -> float:
+        return max(self.head_transient, self.layer_transient)
 
 
 def activations(sh: Shape, k: Knobs) -> ActivationBreakdown:
@@ -263,5 +271,7 @@ def activations(sh: Shape, k: Knobs) -> ActivationBreakdown:
     head_bwd = t * h * (4 + wb) + tile
     if k.lm_head_trainable:
         head_bwd += sh.vocab * h * (4 + wb)  # tied or not, the head's weight is [vocab, hidden]
-    transient = max(head_bwd, layer_backward_transient(sh, k) + recompute)
-    return ActivationBreakdown(layers=layers, per_layer=per_layer, other=other, logits=logits, transient=transient)
+    if k.torch_tile_fallback:
+        head_bwd += min(t, TRL_TOKEN_TILE) * min(sh.vocab, TRL_VOCAB_TILE) * (7 * 4 + 1)
+    return ActivationBreakdown(layers=layers, per_layer=per_layer, other=other, logits=logits,
+                               head_transient=head_bwd, layer_transient=layer_backward_transient(sh, k) + recompute)

@@ -289,20 +289,21 @@ def compute(m: ModelView, p: Plan) -> dict[str, Any]:
         bucket = grads  # DDP's gradient buckets copy every gradient (gradient_as_bucket_view=False)
     # activations
     act = activations(sh, k)
-    grads_other = 0.0
-    grads_layers = grads
+    grads_other = 0.0  # gradients outside the decoder layers' linears (embeddings, head, norms)
     if k.method == "full":
         grads_other = (m.total_params - m.layer_linear_params * sh.layers) * wb / (n if p.sharding in ("zero2", "zero3", "fsdp") else 1)
-        grads_layers = grads - grads_other
-    # backward: with accumulation > 1 every gradient is alive while activations are; otherwise
-    # layer gradients appear as layer activations are freed (the peak is at one end).
+    # Backward runs the LM head first (all activations alive, the head's and embeddings'
+    # gradients appearing), then the layers top-down: each frees its activations as its weight
+    # gradients appear, so with one micro-batch per step the peak is at one end — the start, or
+    # the end with every gradient and only the last layer's working set. With accumulation > 1
+    # the previous micro-batches' gradients are alive all along.
+    act_all = act.layers + act.other + act.logits
     if p.grad_accum > 1:
-        bwd_act, bwd_grads = act.layers + act.other + act.logits, grads
-    elif act.layers >= grads_layers:
-        bwd_act, bwd_grads = act.layers + act.other + act.logits, grads_other
+        ends = [(act_all, grads, act.transient)]
     else:
-        bwd_act, bwd_grads = act.other + act.logits, grads
-    backward = bwd_act + bwd_grads + act.transient + bucket
+        ends = [(act_all, grads_other, act.transient), (act.other + act.logits, grads, act.layer_transient)]
+    bwd_act, bwd_grads, bwd_transient = max(ends, key=lambda e: e[0] + e[1] + e[2])
+    backward = bwd_act + bwd_grads + bwd_transient + bucket
     step = grads + step_temp + bucket
     peak_phase = "backward" if backward >= step else "optimizer_step"
     alive = {
@@ -312,7 +313,7 @@ def compute(m: ModelView, p: Plan) -> dict[str, Any]:
         "optimizer": states,
         "activations": (bwd_act - act.logits) if peak_phase == "backward" else 0.0,
         "logits": act.logits if peak_phase == "backward" else 0.0,
-        "transient": (act.transient if peak_phase == "backward" else step_temp) + bucket + gathered,
+        "transient": (bwd_transient if peak_phase == "backward" else step_temp) + bucket + gathered,
         "workspace": CUBLAS_WORKSPACE_BYTES,
     }
     paged_bytes = states if paged else 0.0  # cudaMallocManaged: outside the caching allocator

@@ -112,8 +112,16 @@ class HardwareReport:
         return "gpu" if self.gpus else "cpu"
 
     def best_gpu(self) -> GpuInfo | None:
-        """The GPU a single-process run lands on: index 0 (CUDA's default device)."""
-        return self.gpus[0] if self.gpus else None
+        """The GPU a single-process run lands on: CUDA's device 0, i.e. the first entry of
+        CUDA_VISIBLE_DEVICES (an NVML index or a GPU-/MIG- UUID) when it is set, else index 0."""
+        if not self.gpus:
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        for gpu in self.gpus:
+            if visible and (visible == str(gpu.index) or (gpu.uuid and visible == gpu.uuid)
+                            or any(visible == m.uuid for m in gpu.mig_devices)):
+                return gpu
+        return self.gpus[0]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -199,6 +199,28 @@ class Prepared:
     template: Any
     train_rows: int
     eval_rows: int
+    problems: list = None  # rows left out (data loading or template), as data.Problem
+    resized_embeddings: int | None = None  # new vocabulary size when the template added tokens
+
+
+def _grow_embeddings(model, tokenizer) -> int | None:
+    """A template that added tokens (ChatML on a base model) needs embedding rows for them."""
+    size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= size:
+        return None
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def _embedding_module_names(model) -> list[str]:
+    """Leaf names of the input and output embeddings (``embed_tokens``, ``lm_head``...)."""
+    names = []
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        for name, candidate in model.named_modules():
+            if candidate is module and name:
+                names.append(name.rsplit(".", 1)[-1])
+                break
+    return sorted(set(names))
 
 
 def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list | None = None,
@@ -214,9 +236,11 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, _ = resolve_data(cfg)
-    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg)
-    eval_ds = templates.build_dataset(tokenizer, eval_examples, template, cfg) if eval_examples else None
+    train_examples, eval_examples, reports = resolve_data(cfg)
+    problems = [p for r in reports if r is not None for p in r.problems]
+    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg, report=problems)
+    eval_ds = (templates.build_dataset(tokenizer, eval_examples, template, cfg, report=problems)
+               if eval_examples else None)
 
     kwargs = sft_config_kwargs(cfg, env, output_dir)
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
@@ -226,16 +250,22 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
             kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
+    resized = _grow_embeddings(model, tokenizer)
+    lora = peft_config(cfg)
+    if resized and lora is not None:
+        # New token rows start untrained: with LoRA the embeddings must be trained (and saved) too.
+        lora.modules_to_save = _embedding_module_names(model)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg),
+        peft_config=lora,
         callbacks=callbacks or [],
     )
-    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0)
+    return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0,
+                    problems, resized)
 
 
 # --------------------------------------------------------------------------- the training process
@@ -386,7 +416,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                     total_params=sum(p.numel() for p in trainer.model.parameters()),
-                    gpu_sampling=bool(gpu and gpu.available))
+                    gpu_sampling=bool(gpu and gpu.available), resized_embeddings=prepared.resized_embeddings)
+        if prepared.problems:
+            # Nothing is dropped silently: say how many rows were left out and why (first few).
+            first = "; ".join(str(p.to_dict().get("message")) for p in prepared.problems[:3])
+            writer.emit("warning", step=0, source="data", code="rows_left_out",
+                        message=f"{len(prepared.problems)} rows left out of training: {first}",
+                        problems=[p.to_dict() for p in prepared.problems[:50]])
         trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
         duration = round(time.time() - started, 2)

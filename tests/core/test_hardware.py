@@ -186,3 +186,13 @@ def test_probe_without_check_torch_does_not_import_torch():
             "r = probe_hardware()\nprint('torch' in sys.modules, r.torch_cuda)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "None"]
+
+
+def test_the_run_lands_on_the_first_visible_gpu(monkeypatch):
+    report = probe_hardware(fake_nvml.h100x8())
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert report.best_gpu().index == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    assert report.best_gpu().index == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-h100-6")
+    assert report.best_gpu().index == 6

@@ -148,3 +148,13 @@ def test_preview_from_preset(tmp_path, capsys):
     assert code == 0, err
     d = json.loads(out)
     assert d["template_source"] == "tokenizer" and d["counts"]["trained"] > 0
+
+
+def test_human_output_shows_brackets_verbatim(model_dirs, tmp_path, capsys):
+    """Mistral's [INST] must not be read as Rich markup, in tokens or in problem messages."""
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(line(GOOD))
+    code, out, err = run(capsys, "preview", "--model", str(model_dirs["mistral"]), "--data", str(data),
+                         "--system-prompt", "[bold]not markup[/bold]")
+    assert code == 0, err
+    assert "[INST]" in out and "[bold]not markup[/bold]" in out
