@@ -40,6 +40,7 @@ STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, M
 STEP_IDS = [s.step_id for s in STEPS]
 DEBOUNCE_S = 0.15
 START_WORK_AFTER_S = 0.3
+DOCTOR_DELAY_S = 0.8
 
 
 def _facts_key(cfg: RunConfig) -> tuple:
@@ -141,6 +142,8 @@ class WizardScreen(Screen):
         self.launched: list = []
         self.work_started = False
         self.derive_pending = False
+        self.doctor_pending = False
+        self._doctor_timer = None
         self._steps: list[Step] = [cls() for cls in STEPS]  # mounted when first shown
 
     # ------------------------------------------------------------------ layout
@@ -173,7 +176,7 @@ class WizardScreen(Screen):
     @property
     def settled(self) -> bool:
         """No engine work started, pending or running (tests and benchmarks wait for this)."""
-        return self.work_started and not self.derive_pending and not self.context.busy
+        return self.work_started and not (self.derive_pending or self.doctor_pending or self.context.busy)
 
     @property
     def steps(self) -> list[Step]:
@@ -389,7 +392,11 @@ class WizardScreen(Screen):
             key = repr(cfg)
             if self._keys.get("doctor") != key:
                 self._keys["doctor"] = key
-                self.start_worker("doctor")
+                # It reads every row: wait until the typing stops rather than run per keystroke.
+                if self._doctor_timer is not None:
+                    self._doctor_timer.stop()
+                self.doctor_pending = True
+                self._doctor_timer = self.set_timer(DOCTOR_DELAY_S, self._start_doctor)
         if self.context.facts is not None:
             gpu = gpu_memory_gib(self.context.hardware)
             key = _estimate_key(cfg, self.context.facts, gpu)
@@ -398,6 +405,10 @@ class WizardScreen(Screen):
                 self.context = self.context.but(estimate_error=None)
                 self.start_worker("estimate")
         self.push_context()
+
+    def _start_doctor(self) -> None:
+        self.doctor_pending = False
+        self.start_worker("doctor")
 
     def start_worker(self, group: str) -> None:
         cfg = self.draft
