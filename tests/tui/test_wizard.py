@@ -384,3 +384,13 @@ async def test_the_stop_key_asks_a_live_run_to_stop(make_app, tmp_path):
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+def test_opening_a_bad_preset_is_one_sentence_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  learning_rat: 1\n")
+    out = subprocess.run([sys.executable, "-m", "sftwizard.tui", str(bad)], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2
+    assert "did you mean 'learning_rate'" in out.stderr
+    assert "Traceback" not in out.stderr
