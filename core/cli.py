@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "sftwizard.core.cli_data",
     "sftwizard.core.cli_hw",
     "sftwizard.core.cli_doctor",
+    "sftwizard.core.cli_interop",
 ]
 
 

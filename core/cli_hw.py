@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--attn", choices=["eager", "sdpa", "flash_attention_2"])
     p.add_argument("--optim", metavar="NAME", help="a TrainingArguments optimizer name, e.g. adamw_8bit")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
                    help="memory to fit in (default: free memory of this machine's first GPU)")
     p.add_argument("--probe", action="store_true",
@@ -126,11 +128,12 @@ def config_for_estimate(args: argparse.Namespace):
         cfg = RunConfig()
     else:
         raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
-    overrides = _overrides(args)
+    overrides = _overrides(args) + list(getattr(args, "overrides", None) or [])
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    from sftwizard.core.distributed import Machine, estimator_sharding
     from sftwizard.core.estimator import estimate_memory
     from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.models import model_facts
@@ -140,7 +143,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     cfg = config_for_estimate(args)
     facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
     hardware = probe_hardware()
-    est = estimate_memory(facts, cfg, gpu_memory_gib=args.gpu_memory_gib, hardware=hardware)
+    # Sharded state (FSDP / ZeRO) is divided over every process of every machine.
+    machine = Machine(cuda_devices=len(hardware.gpus), bf16_supported=any(g.bf16 for g in hardware.gpus))
+    num_gpus, sharding = estimator_sharding(cfg, machine)
+    est = estimate_memory(facts, cfg, gpu_memory_gib=args.gpu_memory_gib, hardware=hardware,
+                          num_gpus=num_gpus, sharding=sharding)
     measured = _probe(args, cfg, facts) if args.probe else None
     if args.json:
         d = est.to_dict()

@@ -107,6 +107,7 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(
         output_dir=str(output_dir),
+        ddp_find_unused_parameters=False,  # decoder LMs use every parameter; True costs a pass per step
         logging_first_step=True,
         disable_tqdm=True,
         save_only_model=False,
@@ -347,7 +348,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
         def on_step_end(self, args, state, control, **kw):
             if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
                 self._emit_gpu(state.global_step)  # between logs too, however far apart they are
-            if self._stop_file.exists() and not self.diverged:
+            if _stop_agreed(self._stop_file.exists()) and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -381,13 +382,42 @@ def _checkpoint_step(path: str | None) -> int:
         return 0
 
 
+# ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _stop_agreed(seen: bool) -> bool:
+    """Every rank stops at the same step: stop when any rank saw the STOP file (a rank that left
+    the step loop alone would hang the others in their next all-reduce)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return seen
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1 if seen else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+class _NoEvents:
+    def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+# ---- end multi-process
+
+
 def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     """Train the run in ``run_dir`` (config.yaml inside). Returns the process exit code.
 
     Appends to the run's ``events.jsonl``: ``start`` (or ``resume``, with the checkpoint), then
     ``prepared``, ``train_begin``, ``log``/``eval``/``checkpoint``, and always one ``end``."""
     run_dir = Path(run_dir)
-    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer = EventWriter(run_dir / EVENTS_FILE) if _is_main_process() else _NoEvents()
     cfg: RunConfig | None = None
 
     def on_signal(signum, frame):  # graceful: finish the step, save, stop
@@ -443,7 +473,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             return 0
         final = run_dir / FINAL_DIR
         trainer.save_model(str(final))
-        prepared.tokenizer.save_pretrained(str(final))
+        if _is_main_process():
+            prepared.tokenizer.save_pretrained(str(final))
         writer.emit("end", step=step, status="finished", final_dir=str(final),
                     duration_s=round(time.time() - started, 2))
         return 0

@@ -22,9 +22,12 @@ from sftwizard.core.runs import LOG_FILE, summarize, with_writer
 
 
 def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
-    """The command of the training process the supervisor starts."""
-    cmd = [sys.executable, "-m", "sftwizard.core.runner", str(run_dir)]
-    return cmd + ["--resume", resume_from] if resume_from else cmd
+    """The command of the training process the supervisor starts: ``python -m
+    sftwizard.core.runner RUN_DIR``, under ``accelerate launch`` when the config asks for more
+    than one process or machine (issue 7; see core/distributed.py, no torch import)."""
+    from sftwizard.core.distributed import training_command as command
+
+    return command(run_dir, resume_from)
 
 
 def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> int:

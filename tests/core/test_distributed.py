@@ -1,0 +1,190 @@
+"""accelerate configs and launch commands; the demo for real with 2 processes (gloo, CPU)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sftwizard.core import distributed
+from sftwizard.core.config import RunConfig, apply_overrides, load_preset
+from sftwizard.core.distributed import DistributedError, Machine
+from sftwizard.core.events import read_events
+
+GPU_BOX = Machine(cuda_devices=8, bf16_supported=True)
+
+
+def cfg_with(*overrides: str) -> RunConfig:
+    return apply_overrides(RunConfig(), list(overrides))
+
+
+def load_with_accelerate(path: Path):
+    """accelerate's own reader of config files (what `accelerate launch --config_file` uses)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    return load_config_from_file(str(path))
+
+
+@pytest.mark.parametrize("strategy, distributed_type", [
+    ("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"),
+])
+def test_each_strategy_writes_a_config_accelerate_reads(tmp_path, strategy, distributed_type):
+    cfg = cfg_with(f"distributed.strategy={strategy}", "distributed.num_processes=4")
+    path = distributed.write_accelerate_config(cfg, tmp_path / "acc.yaml", GPU_BOX, check=False)
+    loaded = load_with_accelerate(path)
+    assert loaded.distributed_type.value == distributed_type
+    assert loaded.num_processes == 4 and loaded.num_machines == 1
+    assert str(getattr(loaded.mixed_precision, "value", loaded.mixed_precision)) == "bf16"  # auto dtype on a bf16 GPU, as the runner resolves it
+    if strategy == "fsdp":
+        assert loaded.fsdp_config["fsdp_version"] == 2
+        assert loaded.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    if strategy.startswith("zero"):
+        assert loaded.deepspeed_config["zero_stage"] == int(strategy[-1])
+        assert ("zero3_init_flag" in loaded.deepspeed_config) == (strategy == "zero3")
+
+
+def test_multinode_commands_carry_rank_and_main_address(tmp_path):
+    cfg = cfg_with("distributed.num_processes=8", "distributed.num_machines=2",
+                   "distributed.main_process_ip=10.1.2.3", "distributed.main_process_port=29555")
+    conf_path = distributed.write_accelerate_config(cfg, tmp_path / "acc.yaml", GPU_BOX, check=False)
+    loaded = load_with_accelerate(conf_path)
+    assert (loaded.num_processes, loaded.num_machines) == (16, 2)  # accelerate counts every machine's processes
+    assert (loaded.main_process_ip, loaded.main_process_port) == ("10.1.2.3", 29555)
+    commands = distributed.multinode_commands(cfg, "/shared/runs/r1", conf_path)
+    assert [c.machine_rank for c in commands] == [0, 1]
+    from accelerate.commands.launch import launch_command_parser
+
+    for c in commands:
+        assert c.argv[1:3] == ["-m", "accelerate.commands.launch"]
+        args = launch_command_parser().parse_args(c.argv[3:])
+        assert args.machine_rank == c.machine_rank and args.config_file == str(conf_path)
+        assert args.module and args.training_script == "sftwizard.core.runner"
+        assert args.training_script_args == ["/shared/runs/r1"]
+        assert f"--machine_rank {c.machine_rank}" in c.shell
+
+
+def test_sharded_strategies_need_cuda_one_sentence():
+    cfg = cfg_with("distributed.strategy=fsdp", "distributed.num_processes=2")
+    with pytest.raises(DistributedError) as err:
+        distributed.accelerate_config(cfg, Machine())
+    msg = str(err.value)
+    assert msg.startswith("distributed.strategy:") and "CUDA" in msg and "\n" not in msg
+
+
+def test_training_command_and_estimator_hook(tmp_path):
+    single = cfg_with()
+    assert distributed.training_command(tmp_path, cfg=single, machine=Machine()) == [
+        sys.executable, "-m", "sftwizard.core.runner", str(tmp_path)]
+    assert distributed.estimator_sharding(single, Machine()) == (1, None)
+    two = cfg_with("distributed.num_processes=2")
+    cmd = distributed.training_command(tmp_path, "ckpt-5", cfg=two, machine=Machine())
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "accelerate.yaml")]
+    assert cmd[-4:] == ["sftwizard.core.runner", str(tmp_path), "--resume", "ckpt-5"]
+    assert (tmp_path / "accelerate.yaml").exists()
+    zero3 = cfg_with("distributed.strategy=zero3", "distributed.num_machines=2", "distributed.main_process_ip=h0")
+    assert distributed.estimator_sharding(zero3, GPU_BOX) == (16, "zero3")
+    assert distributed.estimator_sharding(cfg_with(), GPU_BOX) == (8, "ddp")  # one process per visible GPU
+
+
+def test_available_trackers_follow_what_is_installed(tmp_path, monkeypatch):
+    from sftwizard.core import trackers
+
+    before = trackers.available_trackers()
+    assert before[-1] == "none"
+    if "trackio" not in before:
+        (tmp_path / "trackio").mkdir()
+        (tmp_path / "trackio" / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert "trackio" in trackers.available_trackers()
+    if "wandb" not in before:
+        assert trackers.missing_trackers(["wandb", "none"]) == ["wandb"]
+        assert "pip install wandb" in trackers.tracker_problem("wandb")
+    assert trackers.tracker_problem("none") is None
+
+
+def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model_dir, tmp_path):
+    """The demo with 2 processes (torchrun launcher, gloo): finishes, loss falls, one event stream."""
+    from sftwizard.core import runs
+
+    cfg = apply_overrides(load_preset(repo_root / "presets" / "demo.yaml"), [
+        "distributed.num_processes=2", "training.max_steps=20", "training.logging_steps=5",
+        "training.per_device_train_batch_size=8", "training.max_length=128",
+        "training.eval_strategy=no", "training.save_strategy=no", f"run.output_root={tmp_path}",
+    ])
+    launched = runs.launch(cfg)  # what `sft-wizard run` does: a detached supervisor starts the training
+    run_dir = launched.run_dir
+    assert launched.process.wait(timeout=300) == 0, (run_dir / "train.log").read_text()[-4000:]
+    assert (run_dir / "accelerate.yaml").exists()  # the supervisor went through `accelerate launch`
+    events = read_events(run_dir / "events.jsonl")
+    kinds = [e["event"] for e in events]
+    assert kinds.count("start") == 1 and kinds.count("end") == 1, kinds  # rank 0 alone reports
+    assert events[-1]["status"] == "finished"
+    logs = [e for e in events if e["event"] == "log"]
+    assert [e["step"] for e in logs] == [1, 5, 10, 15, 20]
+    assert logs[-1]["loss"] < logs[0]["loss"] * 0.8, [e["loss"] for e in logs]
+    # two processes: each step consumed 2 x 8 rows of the 1200
+    assert logs[-1]["epoch"] == pytest.approx(20 * 8 * 2 / 1200, rel=0.02)
+    assert (run_dir / "final" / "model.safetensors").exists()
+
+
+def test_estimator_divides_sharded_state_per_gpu(tmp_path):
+    """The estimator's sharding hook, fed from cfg.distributed: what a strategy shards shrinks per GPU."""
+    import json
+
+    from sftwizard.core.estimator import estimate_memory
+    from sftwizard.core.models import model_facts
+
+    (tmp_path / "config.json").write_text(json.dumps({  # a 1B-class Llama: config alone is enough
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+        "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+        "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
+    facts = model_facts(str(tmp_path))
+    parts = {}
+    for strategy in ("ddp", "zero2", "zero3"):
+        cfg = cfg_with("method.type=full", "model.dtype=bf16", f"distributed.strategy={strategy}",
+                       "distributed.num_processes=8")
+        num_gpus, sharding = distributed.estimator_sharding(cfg, GPU_BOX)
+        assert (num_gpus, sharding) == (8, strategy)
+        parts[strategy] = estimate_memory(facts, cfg, gpu_memory_gib=80, num_gpus=num_gpus, sharding=sharding,
+                                          suggest=False).components
+    assert parts["zero2"]["optimizer"] < parts["ddp"]["optimizer"] / 4
+    assert parts["zero3"]["weights"] < parts["zero2"]["weights"] / 4
+
+
+def test_interop_modules_import_no_torch_and_no_tui():
+    """The TUI imports these at start-up: no torch, transformers, trl, peft or textual."""
+    code = ("import sys; import sftwizard.core.cli_interop, sftwizard.core.distributed, sftwizard.core.trackers, "
+            "sftwizard.core.export, sftwizard.core.merge, sftwizard.core.chat, sftwizard.core.hub; "
+            "from sftwizard.core.trackers import available_trackers; available_trackers(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'textual', 'sftwizard.tui') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_stop_seen_by_one_rank_stops_every_rank(tmp_path):
+    """Graceful stop in a multi-process run: ranks agree (gloo all-reduce), so none is left waiting."""
+    script = (
+        "import sys, torch.distributed as dist\n"
+        "from sftwizard.core.runner import _stop_agreed\n"
+        "rank = int(sys.argv[1])\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path}/rendezvous', rank=rank, world_size=2)\n"
+        "print(_stop_agreed(rank == 0), _stop_agreed(False))\n"
+        "dist.destroy_process_group()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(r)], stdout=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs == ["True False", "True False"]
+    assert distributed_free_stop_is_plain()
+
+
+def distributed_free_stop_is_plain() -> bool:
+    from sftwizard.core.runner import _stop_agreed
+
+    return _stop_agreed(True) is True and _stop_agreed(False) is False
