@@ -136,6 +136,7 @@ class Step(VerticalScroll, can_focus=False):
                 line += f" [dim]→ {escape(str(w.get('setting')))}: {escape(str(w.get('suggested')))}[/dim]"
             lines.append(line)
         notes.first().update(("[b]Doctor[/b]\n" + "\n".join(lines)) if lines else "")
+        notes.first().display = bool(lines)
 
     def show_context(self, context: WizardContext) -> None:
         """Render what the workers found. Subclasses override."""
