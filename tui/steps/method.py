@@ -75,6 +75,7 @@ class MethodStep(Step):
         qlora.disabled = not cuda and method != "qlora"
         note = "" if cuda else "QLoRA needs a CUDA GPU (bitsandbytes 4-bit): not available on this machine."
         self.query_one("#method-note", Static).update(note)
+        self.query_one("#method-note", Static).display = bool(note)
         lora = method in ("lora", "qlora")
         for path in ("lora-r", "lora-alpha", "lora-dropout", "lora-target-modules", "use-dora"):
             self.query_one(f"#f-method-{path}").display = lora
