@@ -119,25 +119,43 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def train_probe_steps(cfg: Any, facts: Any, *, steps: int = PROBE_STEPS,
+                      output_dir: str | os.PathLike | None = None) -> Any:
+    """Build the real trainer for ``probe_config(cfg)``, feed it ``probe_rows`` in order, and
+    train ``steps`` optimizer steps; returns the trainer. Device-neutral (tested on CPU);
+    ``run_probe`` wraps it with the CUDA measurement."""
+    from datasets import Dataset
+
+    from sftwizard.core.runner import build_trainer
+
+    t = cfg.training
+    padding_free = bool(t.padding_free or (t.packing and t.packing_strategy in ("bfd", "bfd_split")))
+    full_rows = bool(t.packing and t.packing_strategy == "wrapped")
+    workdir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="sftw-probe-"))
+    prepared = build_trainer(probe_config(cfg, steps), workdir)
+    trainer = prepared.trainer
+    vocab = min(len(prepared.tokenizer), int(facts.vocab_size))
+    trainer.train_dataset = Dataset.from_list(probe_rows(
+        vocab, t.per_device_train_batch_size, int(t.max_length or facts.max_position_embeddings or 4096), steps,
+        t.gradient_accumulation_steps, padded=not (padding_free or full_rows)))
+    trainer.args.train_sampling_strategy = "sequential"
+    trainer.train()
+    return trainer
+
+
 def run_probe(cfg: Any, *, steps: int = PROBE_STEPS, output_dir: str | os.PathLike | None = None,
               facts: Any = None) -> ProbeResult:
     """Train ``cfg`` for ``steps`` optimizer steps on CUDA and measure its peak memory."""
     require_cuda()
     import torch
-    from datasets import Dataset
 
     from sftwizard.core.estimator import estimate_memory
     from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.models import model_facts
-    from sftwizard.core.runner import build_trainer
 
     facts = facts or model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
     hardware = probe_hardware(check_torch=True)
     est = estimate_memory(facts, cfg, hardware=hardware, suggest=False)
-    pcfg = probe_config(cfg, steps)
-    t = cfg.training
-    padding_free = bool(t.padding_free or (t.packing and t.packing_strategy in ("bfd", "bfd_split")))
-    full_rows = bool(t.packing and t.packing_strategy == "wrapped")
     props = torch.cuda.get_device_properties(0)
     result = ProbeResult(
         status="error", model=cfg.model.id, gpu_name=props.name, gpu_total_gib=round(props.total_memory / GIB, 2),
@@ -147,18 +165,10 @@ def run_probe(cfg: Any, *, steps: int = PROBE_STEPS, output_dir: str | os.PathLi
         estimated_allocated_gib=est.allocated_gib, error_pct=None, components=est.components,
     )
     started = time.time()
-    workdir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="sftw-probe-"))
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     try:
-        prepared = build_trainer(pcfg, workdir)
-        trainer = prepared.trainer
-        vocab = min(len(prepared.tokenizer), int(facts.vocab_size))
-        trainer.train_dataset = Dataset.from_list(probe_rows(
-            vocab, t.per_device_train_batch_size, int(t.max_length or facts.max_position_embeddings or 4096), steps,
-            t.gradient_accumulation_steps, padded=not (padding_free or full_rows)))
-        trainer.args.train_sampling_strategy = "sequential"
-        trainer.train()
+        train_probe_steps(cfg, facts, steps=steps, output_dir=output_dir)
         torch.cuda.synchronize()
         result.status = "ok"
     except torch.cuda.OutOfMemoryError as exc:

@@ -522,6 +522,18 @@ def test_probe_rows_are_the_longest_sequences_in_padded_micro_batches():
     assert {len(r["input_ids"]) for r in probe_rows(1000, 4, 512, 1, 1, padded=False)} == {512}
 
 
+def test_probe_trains_three_steps_of_longest_padded_rows_through_the_real_trainer(tmp_path):
+    """The device-neutral part of the probe, on CPU: the runner's trainer, fed probe_rows in order."""
+    from sftwizard.core.probe import train_probe_steps
+
+    cfg = cfg_of(model={"id": "builtin:tiny-chat", "dtype": "fp32"}, method={"type": "full"},
+                 training={"per_device_train_batch_size": 2, "max_length": 64, "bf16": False})
+    trainer = train_probe_steps(cfg, model_facts("builtin:tiny-chat"), output_dir=tmp_path / "probe")
+    assert trainer.state.global_step == 3
+    tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
+    assert tokens[-1] == 3 * (64 + 63)  # every micro-batch: one full row and one a token shorter
+
+
 def test_probe_needs_cuda_and_saves_beside_the_preset(tmp_path):
     from sftwizard.core.probe import ProbeError, ProbeResult, load_probe, run_probe, save_probe
 
