@@ -1,0 +1,396 @@
+"""The wizard driven with the keyboard, as a user would: real engine underneath, no mocks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sftwizard.core.config import ConfigError, load_preset
+from sftwizard.core.paths import user_presets_dir
+from sftwizard.tui.app import build_app
+from tests.tui.conftest import cpu_report
+from tests.tui.helpers import screen_text, settle
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    """Focus an input, clear it with the keyboard, and type ``text``."""
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("home", "ctrl+k")
+    if text:
+        await pilot.press(*list(text))
+    await settle(pilot)
+
+
+def field_error(app, field_id: str) -> str:
+    field = app.screen.query_one(f"#{field_id}")
+    return field.error if field.has_class("-invalid") else ""
+
+
+async def test_enter_walks_the_demo_to_a_finished_run(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        assert wizard.current_step.step_id == "hardware"
+        assert "CPU mode" in screen_text(app)
+        for expected in ("model", "dataset"):
+            await pilot.press("enter")
+            await settle(pilot)
+            assert wizard.current_step.step_id == expected, screen_text(app)
+        assert wizard.context.data_report.format == "messages"
+        assert "no problems found" in screen_text(app)
+        # Make the run short through the steps' own inputs: fewer rows, a few steps.
+        await type_into(pilot, "#f-data-sources-0-max-rows #control", "96")
+        wizard.query_one("#next").focus()
+        for expected in ("template", "method", "training"):
+            await pilot.press("enter")
+            await settle(pilot)
+            assert wizard.current_step.step_id == expected, screen_text(app)
+        await type_into(pilot, "#f-training-max-steps #control", "4")
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "8")
+        await type_into(pilot, "#f-training-logging-steps #control", "1")
+        await type_into(pilot, "#f-training-eval-steps #control", "2")
+        await type_into(pilot, "#f-training-save-steps #control", "4")
+        assert wizard.draft.training.max_steps == 4 and wizard.draft.training.eval_steps == 2
+        assert wizard.draft.data.sources[0].max_rows == 96
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "review"
+        assert "max_steps: 4" in wizard.current_step.yaml_text
+
+        # Save from Review; the preset reloads equal to the draft.
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await type_into(pilot, "#preset-name", "e2e-short")
+        await pilot.press("enter")
+        await settle(pilot)
+        saved = user_presets_dir() / "e2e-short.yaml"
+        assert saved.exists()
+        assert load_preset(saved) == wizard.draft
+        assert "sft-wizard run e2e-short" in screen_text(app)
+
+        await pilot.press("enter")  # Next ▶ (focused) → Run
+        await settle(pilot)
+        assert wizard.current_step.step_id == "run"
+        await pilot.press("enter")  # Launch
+        run_step = wizard.step_named("run")
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            await pilot.pause(0.5)
+            monitor = run_step.monitor
+            if monitor is not None and monitor.finished:
+                break
+        monitor = run_step.monitor
+        assert monitor is not None and monitor.status == "finished", monitor and monitor.stats
+        chart = monitor.query_one("LossChart")
+        losses = [loss for _, loss in chart.train_points]
+        assert len(losses) >= 3 and losses[-1] < losses[0]
+        assert chart.eval_points
+        run_dir = monitor.run_dir
+        assert run_dir.is_dir() and (run_dir / "events.jsonl").exists()
+        assert load_preset(run_dir / "config.yaml") == wizard.draft
+        text = screen_text(app)
+        assert "finished" in text and "step 4/4" in text
+
+        await pilot.press("ctrl+r")  # the Runs screen lists it, and Enter re-attaches
+        await settle(pilot)
+        table = app.screen.query_one("DataTable")
+        assert run_dir.name in [row.value for row in table.rows]
+        assert "finished" in screen_text(app)
+
+
+async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_app):
+    from tests.tui.conftest import gpu_report
+
+    app = make_app(start_step="method", hardware=gpu_report())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+
+        def shown() -> str:
+            return str(wizard.current_step.query_one("MemoryBar").as_text())
+
+        assert "fits" in shown() and "of 22.5 GiB" in shown()
+        wizard.current_step.query_one("#method-lora").value = True  # the LoRA radio button
+        await settle(pilot)
+        assert wizard.draft.method.type == "lora"
+        before = shown()
+        await type_into(pilot, "#f-method-lora-r #control", "256")
+        assert wizard.draft.method.lora_r == 256
+        after_rank = shown()
+        assert after_rank != before
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "training"
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "64")
+        after_batch = shown()
+        assert after_batch != after_rank
+        await type_into(pilot, "#f-training-max-length #control", "512")
+        assert shown() != after_batch
+        totals = wizard.context.estimate.total_gib
+        assert f"total {totals:.2f} GiB" in shown()
+
+
+async def test_a_config_that_does_not_fit_gets_a_tip_applied_with_one_key(make_app):
+    from tests.tui.conftest import gpu_report
+
+    app = make_app(start_step="training", hardware=gpu_report())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        await type_into(pilot, "#f-training-max-length #control", "512")
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "1024")
+        bar = wizard.current_step.query_one("MemoryBar")
+        assert "does not fit" in str(bar.as_text())
+        tip = wizard.suggestions()[0]
+        assert "ctrl+t: " + tip.text in str(bar.as_text())
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+        for path, value in tip.changes.items():
+            section, key = path.split(".")
+            assert getattr(getattr(wizard.draft, section), key) == value
+        assert wizard.context.estimate.total_gib == pytest.approx(tip.total_gib, abs=0.01)
+        # The fields show the applied values.
+        field = app.screen.query_one("#f-training-per-device-train-batch-size #control")
+        assert field.value == str(wizard.draft.training.per_device_train_batch_size)
+
+
+async def test_qlora_is_refused_with_the_reason_on_a_cpu_machine(make_app):
+    app = make_app(start_step="method")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        qlora = app.screen.query_one("#method-qlora")
+        assert qlora.disabled
+        assert "QLoRA needs a CUDA GPU" in screen_text(app)
+
+
+async def test_invalid_input_shows_the_reason_and_blocks_next(make_app):
+    app = make_app(start_step="training")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        before = wizard.draft
+        await type_into(pilot, "#f-training-learning-rate #control", "-1")
+        assert "must be > 0" in field_error(app, "f-training-learning-rate")
+        assert "training.learning_rate" in str(app.screen.query_one("#nav-reason").render())
+        assert wizard.draft == before  # an invalid value never reaches the draft
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "training"
+
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "many")
+        assert "must be an integer" in field_error(app, "f-training-per-device-train-batch-size")
+
+        await type_into(pilot, "#f-training-learning-rate #control", "1e-4")
+        await type_into(pilot, "#f-training-per-device-train-batch-size #control", "4")
+        assert field_error(app, "f-training-learning-rate") == ""
+        assert wizard.draft.training.learning_rate == pytest.approx(1e-4)
+        assert wizard.draft.training.per_device_train_batch_size == 4
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "review"
+
+
+async def test_a_model_that_cannot_be_found_is_named_inline(make_app, tmp_path):
+    app = make_app(start_step="model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        missing = tmp_path / "no-such-model"
+        await type_into(pilot, "#f-model-id #control", str(missing))
+        wizard = app.wizard
+        assert wizard.context.facts_error and "no model folder" in wizard.context.facts_error
+        assert "no model folder" in screen_text(app)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "model"
+
+
+async def test_a_dataset_with_bad_lines_shows_them_by_line(make_app, tmp_path):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    bad_role = {"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(good) + "\n{not json\n" + json.dumps(bad_role) + "\n" + json.dumps(good) + "\n")
+    app = make_app(start_step="dataset")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await type_into(pilot, "#f-data-sources-0-path #control", str(path))
+        wizard = app.wizard
+        report = str(app.screen.query_one("#data-report").render())
+        assert "line 2" in report and "line 3" in report, report
+        assert "bad row" in wizard.current_step.blocking_reason()
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "dataset"
+        # Choosing to drop them (with the report) lets the user go on.
+        select = app.screen.query_one("#f-data-on-bad-rows #control")
+        select.value = "drop"
+        await settle(pilot)
+        assert wizard.draft.data.on_bad_rows == "drop"
+        assert wizard.current_step.blocking_reason() is None
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "template"
+
+
+async def test_a_data_path_that_does_not_exist_is_named_inline(make_app, tmp_path):
+    app = make_app(start_step="dataset")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        missing = tmp_path / "nope.jsonl"
+        await type_into(pilot, "#f-data-sources-0-path #control", str(missing))
+        wizard = app.wizard
+        assert wizard.context.data_error and "nope.jsonl" in wizard.context.data_error
+        assert wizard.current_step.blocking_reason() == wizard.context.data_error
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert wizard.current_step.step_id == "dataset"
+
+
+async def test_template_rows_navigate_and_masks_are_shown(make_app):
+    app = make_app(start_step="template")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        view = app.screen.query_one("MaskView")
+        first = [t["text"] for t in view.tokens]
+        assert view.trained_count > 0 and view.trained_count < len(view.tokens)
+        await pilot.press("ctrl+down")
+        await settle(pilot)
+        assert wizard.context.preview_row == 1
+        assert [t["text"] for t in view.tokens] != first
+        # max_length re-renders live: a short limit truncates the row.
+        await type_into(pilot, "#f-training-max-length #control", "8")
+        assert wizard.context.preview.max_length == 8
+
+
+async def test_a_preset_argument_opens_on_review_and_a_bad_one_is_a_user_error(tmp_path):
+    app = build_app("demo", hardware_probe=cpu_report)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.wizard.current_step.step_id == "review"
+        assert "sft-wizard run demo" in screen_text(app)
+        assert "id: builtin:tiny-chat" in screen_text(app) or "builtin:tiny-chat" in screen_text(app)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  learning_rat: 1\n")
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        build_app(str(bad))
+
+
+async def test_picking_a_preset_on_the_first_screen_loads_it(make_app, tmp_path):
+    from sftwizard.core.config import apply_overrides, save_preset
+
+    from sftwizard.core.presets import find_preset
+
+    base = load_preset(find_preset("demo"))
+    other = apply_overrides(base, ["method.type=lora", "method.lora_r=4", "run.name=picked"])
+    path = save_preset(other, user_presets_dir() / "picked.yaml")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#preset-select").value = str(path)
+        await settle(pilot)
+        assert app.wizard.draft == other
+        assert app.wizard.context.preset_path == str(path)
+
+
+async def test_the_command_palette_reaches_every_step(make_app):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*list("step 6"))
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.wizard.current_step.step_id == "training"
+
+
+async def test_the_run_screen_rebuilds_history_from_the_run_directory(make_app, tmp_path):
+    from sftwizard.core.events import EventWriter
+    from sftwizard.tui.screens.run import RunScreen
+
+    run_dir = tmp_path / "20260101-000000-demo"
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("train_begin", step=0, max_steps=30)
+    for step, loss in ((10, 3.0), (20, 2.0), (30, 1.5)):
+        writer.emit("log", step=step, max_steps=30, loss=loss, learning_rate=1e-3, tokens_per_s=1000.0)
+    writer.emit("eval", step=30, eval_loss=1.7)
+    writer.emit("end", step=30, status="finished")
+    writer.close()
+    with open(run_dir / "events.jsonl", "a") as fh:
+        fh.write('{"event": "log", "step": 31, "lo')  # a torn last line is left for later
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.push_screen(RunScreen(run_dir))
+        await pilot.pause(0.5)
+        monitor = app.screen.query_one("RunMonitor")
+        chart = monitor.query_one("LossChart")
+        assert chart.train_points == [(10.0, 3.0), (20.0, 2.0), (30.0, 1.5)]
+        assert chart.eval_points == [(30.0, 1.7)]
+        assert monitor.status == "finished"
+        text = screen_text(app)
+        assert "finished" in text and "step 30/30" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.wizard
+
+
+def test_startup_imports_no_heavy_library():
+    code = ("import sys, sftwizard.tui.app, sftwizard.tui.screens.wizard, sftwizard.tui.screens.runs; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_the_stop_key_asks_a_live_run_to_stop(make_app, tmp_path):
+    from sftwizard.core.events import EventWriter
+    from sftwizard.tui.screens.run import RunScreen
+
+    run_dir = tmp_path / "20260101-000000-live"
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("log", step=5, max_steps=100, loss=2.0)
+    writer.close()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # the run's process
+    try:
+        (run_dir / "pid").write_text(str(stand_in.pid))
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            app.push_screen(RunScreen(run_dir))
+            await pilot.pause(0.3)
+            monitor = app.screen.query_one("RunMonitor")
+            assert monitor.status == "running"
+            await pilot.press("s")
+            await pilot.pause()
+            assert (run_dir / "STOP").exists()  # what the runner honours: finish the step, save, stop
+            assert monitor.status == "stopping"
+            stand_in.kill()
+            stand_in.wait()
+            deadline = time.monotonic() + 10
+            while monitor.status == "stopping" and time.monotonic() < deadline:
+                await pilot.pause(0.1)
+            assert monitor.status == "lost"  # gone without an end event
+            assert "without an end event" in screen_text(app)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def test_opening_a_bad_preset_is_one_sentence_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  learning_rat: 1\n")
+    out = subprocess.run([sys.executable, "-m", "sftwizard.tui", str(bad)], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2
+    assert "did you mean 'learning_rate'" in out.stderr
+    assert "Traceback" not in out.stderr

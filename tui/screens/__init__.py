@@ -1,0 +1,1 @@
+"""Screens: the wizard, a run's monitor, the list of runs."""

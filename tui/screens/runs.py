@@ -1,0 +1,85 @@
+"""Every run this machine knows: status, step, loss; Enter attaches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState
+
+from sftwizard.tui import services
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "attach", "Attach", id="attach"),
+        Binding("r", "reload", "Reload", id="reload"),
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="runs-screen")
+        self.dirs: dict[str, Path] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("[b]Runs[/b] — Enter: attach · r: reload · Esc: back", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("run", "status", "step", "loss", "model", "why")
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        self.run_worker(services.list_runs, name="runs", group="runs", thread=True, exclusive=True,
+                        exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "runs" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        note = ""
+        if event.state == WorkerState.SUCCESS:
+            rows = list(event.worker.result or [])
+        else:
+            rows = [{"id": p.name, "dir": str(p), "status": "?"} for p in self.app.session_runs]
+            if isinstance(event.worker.error, services.NotAvailable):
+                note = "Full run listing arrives with run management; showing this session's runs."
+            else:
+                note = f"Could not list runs: {event.worker.error}"
+        table = self.query_one(DataTable)
+        table.clear()
+        self.dirs = {}
+        for run in rows:
+            run_id = str(_get(run, "id", "?"))
+            directory = Path(str(_get(run, "dir", None) or _get(run, "run_dir", None) or _get(run, "directory", "")))
+            self.dirs[run_id] = directory
+            step, total = _get(run, "step"), _get(run, "max_steps") or _get(run, "total")
+            loss = _get(run, "last_loss") or _get(run, "loss")
+            why = _get(run, "message") or _get(run, "reason") or ""
+            table.add_row(run_id, str(_get(run, "status", "?")), f"{step if step is not None else '?'}/{total or '?'}",
+                          f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", str(_get(run, "model") or ""),
+                          str(why)[:80], key=run_id)
+        self.query_one("#runs-note", Static).update(note or ("" if rows else "No runs yet."))
+
+    def action_attach(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key in self.dirs:
+            from sftwizard.tui.screens.run import RunScreen
+
+            self.app.push_screen(RunScreen(self.dirs[key]))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_attach()

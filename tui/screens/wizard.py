@@ -1,0 +1,518 @@
+"""The wizard: one draft RunConfig, eight steps, Back/Next, and every worker the steps need.
+
+The draft lives here and only here. Steps get it (with what the workers found) as their
+``context`` attribute and post ``XStep.Changed(config)`` with a new draft. Every blocking call
+into the engine runs in a thread worker that only calls ``services``; results and failures come
+back through ``on_worker_state_changed`` — the one place they are handled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, ContentSwitcher, Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from sftwizard.core.config import ConfigError, RunConfig, config_from_dict
+from sftwizard.tui import services
+from sftwizard.tui.steps.base import Step, WizardContext
+from sftwizard.tui.steps.dataset import DatasetStep
+from sftwizard.tui.steps.hardware import HardwareStep
+from sftwizard.tui.steps.method import MethodStep
+from sftwizard.tui.steps.model import ModelStep
+from sftwizard.tui.steps.review import ReviewStep
+from sftwizard.tui.steps.run import RunStep
+from sftwizard.tui.steps.template import TemplateStep
+from sftwizard.tui.steps.training import TrainingStep
+from sftwizard.tui.widgets.gpu_panel import gpu_memory_gib
+from sftwizard.tui.widgets.step_bar import StepBar
+
+STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, MethodStep, TrainingStep,
+                           ReviewStep, RunStep]
+STEP_IDS = [s.step_id for s in STEPS]
+DEBOUNCE_S = 0.15
+START_WORK_AFTER_S = 0.3
+DOCTOR_DELAY_S = 0.8
+
+
+def _facts_key(cfg: RunConfig) -> tuple:
+    return (cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+
+
+def _data_key(cfg: RunConfig) -> str:
+    return repr((cfg.data.sources[:1], cfg.data.on_bad_rows))
+
+
+def _audit_key(cfg: RunConfig) -> str:
+    t = cfg.training
+    return repr((_facts_key(cfg), cfg.data.sources[:1], cfg.template, t.max_length, t.assistant_only_loss,
+                 t.completion_only_loss, t.packing, t.per_device_train_batch_size, t.padding_free))
+
+
+def _preview_key(cfg: RunConfig, row: int) -> str:
+    t = cfg.training
+    return repr((_facts_key(cfg), cfg.data.sources[:1], cfg.data.on_bad_rows, cfg.template, t.max_length,
+                 t.assistant_only_loss, t.completion_only_loss, row))
+
+
+def _estimate_key(cfg: RunConfig, facts: Any, gpu_gib: float | None) -> str:
+    return repr((id(facts), cfg.model.dtype, cfg.model.attn_implementation, cfg.method, cfg.training, gpu_gib))
+
+
+class WizardScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next", id="next", priority=True),
+        Binding("ctrl+b", "back", "Back", id="back", priority=True),
+        Binding("ctrl+s", "save_preset", "Save preset", id="save-preset", priority=True),
+        Binding("ctrl+o", "open_preset", "Presets", id="open-preset"),
+        # Step keys live here (focus may be on the nav buttons); check_action shows them on their step.
+        Binding("ctrl+down,ctrl+f", "row(1)", "Next row", id="next-row"),
+        Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
+        Binding("s", "stop", "Stop run", id="stop-run"),
+        Binding("ctrl+t", "apply_suggestion", "Apply tip", id="apply-suggestion"),
+        # A step longer than the terminal scrolls with the keyboard too (80x24 over SSH).
+        Binding("pagedown", "scroll_step(1)", "Scroll", id="scroll-down", key_display="PgDn"),
+        Binding("pageup", "scroll_step(-1)", "Scroll up", id="scroll-up", show=False),
+    ]
+    STEP_ACTIONS = {"row": ("template",), "stop": ("run",), "apply_suggestion": ("method", "training")}
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        step_ids = self.STEP_ACTIONS.get(action)
+        if step_ids is None:
+            return True
+        if not self.is_mounted or self.current_step.step_id not in step_ids:
+            return False
+        if action == "apply_suggestion":
+            return bool(self.suggestions())
+        return True
+
+    def suggestions(self) -> list:
+        """The estimator's suggestions for the draft, cheapest first (each with apply-ready changes)."""
+        estimate = self.context.estimate
+        return [s for s in (getattr(estimate, "suggestions", None) or []) if getattr(s, "changes", None)]
+
+    def action_apply_suggestion(self) -> None:
+        """Apply the estimator's first suggestion to the draft (validated like any edit)."""
+        from sftwizard.core.config import apply_overrides
+
+        found = self.suggestions()
+        if not found:
+            return
+        tip = found[0]
+        overrides = [f"{path}={json.dumps(value)}" for path, value in tip.changes.items()]
+        try:
+            cfg = apply_overrides(self.draft, overrides)
+        except ConfigError as exc:
+            self.notify("; ".join(exc.problems), title="Cannot apply the tip", severity="error")
+            return
+        self.set_draft(cfg)
+        self.notify(getattr(tip, "text", "applied"), title="Applied")
+
+    def action_scroll_step(self, direction: int) -> None:
+        step = self.current_step
+        if direction > 0:
+            step.scroll_page_down()
+        else:
+            step.scroll_page_up()
+
+    def action_row(self, delta: int) -> None:
+        self.step_named("template").action_row(delta)
+
+    def action_stop(self) -> None:
+        self.step_named("run").action_stop()
+
+    def __init__(self, config: RunConfig, preset_path: str | None = None, start_step: int = 0) -> None:
+        super().__init__(id="wizard")
+        self.draft = config
+        self.saved_config: RunConfig | None = config if preset_path else None
+        self.context = WizardContext(config=config, preset_path=preset_path, saved_equal=bool(preset_path))
+        self.step_index = start_step
+        self.visited = {start_step}
+        self._current: dict[str, Worker] = {}
+        self._keys: dict[str, Any] = {}
+        self._debounce = None
+        self.launched: list = []
+        self.work_started = False
+        self.derive_pending = False
+        self.doctor_pending = False
+        self._doctor_timer = None
+        self._steps: list[Step] = [cls() for cls in STEPS]  # mounted when first shown
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StepBar([s.title for s in STEPS], id="step-bar")
+        with Vertical(id="step-head"):
+            yield Static("", id="step-title")
+            yield Static("", id="step-needs")
+        with ContentSwitcher(initial=STEP_IDS[self.step_index], id="steps"):
+            yield self._steps[self.step_index]
+        with Horizontal(id="nav"):
+            yield Button("◀ Back", id="back", compact=True)
+            yield Static("", id="nav-reason")
+            yield Button("Next ▶", id="next", variant="primary", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.push_context()
+        self.show_step(self.step_index, derive=False)
+        # Engine work starts once the first frame is out: a thread importing torch competes
+        # for the GIL and would delay it.
+        self.set_timer(START_WORK_AFTER_S, self._start_work)
+
+    def _start_work(self) -> None:
+        self.work_started = True
+        self.start_worker("hardware")
+        self.start_worker("models")
+        self.refresh_derived()
+
+    @property
+    def settled(self) -> bool:
+        """No engine work started, pending or running (tests and benchmarks wait for this)."""
+        return self.work_started and not (self.derive_pending or self.doctor_pending or self.context.busy)
+
+    @property
+    def steps(self) -> list[Step]:
+        return list(self._steps)
+
+    @property
+    def current_step(self) -> Step:
+        return self._steps[self.step_index]
+
+    def step_named(self, step_id: str) -> Step:
+        return self._steps[STEP_IDS.index(step_id)]
+
+    # ------------------------------------------------------------------ attributes down
+    def push_context(self, **changes: Any) -> None:
+        self.context = self.context.but(**changes)
+        for step in self.steps:
+            step.context = self.context
+        self.update_nav()
+
+    def set_draft(self, config: RunConfig) -> None:
+        self.draft = config
+        self.push_context(config=config, saved_equal=self.saved_config is not None and config == self.saved_config)
+        if self._debounce is not None:
+            self._debounce.stop()
+        self.derive_pending = True
+        self._debounce = self.set_timer(DEBOUNCE_S, self.refresh_derived)
+
+    def show_step(self, index: int, derive: bool = True) -> None:
+        self.step_index = index
+        self.visited.add(index)
+        step = self.current_step
+        switcher = self.query_one(ContentSwitcher)
+        if step.parent is None:
+            step.context = self.context
+            mounted = switcher.mount(step)
+            switcher.current = step.id
+
+            async def focus_when_mounted() -> None:
+                await mounted
+                if self.current_step is step:
+                    (step.first_focus() or self.query_one("#next", Button)).focus()
+                    self.update_nav()
+
+            self.call_next(focus_when_mounted)
+        else:
+            switcher.current = step.id
+        self.query_one(StepBar).current = index
+        self.refresh_bindings()
+        self.query_one("#step-title", Static).update(f"[b]{index + 1}/{len(STEPS)} · {step.title}[/b]")
+        self.query_one("#step-needs", Static).update(step.needs)
+        self.query_one("#back", Button).disabled = index == 0
+        self.query_one("#next", Button).label = "Launch ▶" if step.step_id == "run" else "Next ▶"
+        step.context = self.context
+        if step.is_mounted:
+            (step.first_focus() or self.query_one("#next", Button)).focus()
+        if derive and self.work_started:
+            self.refresh_derived()
+        self.update_nav()
+
+    def update_nav(self) -> None:
+        if not self.is_mounted:
+            return
+        reason = self.current_step.blocking_reason()
+        self.query_one("#nav-reason", Static).update(f"[$error]✗ {_escape(reason)}[/]" if reason else "")
+        self.query_one("#next", Button).set_class(bool(reason), "-blocked")
+
+    # ------------------------------------------------------------------ messages up
+    @on(Step.Changed)
+    def _step_changed(self, event: Step.Changed) -> None:
+        event.stop()
+        self.set_draft(event.config)
+
+    @on(Step.ValidityChanged)
+    def _validity_changed(self, event: Step.ValidityChanged) -> None:
+        event.stop()
+        self.update_nav()
+
+    @on(HardwareStep.PresetChosen)
+    def _preset_chosen(self, event: HardwareStep.PresetChosen) -> None:
+        self.load_preset(event.path)
+
+    @on(TemplateStep.RowChanged)
+    def _row_changed(self, event: TemplateStep.RowChanged) -> None:
+        self.push_context(preview_row=event.row)
+        self.refresh_derived()
+
+    @on(RunStep.LaunchRequested)
+    def _launch_requested(self) -> None:
+        self.action_launch()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        # Enter in a step's main field goes on, so Enter alone walks the wizard.
+        if isinstance(event.input.screen, WizardScreen):
+            event.stop()
+            self.call_after_refresh(self.action_next)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "next":
+            self.action_next()
+        elif event.button.id == "back":
+            self.action_back()
+
+    # ------------------------------------------------------------------ actions
+    def action_next(self) -> None:
+        step = self.current_step
+        reason = step.blocking_reason()
+        if reason:
+            self.update_nav()
+            self.app.bell()
+            return
+        if step.step_id == "run":
+            self.action_launch()
+            return
+        self.show_step(self.step_index + 1)
+
+    def action_back(self) -> None:
+        if self.step_index > 0:
+            self.show_step(self.step_index - 1)
+
+    def action_goto(self, step_id: str) -> None:
+        if step_id in STEP_IDS:
+            self.show_step(STEP_IDS.index(step_id))
+
+    def action_save_preset(self) -> None:
+        from sftwizard.tui.modals.save_preset import SavePresetModal
+
+        name = Path(self.context.preset_path).stem if self.context.preset_path else (self.draft.run.name or "my-run")
+        self.app.push_screen(SavePresetModal(name), self._save_preset_named)
+
+    def _save_preset_named(self, name: str | None) -> None:
+        if not name:
+            return
+        try:
+            path = services.save_user_preset(self.draft, name)
+        except (OSError, ConfigError) as exc:
+            self.notify(f"Could not save the preset: {exc}", severity="error")
+            return
+        self.saved_config = self.draft
+        self.push_context(preset_path=str(path), saved_equal=True)
+        self.step_named("hardware").refresh_presets()
+        self.notify(f"Saved preset {name} ({path.name} in your presets folder).", title="Saved")
+
+    def action_open_preset(self) -> None:
+        self.show_step(0)
+        self.call_after_refresh(lambda: self.query_one("#preset-select").focus())
+
+    def load_preset(self, path: str) -> None:
+        try:
+            cfg = services.load_preset(path)
+        except ConfigError as exc:
+            self.notify(f"{Path(path).name}: {'; '.join(exc.problems)}", title="Invalid preset", severity="error")
+            return
+        self.saved_config = cfg
+        self.context = self.context.but(preset_path=path)
+        self.set_draft(cfg)
+        self.notify(f"Loaded preset {Path(path).stem}.")
+
+    def action_launch(self) -> None:
+        """Refuse with the step and reason if any step blocks; else start the training process."""
+        for index, step in enumerate(self.steps):
+            reason = step.blocking_reason()
+            if reason and step.step_id != "run":
+                self.show_step(index)
+                self.notify(f"{step.title}: {reason}", title="Cannot launch yet", severity="warning")
+                return
+        try:
+            config_from_dict(self.draft.to_dict())
+        except ConfigError as exc:
+            self.notify("; ".join(exc.problems), title="Cannot launch yet", severity="error")
+            return
+        monitor = self.step_named("run").monitor
+        if monitor is not None and not monitor.finished:
+            self.notify("A run is already going; stop it first (s).", severity="warning")
+            return
+        if self.step_index != STEP_IDS.index("run"):
+            self.show_step(STEP_IDS.index("run"))
+        self.start_worker("launch")
+
+    # ------------------------------------------------------------------ workers
+    def refresh_derived(self) -> None:
+        """Start the workers whose inputs changed since they last ran."""
+        if not self.work_started:
+            return
+        self.derive_pending = False
+        cfg = self.draft
+        key = _facts_key(cfg)
+        if self._keys.get("facts") != key:
+            self._keys["facts"] = key
+            self._keys.pop("estimate", None)
+            self.context = self.context.but(facts=None, facts_error=None, estimate=None, estimate_error=None)
+            self.start_worker("facts")
+        key = _data_key(cfg)
+        if self._keys.get("data") != key:
+            self._keys["data"] = key
+            self._keys.pop("audit", None)
+            self.context = self.context.but(data_report=None, data_error=None, data_progress=None)
+            self.start_worker("data")
+        elif (self.context.data_report is not None and STEP_IDS.index("dataset") in self.visited
+              and self._keys.get("audit") != _audit_key(cfg)):
+            # The token audit reads every row through the tokenizer: only once the Dataset step was seen.
+            self._keys["audit"] = _audit_key(cfg)
+            self.start_worker("audit")
+        template_index = STEP_IDS.index("template")
+        if any(i >= template_index for i in self.visited):
+            key = _preview_key(cfg, self.context.preview_row)
+            if self._keys.get("preview") != key:
+                self._keys["preview"] = key
+                self.context = self.context.but(preview_error=None)
+                self.start_worker("preview")
+        if self.step_index >= template_index:
+            # The doctor reads the data and audits a sample: only once the draft is mostly set.
+            key = repr(cfg)
+            if self._keys.get("doctor") != key:
+                self._keys["doctor"] = key
+                # It reads every row: wait until the typing stops rather than run per keystroke.
+                if self._doctor_timer is not None:
+                    self._doctor_timer.stop()
+                self.doctor_pending = True
+                self._doctor_timer = self.set_timer(DOCTOR_DELAY_S, self._start_doctor)
+        if self.context.facts is not None:
+            gpu = gpu_memory_gib(self.context.hardware)
+            key = _estimate_key(cfg, self.context.facts, gpu)
+            if self._keys.get("estimate") != key:
+                self._keys["estimate"] = key
+                self.context = self.context.but(estimate_error=None)
+                self.start_worker("estimate")
+        self.push_context()
+
+    def _start_doctor(self) -> None:
+        self.doctor_pending = False
+        self.start_worker("doctor")
+
+    def start_worker(self, group: str) -> None:
+        cfg = self.draft
+        runners = {
+            "hardware": lambda: self.app.hardware_probe(),
+            "models": services.cached_models,
+            "facts": lambda: services.model_facts(cfg),
+            "data": lambda: services.inspect_data(cfg),
+            "audit": lambda: services.audit_data(cfg, progress=self._audit_progress),
+            "doctor": lambda: services.doctor_warnings(cfg),
+            "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
+            "estimate": lambda facts=self.context.facts, gpu=gpu_memory_gib(self.context.hardware):
+                services.estimate_memory(facts, cfg, gpu),
+            "launch": lambda path=self.context.preset_path: services.launch(cfg, path if self.context.saved_equal else None),
+        }
+        worker = self._run_in_thread(runners[group], group)
+        self._current[group] = worker
+        self.context = self.context.but(busy=self.context.busy | {group}, unavailable={
+            k: v for k, v in self.context.unavailable.items() if k != group})
+        self.push_context()
+
+    def _run_in_thread(self, fn, group: str) -> Worker:
+        # The thread only calls the engine and returns; results land in on_worker_state_changed.
+        return self.run_worker(fn, name=group, group=group, thread=True, exclusive=True, exit_on_error=False)
+
+    class AuditProgressed(Message):
+        """Posted from the audit thread, at most every 5%: (done, total) rows."""
+
+        def __init__(self, done: int, total: int | None) -> None:
+            super().__init__()
+            self.done = done
+            self.total = total
+
+    def _audit_progress(self, done: int, total: int | None) -> None:
+        # Runs in the worker thread: post a message (thread-safe), nothing else.
+        step = max(1, (total or 0) // 20)
+        if total and (done == total or done // step != getattr(self, "_last_progress", -1)):
+            self._last_progress = done // step
+            self.post_message(self.AuditProgressed(done, total))
+
+    def on_wizard_screen_audit_progressed(self, event: "WizardScreen.AuditProgressed") -> None:
+        if "audit" in self.context.busy:
+            self.push_context(data_progress=(event.done, event.total))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        group = worker.group
+        if self._current.get(group) is not worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        busy = self.context.busy - {group}
+        if event.state == WorkerState.SUCCESS:
+            self.worker_succeeded(group, worker.result, busy)
+        else:
+            self.worker_failed(group, worker.error, busy)
+
+    def worker_succeeded(self, group: str, result: Any, busy: frozenset) -> None:
+        results = {
+            "hardware": {"hardware": result, "hardware_error": None},
+            "models": {"cached_models": result or []},
+            "facts": {"facts": result, "facts_error": None},
+            "data": {"data_report": result, "data_error": None},
+            "audit": {"data_report": result, "data_error": None, "data_progress": None},
+            "preview": {"preview": result, "preview_error": None},
+            "estimate": {"estimate": result, "estimate_error": None},
+            "doctor": {"doctor": result},
+        }
+        if group == "launch":
+            self.push_context(busy=busy)
+            self.launched.append(result.run_dir)
+            self.app.remember_run(result.run_dir)
+            self.run_worker(self.step_named("run").show_run(result.run_dir, result.process), exit_on_error=False)
+            return
+        self.push_context(busy=busy, **results[group])
+        if group == "estimate":
+            self.refresh_bindings()
+        if group in ("facts", "hardware", "data"):
+            self.refresh_derived()
+
+    def worker_failed(self, group: str, error: BaseException | None, busy: frozenset) -> None:
+        """The one place engine failures land: inline on the step, or a notification if unexpected."""
+        if isinstance(error, services.NotAvailable):
+            self.push_context(busy=busy, unavailable={**self.context.unavailable, group: f"not available yet: {error}"})
+            return
+        if isinstance(error, services.user_error_types()):
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        else:
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            self.notify(message, title=f"{group} failed", severity="error")
+            self.log.error(f"worker {group} failed", error)
+        if group == "audit":  # the quick report stands; the audit's failure is a note on it
+            self.push_context(busy=busy, data_progress=None,
+                              unavailable={**self.context.unavailable, "audit": f"no token audit: {message}"})
+            return
+        fields = {"hardware": "hardware_error", "facts": "facts_error", "data": "data_error",
+                  "preview": "preview_error", "estimate": "estimate_error"}
+        if group in fields:
+            self.push_context(busy=busy, **{fields[group]: message})
+        else:
+            self.push_context(busy=busy)
+            if group == "launch" and isinstance(error, services.user_error_types()):
+                self.notify(message, title="Cannot launch", severity="error")
+
+
+def _escape(text: str) -> str:
+    from textual.markup import escape
+
+    return escape(text)

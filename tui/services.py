@@ -1,0 +1,214 @@
+"""The TUI's one door into the engine.
+
+Every call the wizard makes into ``sftwizard.core`` goes through a function here, so each
+step's core call lives in one place. Heavy modules (torch, transformers, datasets) are only
+imported inside these functions, which run in worker threads — never at start-up.
+
+A part of the engine that is not installed yet raises :class:`NotAvailable`; the step says so
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftwizard.core.config import RunConfig
+
+
+_IMPORT_LOCK = threading.Lock()
+# transformers caches compiled chat templates process-wide, and rendering with assistant masks is
+# not thread-safe ("AssistantTracker should not be reused"): one renderer at a time.
+_RENDER_LOCK = threading.Lock()
+_imported = False
+
+
+def _heavy_imports() -> None:
+    """Import transformers (and torch) once, under a lock: worker threads that import it at the
+    same time can see a half-initialised module (``cannot import name ...``)."""
+    global _imported
+    if _imported:
+        return
+    with _IMPORT_LOCK:
+        if not _imported:
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+            from transformers import AutoConfig, AutoTokenizer, GenerationConfig  # noqa: F401
+
+            _imported = True
+
+
+_MODEL_LOCK = threading.Lock()
+
+
+def _resolve_first(cfg: RunConfig) -> None:
+    """Resolve the model once under a lock, so that parallel workers do not each build the
+    builtin model (or fetch the same files) at the same time."""
+    with _MODEL_LOCK:
+        _core("models", "resolve_model")(cfg.model.id, cfg.model.revision)
+
+
+class NotAvailable(Exception):
+    """This engine feature is not part of this installation (yet)."""
+
+
+def _core(module: str, name: str) -> Any:
+    try:
+        mod = importlib.import_module(f"sftwizard.core.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"sftwizard.core.{module}":
+            raise NotAvailable(f"sftwizard.core.{module} is not installed") from None
+        raise
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise NotAvailable(f"sftwizard.core.{module}.{name} is not available") from None
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is a sentence for the user (shown inline, not as a crash)."""
+    from sftwizard.core.cli import user_error_types as types
+
+    return types() + (NotAvailable,)
+
+
+# --------------------------------------------------------------------------- presets
+
+def list_presets() -> list:
+    return _core("presets", "list_presets")()
+
+
+def find_preset(name_or_path: str) -> Path:
+    return _core("presets", "find_preset")(name_or_path)
+
+
+def load_preset(path: str | Path) -> RunConfig:
+    return _core("config", "load_preset")(path)
+
+
+def user_presets_dir() -> Path:
+    return _core("paths", "user_presets_dir")()
+
+
+def save_user_preset(cfg: RunConfig, name: str) -> Path:
+    """Save ``cfg`` as ``NAME.yaml`` in the user presets folder; returns the path."""
+    return _core("config", "save_preset")(cfg, user_presets_dir() / f"{name}.yaml")
+
+
+def dump_preset(cfg: RunConfig) -> str:
+    return _core("config", "dump_preset")(cfg)
+
+
+# --------------------------------------------------------------------------- hardware & models
+
+def probe_hardware():
+    return _core("hardware", "probe_hardware")()
+
+
+def model_facts(cfg: RunConfig):
+    _heavy_imports()
+    _resolve_first(cfg)
+    return _core("models", "model_facts")(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+
+
+@dataclass
+class CachedModel:
+    id: str
+    size_bytes: int
+
+
+def cached_models() -> list[CachedModel]:
+    """Models in the local Hugging Face cache (no network), largest first."""
+    try:
+        from huggingface_hub import scan_cache_dir
+    except ImportError:  # pragma: no cover - comes with transformers
+        return []
+    try:
+        info = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one: nothing to offer
+        return []
+    out = [CachedModel(r.repo_id, r.size_on_disk) for r in info.repos if r.repo_type == "model"]
+    return sorted(out, key=lambda m: -m.size_bytes)
+
+
+# --------------------------------------------------------------------------- data & templates
+
+def inspect_data(cfg: RunConfig):
+    """A quick report on the first training source: format, rows, problems by line (no tokenizer)."""
+    return _core("data", "inspect_data")(cfg.data.sources[0], cfg=cfg)
+
+
+def audit_data(cfg: RunConfig, progress=None):
+    """The full report: the scan plus the token audit through the model's tokenizer and template
+    (length percentiles, trained-token share, truncation, end-of-turn coverage, padding)."""
+    _heavy_imports()
+    _resolve_first(cfg)
+    tokenizer = _core("preview", "load_preview_tokenizer")(cfg)
+    with _RENDER_LOCK:
+        return _core("data", "inspect_data")(cfg.data.sources[0], tokenizer=tokenizer, cfg=cfg, progress=progress)
+
+
+def render_preview(cfg: RunConfig, row: int):
+    _heavy_imports()
+    _resolve_first(cfg)
+    with _RENDER_LOCK:
+        return _core("templates", "render_preview")(cfg, row)
+
+
+def doctor_warnings(cfg: RunConfig) -> list[dict]:
+    """The pre-launch doctor's warnings (dicts: code, message, setting, suggested); never blocking."""
+    _heavy_imports()
+    _resolve_first(cfg)
+    warnings = _core("cli_doctor", "validation_warnings")
+    with _RENDER_LOCK:  # it renders the chat template for its token audit
+        return warnings(cfg)
+
+
+# --------------------------------------------------------------------------- estimate
+
+def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None):
+    _heavy_imports()
+    return _core("estimator", "estimate_memory")(facts, cfg, gpu_memory_gib=gpu_memory_gib)
+
+
+# --------------------------------------------------------------------------- runs
+
+def launch(cfg: RunConfig, preset_path: str | None):
+    return _core("runs", "launch")(cfg, preset_path)
+
+
+def stop_run(run_dir: Path) -> None:
+    """Ask a run to stop gracefully (it finishes the step and saves a checkpoint)."""
+    try:
+        stop = _core("runs", "stop")
+    except NotAvailable:
+        stop = None
+    if stop is not None:
+        try:
+            stop(run_dir)
+            return
+        except Exception:  # an unregistered run dir, or an older signature: the STOP file is the contract
+            pass
+    from sftwizard.core.runner import STOP_FILE
+
+    (run_dir / STOP_FILE).touch()
+
+
+def run_alive(run_dir: Path) -> bool:
+    """Whether the run's processes are alive (the run registry's own test: lock, then pid)."""
+    return _core("runs", "is_alive")(run_dir)
+
+
+def list_runs() -> list:
+    return _core("runs", "list_runs")()
+
+
+def events_file(run_dir: Path) -> Path:
+    return run_dir / _core("events", "EVENTS_FILE")
+
+
+def new_tail(run_dir: Path):
+    return _core("events", "EventTail")(events_file(run_dir))

@@ -1,0 +1,187 @@
+"""Step 3 — the data: a file or hub dataset, its detected format, a column mapping, its problems."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from textual.app import ComposeResult
+from textual.suggester import Suggester
+from textual.widgets import Static
+
+from sftwizard.core.config import DataSource
+from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
+from sftwizard.tui.steps.fields import ConfigField
+
+FORMATS = ["auto", "messages", "prompt_completion", "conversational_prompt_completion", "alpaca", "sharegpt", "text"]
+MAX_PROBLEMS_SHOWN = 12
+
+
+class PathSuggester(Suggester):
+    """Completes file system paths (and the builtin data names)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if value.startswith("b") and "builtin:demo".startswith(value):
+            return "builtin:demo"
+        if not value or not (value.startswith(("/", ".", "~")) or os.sep in value):
+            return None
+        expanded = os.path.expanduser(value)
+        folder, prefix = os.path.split(expanded)
+        try:
+            names = sorted(n for n in os.listdir(folder or ".") if n.startswith(prefix) and not n.startswith("."))
+        except OSError:
+            return None
+        if not names:
+            return None
+        full = os.path.join(folder, names[0])
+        suffix = "/" if os.path.isdir(full) else ""
+        return value + names[0][len(prefix):] + suffix
+
+
+def _get(obj, name, default=None):
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+class DatasetStep(Step):
+    title = "Dataset"
+    step_id = "dataset"
+    doctor_section = "data"
+    needs = "A JSONL/JSON/Parquet/CSV file or a hub dataset id. The format is detected; problems are shown by line."
+
+    class Changed(Step.Changed):
+        pass
+
+    def compose(self) -> ComposeResult:
+        yield ConfigField("data.sources.0.path", "Training data", "text", suggester=PathSuggester(),
+                          placeholder="builtin:demo, data/train.jsonl or org/dataset")
+        yield ConfigField("data.sources.0.format", "Format", "select", options=FORMATS)
+        yield ConfigField("data.sources.0.columns", "Column mapping", "mapping",
+                          placeholder="prompt=question, completion=answer",
+                          hint="Only when the format is not detected: our field = your column.")
+        yield ConfigField("data.sources.0.roles", "Role mapping", "mapping", placeholder="human=user, gpt=assistant",
+                          hint="Their role = ours (user, assistant, system, tool), when the names differ.")
+        yield ConfigField("data.sources.0.max_rows", "Max rows", "number", placeholder="all (empty) or a number",
+                          hint="Use only the first N rows — a quick trial run.")
+        yield ConfigField("data.on_bad_rows", "On bad rows", "select",
+                          options=[("stop (fix the data first)", "stop"), ("drop them (reported)", "drop")])
+        yield ConfigField("data.eval_source.path", "Eval data", "text", suggester=PathSuggester(),
+                          placeholder="optional: a held-out file (empty: none)")
+        yield Static("[b]What was found[/b]", classes="section")
+        yield Static("", id="data-report")
+
+    def first_focus(self):
+        return self.query_one(ConfigField).control
+
+    def apply(self, path, raw_yaml, field_widget=None):
+        if path != "data.eval_source.path" or self.context is None:
+            return super().apply(path, raw_yaml, field_widget)
+        # eval_source is optional: an empty path means none, which overrides cannot say.
+        text = json.loads(raw_yaml)
+        cfg = self.context.config
+        data = cfg.data
+        eval_source = None if not text else DataSource(path=text)
+        from dataclasses import replace
+
+        new = cfg.replace(data=replace(data, eval_source=eval_source))
+        if eval_source is None and new.training.eval_strategy != "no":
+            new = new.replace(training=replace(new.training, eval_strategy="no"))
+        if field_widget is not None:
+            field_widget.error = ""
+            field_widget.committed = text or None
+        self.invalid.pop(path, None)
+        self.post_config(new)
+        return new
+
+    def show_context(self, context: WizardContext) -> None:
+        self.query_one("#data-report", Static).update(self._report_text(context))
+
+    def _report_text(self, context: WizardContext) -> str:
+        from textual.markup import escape
+
+        if context.data_error:
+            return f"[$error]✗ {escape(context.data_error)}[/]"
+        if "data" in context.busy:
+            return "[dim]reading the data…[/dim]"
+        report = context.data_report
+        if report is None:
+            reason = context.unavailable.get("data") if context.unavailable else None
+            return f"[dim]{escape(reason or '—')}[/dim]"
+        lines = [
+            f"format [b]{escape(str(_get(report, 'format', '?')))}[/b] · {_get(report, 'rows', '?')} rows"
+            + (f" · converted {_get(report, 'converted_rows')}" if _get(report, "converted_rows") is not None else "")
+            + (f" · dropped {_get(report, 'dropped_rows')}" if _get(report, "dropped_rows") else "")
+        ]
+        columns = _get(report, "columns")
+        if columns:
+            lines.append("columns: " + escape(", ".join(map(str, columns))))
+        problems = list(_get(report, "problems", []) or [])
+        if problems:
+            errors = sum(1 for p in problems if problem_severity(p) == "error")
+            lines.append(f"[$error]{errors} bad row(s)[/], {len(problems) - errors} warning(s):" if errors
+                         else f"[$warning]{len(problems)} warning(s):[/]")
+            for p in problems[:MAX_PROBLEMS_SHOWN]:
+                mark = "[$error]✗[/]" if problem_severity(p) == "error" else "[$warning]⚠[/]"
+                lines.append(f"  {mark} {escape(problem_text(p))}")
+            if len(problems) > MAX_PROBLEMS_SHOWN:
+                lines.append(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+        else:
+            lines.append("[$success]no problems found[/]")
+        audit = _get(report, "audit")
+        if context.data_progress:
+            done, total = context.data_progress
+            lines.append(f"[dim]token audit: {done}/{total} rows…[/dim]")
+        elif "audit" in context.busy:
+            lines.append("[dim]token audit: loading the tokenizer…[/dim]")
+        elif context.unavailable.get("audit"):
+            lines.append(f"[dim]{escape(context.unavailable['audit'])}[/dim]")
+        if audit:
+            lines.extend(escape(line) for line in _audit_lines(audit))
+        return "\n".join(lines)
+
+    def blocking_reason(self) -> str | None:
+        reason = super().blocking_reason()
+        if reason or self.context is None:
+            return reason
+        ctx = self.context
+        if ctx.data_error:
+            return ctx.data_error
+        if "data" in ctx.busy:
+            return "still reading the data — a moment"
+        problems = [p for p in (_get(ctx.data_report, "problems", []) or []) if problem_severity(p) == "error"] \
+            if ctx.data_report is not None else []
+        if problems and ctx.config.data.on_bad_rows == "stop":
+            return (f"{len(problems)} bad row(s), first: {problem_text(problems[0])} — fix the file or set "
+                    "'On bad rows' to drop")
+        return None
+
+
+def _pct(value) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
+
+
+def _audit_lines(audit) -> list[str]:
+    """The token audit in a few lines: lengths, trained share, truncation, end-of-turn, padding."""
+    get = (lambda k: audit.get(k)) if isinstance(audit, dict) else (lambda k: getattr(audit, k, None))
+    lines = []
+    lengths = get("token_length")
+    if isinstance(lengths, dict):
+        lines.append("tokens per row: p50 {p50} · p90 {p90} · p99 {p99} · max {max}".format(
+            **{k: lengths.get(k, "?") for k in ("p50", "p90", "p99", "max")}))
+    if get("trained_share") is not None:
+        lines.append(f"trained tokens: {get('trained_tokens')} of {get('tokens')} ({_pct(get('trained_share'))}) · "
+                     f"rows with none: {get('rows_with_no_trained_tokens')} · end-of-turn trained in "
+                     f"{_pct(get('eos_coverage'))} of conversations")
+    if get("rows_over_max_length") is not None:
+        lines.append(f"over max_length {get('max_length')}: {get('rows_over_max_length')} rows · "
+                     f"{get('trained_tokens_lost_to_truncation')} trained tokens lost to truncation")
+    padding = get("padding")
+    if isinstance(padding, dict):
+        lines.append(f"padding waste: {_pct(padding.get('waste_without_packing'))} without packing, "
+                     f"{_pct(padding.get('waste_with_packing'))} with ({padding.get('packed_sequences')} packed sequences)")
+    if not lines:
+        kinds = get("kinds")
+        lines.append(f"rows by kind: {kinds}" if kinds else "audit: " + json.dumps(audit, default=str)[:200])
+    return lines

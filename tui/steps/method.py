@@ -1,0 +1,114 @@
+"""Step 5 — full fine-tune, LoRA or QLoRA, with the memory it will take."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import RadioButton, RadioSet, Static
+
+from sftwizard.tui.steps.base import Step, WizardContext
+from sftwizard.tui.steps.fields import ConfigField
+from sftwizard.tui.widgets.gpu_panel import gpu_memory_gib, has_cuda
+from sftwizard.tui.widgets.memory_bar import MemoryBar
+
+METHODS = [
+    ("full", "Full fine-tune — every weight trains; most memory"),
+    ("lora", "LoRA — small adapters on frozen weights"),
+    ("qlora", "QLoRA — LoRA on 4-bit weights; least memory"),
+]
+
+
+def show_estimate(bar: MemoryBar, context: WizardContext) -> None:
+    """Shared by the Method and Training steps: the bar follows every input on both."""
+    bar.gpu_gib = gpu_memory_gib(context.hardware)
+    if context.estimate_error:
+        bar.message = f"cannot estimate: {context.estimate_error}"
+        bar.estimate = None
+    elif context.estimate is None:
+        bar.message = context.unavailable.get("estimate") or (
+            "waiting for the model's facts…" if context.facts is None else "estimating…")
+        bar.estimate = None
+    else:
+        bar.estimate = context.estimate
+
+
+class MethodStep(Step):
+    title = "Method"
+    step_id = "method"
+    doctor_section = "method"
+    needs = "How to train. The bar shows the memory the run will need against this machine's GPU."
+
+    class Changed(Step.Changed):
+        pass
+
+    def compose(self) -> ComposeResult:
+        with RadioSet(id="method-type", compact=True):
+            for value, label in METHODS:
+                yield RadioButton(label, id=f"method-{value}")
+        yield Static("", id="method-note", classes="muted")
+        yield ConfigField("method.lora_r", "LoRA rank (r)", "number")
+        yield ConfigField("method.lora_alpha", "LoRA alpha", "number")
+        yield ConfigField("method.lora_dropout", "LoRA dropout", "number")
+        yield ConfigField("method.lora_target_modules", "Target modules", "list",
+                          placeholder="all-linear, or q_proj, v_proj, …")
+        yield ConfigField("method.use_dora", "DoRA", "switch", hint="weight-decomposed LoRA")
+        yield ConfigField("model.dtype", "Weights dtype", "select", options=["auto", "bf16", "fp16", "fp32"])
+        yield ConfigField("model.attn_implementation", "Attention", "select",
+                          options=["auto", "sdpa", "eager", "flash_attention_2"])
+        yield MemoryBar(id="memory-bar")
+        yield Static("", id="runnable-note")
+
+    def first_focus(self):
+        return None
+
+    def show_context(self, context: WizardContext) -> None:
+        from textual.markup import escape
+
+        method = context.config.method.type
+        radios = self.query_one(RadioSet)
+        button = self.query_one(f"#method-{method}", RadioButton)
+        if not button.value:
+            with radios.prevent(RadioSet.Changed), button.prevent(RadioButton.Changed):
+                button.value = True
+        cuda = has_cuda(context.hardware)
+        qlora = self.query_one("#method-qlora", RadioButton)
+        qlora.disabled = not cuda and method != "qlora"
+        note = "" if cuda else "QLoRA needs a CUDA GPU (bitsandbytes 4-bit): not available on this machine."
+        self.query_one("#method-note", Static).update(note)
+        self.query_one("#method-note", Static).display = bool(note)
+        lora = method in ("lora", "qlora")
+        for path in ("lora-r", "lora-alpha", "lora-dropout", "lora-target-modules", "use-dora"):
+            self.query_one(f"#f-method-{path}").display = lora
+        show_estimate(self.query_one(MemoryBar), context)
+        problem = self.runnable_problem()
+        self.query_one("#runnable-note", Static).update(f"[$error]✗ {escape(problem)}[/]" if problem else "")
+
+    def runnable_problem(self) -> str | None:
+        """What this machine cannot run in the draft (the runner's own pre-flight check)."""
+        ctx = self.context
+        if ctx is None or ctx.hardware is None:
+            return None
+        from sftwizard.core.runner import Environment, RunnerError, check_runnable
+
+        gpus = list(getattr(ctx.hardware, "gpus", []) or [])
+        env = Environment(cuda=bool(gpus), bf16_supported=bool(gpus and all(getattr(g, "bf16", False) for g in gpus)),
+                          device_count=len(gpus))
+        if ctx.config.model.attn_implementation == "flash_attention_2" and gpus and not all(
+                getattr(g, "flash_attention_2", False) for g in gpus):
+            names = ", ".join(f"{g.name} ({g.architecture})" for g in gpus if not getattr(g, "flash_attention_2", False))
+            return f"model.attn_implementation: FlashAttention-2 needs an Ampere or newer GPU; {names} is not"
+        try:
+            check_runnable(ctx.config, env)
+        except RunnerError as exc:
+            return str(exc)
+        return None
+
+    def blocking_reason(self) -> str | None:
+        return super().blocking_reason() or self.runnable_problem()
+
+    @on(RadioSet.Changed, "#method-type")
+    def _method_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        value = (event.pressed.id or "").removeprefix("method-")
+        if self.context is not None and value and value != self.context.config.method.type:
+            self.apply("method.type", value)

@@ -1,0 +1,109 @@
+"""Step 4 — the rendered conversation with the tokens that carry loss highlighted."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Button, Static
+
+from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
+from sftwizard.tui.steps.dataset import PathSuggester
+from sftwizard.tui.steps.fields import ConfigField
+from sftwizard.tui.widgets.mask_view import MaskView
+
+SOURCES = [
+    ("auto (tokenizer's, else TRL's, else inferred)", "auto"),
+    ("tokenizer's own", "tokenizer"),
+    ("TRL training template", "trl-training"),
+    ("a Jinja file", "file"),
+    ("inferred masks (any template)", "inferred"),
+    ("apply ChatML", "chatml"),
+]
+
+
+class TemplateStep(Step):
+    title = "Template & masks"
+    step_id = "template"
+    doctor_section = "template"
+    needs = "What will be trained: trained tokens are highlighted, masked ones dimmed. Check the end-of-turn token."
+
+    class Changed(Step.Changed):
+        pass
+
+    class RowChanged(Message):
+        def __init__(self, row: int) -> None:
+            super().__init__()
+            self.row = row
+
+    def compose(self) -> ComposeResult:
+        yield ConfigField("template.source", "Template", "select", options=SOURCES)
+        yield ConfigField("template.path", "Template file", "text", suggester=PathSuggester(),
+                          placeholder="path/to/template.jinja (source: file)")
+        yield ConfigField("training.max_length", "Max length", "number", placeholder="tokens (empty: no limit)")
+        yield ConfigField("training.assistant_only_loss", "Assistant-only loss", "select",
+                          options=[("auto (yes for conversations)", None), ("on", True), ("off", False)])
+        with Horizontal(id="row-nav", classes="row"):
+            yield Button("◀ Prev row", id="prev-row", compact=True)
+            yield Static("row 1", id="row-label")
+            yield Button("Next row ▶", id="next-row", compact=True)
+        yield Static("", id="preview-summary")
+        yield MaskView(id="mask-view")
+        yield Static("", id="preview-problems")
+
+    def action_row(self, delta: int) -> None:
+        if self.context is None:
+            return
+        self.post_message(self.RowChanged(max(0, self.context.preview_row + delta)))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id in ("prev-row", "next-row"):
+            event.stop()
+            self.action_row(-1 if event.button.id == "prev-row" else 1)
+
+    def show_context(self, context: WizardContext) -> None:
+        from textual.markup import escape
+
+        self.query_one("#f-template-path").display = context.config.template.source == "file"
+        self.query_one("#row-label", Static).update(f" row {context.preview_row + 1} ")
+        summary = self.query_one("#preview-summary", Static)
+        problems = self.query_one("#preview-problems", Static)
+        view = self.query_one(MaskView)
+        if context.preview_error:
+            summary.update(f"[$error]✗ {escape(context.preview_error)}[/]")
+            view.tokens = []
+            problems.update("")
+            return
+        preview = context.preview
+        if preview is None:
+            reason = context.unavailable.get("preview")
+            summary.update(f"[dim]{escape(reason)}[/dim]" if reason else "[dim]rendering…[/dim]")
+            view.tokens = []
+            problems.update("")
+            return
+        get = (lambda k, d=None: preview.get(k, d)) if isinstance(preview, dict) else (lambda k, d=None: getattr(preview, k, d))
+        tokens = list(get("tokens", []) or [])
+        view.tokens = tokens
+        trained = sum(1 for t in tokens if (t.get("trained") if isinstance(t, dict) else getattr(t, "trained", False)))
+        busy = " [dim](updating…)[/dim]" if "preview" in context.busy else ""
+        template = get("template") or {}
+        described = template.get("description") if isinstance(template, dict) else None
+        summary.update(
+            f"template: [b]{escape(str(get('template_source', '?')))}[/b]"
+            + (f" ({escape(str(described))})" if described else "") + f" · {len(tokens)} tokens · "
+            f"[$success]{trained} trained[/] · {len(tokens) - trained} masked{busy}"
+        )
+        items = list(get("problems", []) or [])
+        marks = {"error": "[$error]✗[/]", "warning": "[$warning]⚠[/]", "info": "[$primary]i[/]"}
+        lines = [f"{marks.get(problem_severity(p), marks['warning'])} {escape(problem_text(p))}" for p in items]
+        if not any(problem_severity(p) in ("error", "warning") for p in items):
+            lines.append("[$success]no problems found in this row[/]")
+        problems.update("\n".join(lines))
+
+    def blocking_reason(self) -> str | None:
+        reason = super().blocking_reason()
+        if reason or self.context is None:
+            return reason
+        if self.context.preview_error:
+            return self.context.preview_error
+        return None

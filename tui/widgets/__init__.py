@@ -1,0 +1,1 @@
+"""Reusable widgets: mask view, memory bar, loss chart, GPU panel, log pane, run monitor."""

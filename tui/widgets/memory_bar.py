@@ -1,0 +1,108 @@
+"""The memory estimate as a bar against the GPU's memory, with a breakdown and a verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+BAR_STYLES = ["memory-bar--c0", "memory-bar--c1", "memory-bar--c2", "memory-bar--c3", "memory-bar--c4"]
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+class MemoryBar(Static):
+    DEFAULT_CSS = """
+    MemoryBar { height: auto; padding: 0 1; border: round $primary-muted; border-title-color: $text; }
+    MemoryBar > .memory-bar--c0 { color: $primary; }
+    MemoryBar > .memory-bar--c1 { color: $secondary; }
+    MemoryBar > .memory-bar--c2 { color: $accent; }
+    MemoryBar > .memory-bar--c3 { color: $warning; }
+    MemoryBar > .memory-bar--c4 { color: $success; }
+    MemoryBar > .memory-bar--free { color: $panel-lighten-2; }
+    MemoryBar > .memory-bar--fits { color: $success; text-style: bold; }
+    MemoryBar > .memory-bar--over { color: $error; text-style: bold; }
+    """
+    COMPONENT_CLASSES = set(BAR_STYLES) | {"memory-bar--free", "memory-bar--fits", "memory-bar--over"}
+
+    estimate: reactive[Any] = reactive(None, always_update=True)
+    gpu_gib: reactive[float | None] = reactive(None)
+    message: reactive[str] = reactive("")
+    apply_key: bool = True  # the first suggestion can be applied with ctrl+t (the wizard's binding)
+
+    def on_mount(self) -> None:
+        self.border_title = "Memory estimate"
+
+    def watch_estimate(self) -> None:
+        self.refresh_text()
+
+    def watch_message(self) -> None:
+        self.refresh_text()
+
+    def watch_gpu_gib(self) -> None:
+        self.refresh_text()
+
+    def on_resize(self) -> None:
+        self.refresh_text()
+
+    @property
+    def total_gib(self) -> float | None:
+        return None if self.estimate is None else float(_get(self.estimate, "total_gib", 0.0))
+
+    def refresh_text(self) -> None:
+        self.update(self.as_text())
+
+    def as_text(self) -> Text:
+        est = self.estimate
+        if est is None:
+            return Text(self.message or "estimating…", style="dim")
+        total = float(_get(est, "total_gib", 0.0))
+        components: dict[str, float] = dict(_get(est, "components", {}) or {})
+        capacity = self.gpu_gib or float(_get(est, "gpu_memory_gib", 0.0) or 0.0) or None
+        width = max(10, (self.size.width or 60) - 4)
+        scale = max(total, capacity or 0.0) or 1.0
+        out = Text()
+        parts = sorted(((k, v) for k, v in components.items() if v >= 0.005), key=lambda kv: -kv[1])
+        used = 0
+        for i, (name, gib) in enumerate(parts):
+            cells = int(round(gib / scale * width))
+            if cells <= 0:
+                continue
+            style = self.get_component_rich_style(BAR_STYLES[i % len(BAR_STYLES)])
+            out.append("█" * cells, style=style)
+            used += cells
+        if capacity and used < width:
+            out.append("░" * (width - used), style=self.get_component_rich_style("memory-bar--free"))
+        out.append("\n")
+        for i, (name, gib) in enumerate(parts):
+            if i:
+                out.append("  ")
+            out.append("■ ", style=self.get_component_rich_style(BAR_STYLES[i % len(BAR_STYLES)]))
+            out.append(f"{name.replace('_', ' ')} {gib:.2f}")
+        out.append("\n")
+        fits = _get(est, "fits", None)
+        verdict = f"total {total:.2f} GiB"
+        if capacity:
+            verdict += f" of {capacity:.1f} GiB"
+            headroom = _get(est, "headroom_gib", None)
+            if headroom is not None:
+                verdict += f" · headroom {float(headroom):.2f} GiB"
+        if fits is None or not capacity:
+            out.append(verdict + " · no GPU: training runs on the CPU (RAM)")
+        elif fits:
+            out.append("fits  ", style=self.get_component_rich_style("memory-bar--fits"))
+            out.append(verdict)
+        else:
+            out.append("does not fit  ", style=self.get_component_rich_style("memory-bar--over"))
+            out.append(verdict)
+        for i, suggestion in enumerate(list(_get(est, "suggestions", []) or [])[:3]):
+            text = suggestion if isinstance(suggestion, str) else (_get(suggestion, "message") or _get(suggestion, "text") or str(suggestion))
+            total_after = None if isinstance(suggestion, str) else _get(suggestion, "total_gib")
+            after = f" → {float(total_after):.2f} GiB" if total_after is not None else ""
+            key = "ctrl+t: " if i == 0 and self.apply_key else ""
+            out.append(f"\n• {key}{text}{after}", style="italic")
+        return out

@@ -1,0 +1,275 @@
+"""Follows one run directory: status line, loss chart, live log, stop.
+
+The run is a separate process; this widget only reads ``events.jsonl`` on a timer, in
+batches (coalesced: one chart redraw and one log write per tick, however many lines arrived).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.markup import escape
+from textual.widgets import Static
+
+from sftwizard.core.metrics import format_duration
+from sftwizard.tui import services
+from sftwizard.tui.widgets.log_pane import LogPane
+from sftwizard.tui.widgets.loss_chart import LossChart
+
+TICK_S = 0.25
+
+
+@dataclass
+class RunStats:
+    """What the events say so far (every field comes from the file, never the clock)."""
+
+    status: str = "starting"
+    step: int = 0
+    max_steps: int | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_s: float | None = None
+    gpu_mem: str | None = None
+    samples_per_s: float | None = None
+    reported_eta_s: float | None = None  # the runner's own ETA, when it sends one
+    reason: str | None = None
+    warning: str | None = None  # the curve doctor's latest warning
+    first_log: tuple[float, int] | None = None  # (time, step)
+    last_time: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.reported_eta_s is not None:
+            return self.reported_eta_s
+        if not (self.first_log and self.last_time and self.max_steps and self.step > self.first_log[1]):
+            return None
+        rate = (self.step - self.first_log[1]) / max(1e-9, self.last_time - self.first_log[0])
+        return (self.max_steps - self.step) / rate if rate > 0 else None
+
+
+def format_event(ev: dict) -> str | None:
+    """One log line for an event (or None for events the log does not show)."""
+    kind = ev.get("event")
+    step = ev.get("step")
+    if kind == "log":
+        parts = [f"step {step}/{ev.get('max_steps') or '?'}"]
+        if ev.get("loss") is not None:
+            parts.append(f"loss {ev['loss']:.4f}")
+        if ev.get("learning_rate") is not None:
+            parts.append(f"lr {ev['learning_rate']:.2e}")
+        if ev.get("grad_norm") is not None:
+            parts.append(f"grad {ev['grad_norm']:.2f}")
+        if ev.get("tokens_per_s"):
+            parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
+        return "  ".join(parts)
+    if kind == "eval":
+        return f"step {step}  eval_loss {ev['eval_loss']:.4f}" if ev.get("eval_loss") is not None else None
+    if kind in ("start", "resume"):
+        return f"{kind}: {ev.get('model')} ({ev.get('method')})"
+    if kind == "prepared":
+        return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows · template: "
+                f"{ev.get('template_source')} · trainable {ev.get('trainable_params') or 0:,} of "
+                f"{ev.get('total_params') or 0:,} params")
+    if kind == "checkpoint":
+        return f"checkpoint at step {step}"
+    if kind in ("error", "warning"):
+        return f"{kind}: {ev.get('message')}"
+    if kind == "end":
+        return f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
+    if ev.get("message"):  # any other event that speaks to the user
+        return f"{kind}: {ev['message']}"
+    return None
+
+
+class RunMonitor(Vertical):
+    """Give it a run directory with ``follow``; it shows the run until its ``end`` event."""
+
+    DEFAULT_CSS = """
+    RunMonitor { height: 1fr; }
+    RunMonitor > #run-stats { height: auto; padding: 0 1; background: $boost; }
+    RunMonitor > #run-panes { height: 1fr; }
+    """
+
+    class Ended(Message):
+        """The run reached its end (finished, stopped, failed or lost)."""
+
+        def __init__(self, monitor: "RunMonitor", status: str) -> None:
+            super().__init__()
+            self.monitor = monitor
+            self.status = status
+
+    status: reactive[str] = reactive("idle")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.run_dir: Path | None = None
+        self.process: subprocess.Popen | None = None
+        self.stats = RunStats()
+        self._tail = None
+        self._timer = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("no run yet", id="run-stats")
+        with Vertical(id="run-panes"):
+            yield LossChart(id="loss-chart")
+            yield LogPane(id="run-log")
+
+    def follow(self, run_dir: Path, process: subprocess.Popen | None = None) -> None:
+        """Rebuild the run's history from its directory, then follow it live."""
+        self.run_dir = Path(run_dir)
+        self.process = process
+        self.stats = RunStats()
+        self.query_one(LossChart).clear_points()
+        self.query_one(LogPane).clear()
+        self._tail = services.new_tail(self.run_dir)
+        self.status = "starting"
+        self.tick()
+        if self._timer is None:
+            self._timer = self.set_interval(TICK_S, self.tick)
+        else:
+            self._timer.resume()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("finished", "stopped", "failed", "lost")
+
+    def request_stop(self) -> bool:
+        if self.run_dir is None or self.finished:
+            return False
+        services.stop_run(self.run_dir)
+        self.query_one(LogPane).add_lines(["stop requested: finishing the step and saving a checkpoint…"])
+        self.status = "stopping"
+        self.refresh_stats()
+        return True
+
+    def tick(self) -> None:
+        if self._tail is None:
+            return
+        events = self._tail.poll()
+        if events:
+            self.apply_events(events)
+        if not self.finished and self._process_gone():
+            for_late = self._tail.poll()  # the end event may have landed just now
+            if for_late:
+                self.apply_events(for_late)
+            if not self.finished:
+                code = self.process.returncode if self.process is not None else None
+                self.stats.reason = (f"the training process exited (code {code}) without an end event; see train.log"
+                                     if code is not None else "the training process is gone without an end event")
+                self._set_end("failed" if code else "lost")
+        if self.finished and self._timer is not None:
+            self._timer.pause()
+
+    def _process_gone(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is not None  # our child: this also reaps it
+        if self.run_dir is None:
+            return False
+        try:
+            return not services.run_alive(self.run_dir)
+        except Exception:  # an engine without run management: assume alive until the end event
+            return False
+
+    def apply_events(self, events: list[dict]) -> None:
+        s = self.stats
+        train, evals, lines = [], [], []
+        for ev in events:
+            kind = ev.get("event")
+            if ev.get("time") is not None:
+                s.last_time = float(ev["time"])
+            if ev.get("step") is not None:
+                s.step = int(ev["step"])
+            if ev.get("max_steps"):
+                s.max_steps = int(ev["max_steps"])
+            if kind in ("start", "resume", "prepared", "train_begin") and s.status in ("starting", "idle"):
+                s.status = "running"
+            elif kind == "log":
+                s.status = "running" if s.status != "stopping" else s.status
+                if ev.get("loss") is not None:
+                    s.loss = float(ev["loss"])
+                    train.append((float(ev.get("step") or 0), s.loss))
+                if ev.get("learning_rate") is not None:
+                    s.learning_rate = float(ev["learning_rate"])
+                if ev.get("tokens_per_s"):
+                    s.tokens_per_s = float(ev["tokens_per_s"])
+                if s.first_log is None and ev.get("time") is not None:
+                    s.first_log = (float(ev["time"]), int(ev.get("step") or 0))
+                if ev.get("samples_per_s"):
+                    s.samples_per_s = float(ev["samples_per_s"])
+                if "eta_s" in ev:
+                    s.reported_eta_s = None if ev["eta_s"] is None else float(ev["eta_s"])
+                if ev.get("gpu_mem_gib") is not None:  # sampled through NVML by the runner
+                    s.gpu_mem = f"{float(ev['gpu_mem_gib']):.1f}"
+                    if ev.get("gpu_mem_total_gib"):
+                        s.gpu_mem += f"/{float(ev['gpu_mem_total_gib']):.0f}"
+                    s.gpu_mem += " GiB"
+                    if ev.get("gpu_util_pct") is not None:
+                        s.gpu_mem += f" {float(ev['gpu_util_pct']):.0f}%"
+                    if ev.get("gpu_power_w") is not None:
+                        s.gpu_mem += f" {float(ev['gpu_power_w']):.0f} W"
+            elif kind == "eval" and ev.get("eval_loss") is not None:
+                s.eval_loss = float(ev["eval_loss"])
+                evals.append((float(ev.get("step") or 0), s.eval_loss))
+            elif kind == "warning" and ev.get("message"):
+                s.warning = str(ev["message"])
+            elif kind == "error":
+                s.reason = ev.get("message") or ev.get("reason")
+            elif kind == "end":
+                if ev.get("message"):
+                    s.reason = ev["message"]
+                if ev.get("final_dir"):
+                    lines.append(f"model saved: {ev['final_dir']}")
+                s.status = str(ev.get("status") or "finished")
+            line = format_event(ev)
+            if line:
+                lines.append(line)
+        chart = self.query_one(LossChart)
+        chart.add(train, evals)
+        chart.replot()
+        self.query_one(LogPane).add_lines(lines)
+        if s.status != self.status:
+            if s.status in ("finished", "stopped", "failed", "lost"):
+                self._set_end(s.status)
+            else:
+                self.status = s.status
+        self.refresh_stats()
+
+    def _set_end(self, status: str) -> None:
+        self.stats.status = status
+        self.status = status
+        self.refresh_stats()
+        if self.stats.reason:
+            self.query_one(LogPane).add_lines([f"{status}: {self.stats.reason}"])
+        self.post_message(self.Ended(self, status))
+
+    def refresh_stats(self) -> None:
+        s = self.stats
+        parts = [f"[b]{s.status}[/b]", f"step {s.step}/{s.max_steps or '?'}"]
+        if s.loss is not None:
+            parts.append(f"loss {s.loss:.4f}")
+        if s.eval_loss is not None:
+            parts.append(f"eval {s.eval_loss:.4f}")
+        if s.learning_rate is not None:
+            parts.append(f"lr {s.learning_rate:.2e}")
+        if s.tokens_per_s:
+            parts.append(f"{s.tokens_per_s:,.0f} tok/s")
+        elif s.samples_per_s:
+            parts.append(f"{s.samples_per_s:,.1f} samples/s")
+        if not self.finished:
+            parts.append(f"ETA {format_duration(s.eta_s)}")
+        parts.append(f"GPU {s.gpu_mem}" if s.gpu_mem else "CPU")
+        text = " · ".join(parts)
+        if s.warning:
+            text += f"\n[$warning]⚠ {escape(s.warning)}[/]"
+        if s.reason and self.finished and s.status != "finished":
+            text += f"\n[$error]{escape(s.reason)}[/]"
+        self.query_one("#run-stats", Static).update(text)
