@@ -143,31 +143,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def _find_run(ref: str) -> Path:
+    """A run directory: a folder as given, else the runs registry's lookup (id, prefix, ``last``)."""
     p = Path(ref).expanduser()
     if p.is_dir():
         return p
     from sftwizard.core import runs
 
-    finder = getattr(runs, "find_run", None)
-    if finder is not None:
-        return Path(finder(ref))
-    from sftwizard.core.paths import default_runs_root
-
-    candidates = []
-    registry = runs.registry_path()
-    if registry.exists():
-        for line in registry.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("id") == ref:
-                candidates.append(Path(entry["dir"]))
-    candidates.append(default_runs_root() / ref)
-    for c in reversed(candidates):
-        if c.is_dir():
-            return c
-    raise UserError(f"{ref}: no such run (give a run id from `sft-wizard runs` or a run directory)")
+    return runs.find_run(ref)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

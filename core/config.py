@@ -365,7 +365,7 @@ def load_preset(path: str | os.PathLike) -> RunConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"no such preset file"], str(p)) from None
+        raise ConfigError(["no such preset file"], str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"], str(p)) from None
     try:

@@ -105,13 +105,12 @@ def _with_system_prompt(example: dict, system_prompt: str | None) -> dict:
 
 
 def _kind(example: dict) -> str:
-    if "messages" in example:
-        return "messages"
-    if "prompt" in example and "completion" in example:
-        return "conversational_prompt_completion" if isinstance(example["prompt"], list) else "prompt_completion"
-    if "text" in example:
-        return "text"
-    return "unknown"
+    from sftwizard.core.masks import TemplateError, example_kind
+
+    try:
+        return example_kind(example)
+    except TemplateError:
+        return "unknown"
 
 
 def _loss_flags(cfg: RunConfig, kind: str) -> tuple[bool, bool]:

@@ -51,22 +51,10 @@ def find_run_dir(run: str | os.PathLike) -> Path:
         return path.resolve()
     from sftwizard.core import runs
 
-    finder = getattr(runs, "find_run", None)
-    if finder is not None:  # the runs module's lookup (ids, unique prefixes, `last`)
-        try:
-            return Path(finder(str(run)))
-        except Exception as exc:
-            raise MergeError(str(exc).splitlines()[0]) from None
-    registry = runs.registry_path()
-    if registry.exists():
-        for line in registry.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("id") == str(run) and Path(entry.get("dir", "")).is_dir():
-                return Path(entry["dir"])
-    raise MergeError(f"no run {str(run)!r} (give a run id from `sft-wizard runs` or a run directory)")
+    try:  # ids, unique prefixes, `last`
+        return runs.find_run(str(run))
+    except runs.RunsError as exc:
+        raise MergeError(str(exc).splitlines()[0]) from None
 
 
 def run_artifacts(run: str | os.PathLike) -> RunArtifacts:

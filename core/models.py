@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import BUILTIN_MODEL
 
 BUILTIN_PREFIX = "builtin:"
 
