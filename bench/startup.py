@@ -96,15 +96,17 @@ def heavy_modules_at_first_frame() -> list[str]:
         "    app = SftWizardApp(hardware_probe=lambda: None)\n"
         "    async with app.run_test(size=(80, 24)) as pilot:\n"
         "        loaded = [m for m in %r if m in sys.modules]\n"
-        "        print(','.join(loaded))\n"
+        "        print('LOADED:' + ','.join(loaded))\n"
         "        app.exit()\n"
         "asyncio.run(main())\n" % (HEAVY,)
     )
     env = dict(os.environ)
     env.setdefault("SFT_WIZARD_HOME", tempfile.mkdtemp(prefix="sftw-bench-"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    lines = [line for line in out.stdout.strip().splitlines() if line.strip()]
-    return [m for m in (lines[0].split(",") if lines else []) if m]
+    marked = [line for line in out.stdout.splitlines() if line.startswith("LOADED:")]
+    if out.returncode != 0 or not marked:
+        raise RuntimeError(f"the headless start failed (exit {out.returncode}): {out.stderr.strip()[-800:]}")
+    return [m for m in marked[0].removeprefix("LOADED:").split(",") if m]
 
 
 def import_time_of_app() -> list[str]:

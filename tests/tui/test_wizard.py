@@ -394,3 +394,14 @@ def test_opening_a_bad_preset_is_one_sentence_and_exit_code_2(tmp_path):
     assert out.returncode == 2
     assert "did you mean 'learning_rate'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_first_frame_is_drawn_before_any_heavy_library_loads():
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_startup", REPO / "bench" / "startup.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.heavy_modules_at_first_frame() == []
