@@ -204,11 +204,23 @@ def write_accelerate_config(cfg: RunConfig, path: str | os.PathLike, machine: Ma
     return path
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _launch_argv(config_file: Path, run_dir: Path, *, machine_rank: int | None = None,
-                 python: str | None = None, resume_from: str | None = None) -> list[str]:
+                 python: str | None = None, resume_from: str | None = None,
+                 local_port: int | None = None) -> list[str]:
     argv = [python or sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
     if machine_rank is not None:
         argv += ["--machine_rank", str(machine_rank)]
+    if local_port is not None:
+        argv += ["--main_process_port", str(local_port)]
     argv += ["-m", RUNNER_MODULE, str(run_dir)]
     if resume_from:
         argv += ["--resume", str(resume_from)]
@@ -225,7 +237,10 @@ def launch_command(cfg: RunConfig, run_dir: str | os.PathLike, *, resume_from: s
     """
     run_dir = Path(run_dir)
     config_file = write_accelerate_config(cfg, run_dir / ACCELERATE_CONFIG_FILE, machine)
-    return _launch_argv(config_file, run_dir, resume_from=resume_from)
+    # On one machine the processes meet on a free local port, not the fixed default (29500): two
+    # runs on one box (two 2-GPU jobs on an 8-GPU server) must not collide.
+    port = free_port() if cfg.distributed.num_machines == 1 else None
+    return _launch_argv(config_file, run_dir, resume_from=resume_from, local_port=port)
 
 
 def training_command(run_dir: str | os.PathLike, resume_from: str | None = None,

@@ -390,6 +390,26 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _shutdown_distributed(wait: bool) -> None:
+    """Leave the process group together: a rank that exits while another still saves tears the
+    gloo/NCCL connections down under it (SIGABRT at exit). Only waits after a clean finish, so a
+    rank that failed never leaves the others blocked in a barrier."""
+    import sys as _sys
+
+    torch = _sys.modules.get("torch")
+    if torch is None:
+        return
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - best effort at exit; the events already say how the run ended
+        pass
+
+
 def _stop_agreed(seen: bool) -> bool:
     """Every rank stops at the same step: stop when any rank saw the STOP file (a rank that left
     the step loop alone would hang the others in their next all-reduce)."""
@@ -430,6 +450,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     started = time.time()
     gpu: GpuSampler | None = None
+    clean_exit = False
     try:
         from sftwizard.core import curve_doctor
         from sftwizard.core.fingerprint import fingerprint
@@ -473,6 +494,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             writer.emit("end", step=step, status="stopped", reason="stopped",
                         message=f"on request, checkpoint-{step} saved", duration_s=duration,
                         checkpoint=str(checkpoint) if checkpoint.is_dir() else None)
+            clean_exit = True
             return 0
         final = run_dir / FINAL_DIR
         trainer.save_model(str(final))
@@ -480,6 +502,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             prepared.tokenizer.save_pretrained(str(final))
         writer.emit("end", step=step, status="finished", final_dir=str(final),
                     duration_s=round(time.time() - started, 2))
+        clean_exit = True
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code
         reason, line = classify_failure(exc, cfg)
@@ -492,6 +515,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         if gpu is not None:
             gpu.stop()
         writer.close()
+        _shutdown_distributed(wait=clean_exit)
 
 
 def main(argv: list[str] | None = None) -> int:
