@@ -21,6 +21,7 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "attach", "Attach", id="attach"),
+        Binding("c", "chat", "Chat", id="chat"),
         Binding("r", "reload", "Reload", id="reload"),
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
@@ -28,9 +29,11 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__(id="runs-screen")
         self.dirs: dict[str, Path] = {}
+        self.statuses: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static("[b]Runs[/b] — Enter: attach · r: reload · Esc: back", id="runs-title")
+        yield Static("[b]Runs[/b] — Enter: attach · c: chat with a finished run · r: reload · Esc: back",
+                     id="runs-title")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-note")
         yield Footer()
@@ -59,10 +62,12 @@ class RunsScreen(Screen):
         table = self.query_one(DataTable)
         table.clear()
         self.dirs = {}
+        self.statuses = {}
         for run in rows:
             run_id = str(_get(run, "id", "?"))
             directory = Path(str(_get(run, "dir", None) or _get(run, "run_dir", None) or _get(run, "directory", "")))
             self.dirs[run_id] = directory
+            self.statuses[run_id] = str(_get(run, "status", "?"))
             step, total = _get(run, "step"), _get(run, "max_steps") or _get(run, "total")
             loss = _get(run, "last_loss") or _get(run, "loss")
             why = _get(run, "message") or _get(run, "reason") or ""
@@ -71,15 +76,30 @@ class RunsScreen(Screen):
                           str(why)[:80], key=run_id)
         self.query_one("#runs-note", Static).update(note or ("" if rows else "No runs yet."))
 
-    def action_attach(self) -> None:
+    def _highlighted(self) -> str | None:
         table = self.query_one(DataTable)
         if table.row_count == 0:
-            return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def action_attach(self) -> None:
+        key = self._highlighted()
         if key in self.dirs:
             from sftwizard.tui.screens.run import RunScreen
 
             self.app.push_screen(RunScreen(self.dirs[key]))
+
+    def action_chat(self) -> None:
+        key = self._highlighted()
+        if key not in self.dirs:
+            return
+        if self.statuses.get(key) != "finished":
+            self.notify(f"{key} is {self.statuses.get(key, '?')}: only a finished run has a model to chat with.",
+                        severity="warning")
+            return
+        from sftwizard.tui.screens.chat import ChatScreen
+
+        self.app.push_screen(ChatScreen(self.dirs[key]))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_attach()
