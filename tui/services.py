@@ -212,3 +212,18 @@ def events_file(run_dir: Path) -> Path:
 
 def new_tail(run_dir: Path):
     return _core("events", "EventTail")(events_file(run_dir))
+
+
+# --------------------------------------------------------------------------- recommendations
+
+def recommend_settings(cfg: RunConfig, hardware, facts, audit: dict | None = None):
+    """The recommended settings for ``cfg`` on ``hardware`` (``Recommendations``: items with reasons,
+    notes, ``changes()``), sized against the memory estimator."""
+    _heavy_imports()
+    estimate = _core("estimator", "estimate_memory")
+    return _core("recommend", "recommend")(cfg, hardware=hardware, facts=facts, audit=audit, estimate_fn=estimate)
+
+
+def available_trackers() -> list[str]:
+    """``training.report_to`` choices installed here, ending with ``none`` (no import of the trackers)."""
+    return _core("trackers", "available_trackers")()

@@ -37,6 +37,11 @@ class RunStats:
     eval_loss: float | None = None
     learning_rate: float | None = None
     tokens_per_s: float | None = None
+    # efficiency fields of log events (docs/efficiency.md), when the runner sends them
+    trained_tokens_per_s: float | None = None
+    padding_share: float | None = None
+    mfu: float | None = None
+    has_mfu: bool = False  # the runner reported MFU (None there: no known peak, e.g. on CPU)
     gpu_mem: str | None = None
     samples_per_s: float | None = None
     reported_eta_s: float | None = None  # the runner's own ETA, when it sends one
@@ -88,6 +93,20 @@ def format_event(ev: dict) -> str | None:
     if ev.get("message"):  # any other event that speaks to the user
         return f"{kind}: {ev['message']}"
     return None
+
+
+def efficiency_parts(s: RunStats) -> list[str]:
+    """Trained tokens/s, padding share and MFU, for the fields the run's log events carried."""
+    parts = []
+    if s.trained_tokens_per_s is not None:
+        parts.append(f"trained {s.trained_tokens_per_s:,.0f} tok/s")
+    if s.padding_share is not None:
+        parts.append(f"padding {s.padding_share * 100:.1f}%")
+    if s.mfu is not None:
+        parts.append(f"MFU {s.mfu * 100:.1f}%")
+    elif s.has_mfu:
+        parts.append("MFU n/a" + ("" if s.gpu_mem else " on CPU"))
+    return parts
 
 
 class RunMonitor(Vertical):
@@ -201,6 +220,13 @@ class RunMonitor(Vertical):
                     s.learning_rate = float(ev["learning_rate"])
                 if ev.get("tokens_per_s"):
                     s.tokens_per_s = float(ev["tokens_per_s"])
+                if ev.get("trained_tokens_per_s") is not None:
+                    s.trained_tokens_per_s = float(ev["trained_tokens_per_s"])
+                if ev.get("padding_share") is not None:
+                    s.padding_share = float(ev["padding_share"])
+                if "mfu" in ev:
+                    s.has_mfu = True
+                    s.mfu = None if ev["mfu"] is None else float(ev["mfu"])
                 if s.first_log is None and ev.get("time") is not None:
                     s.first_log = (float(ev["time"]), int(ev.get("step") or 0))
                 if ev.get("samples_per_s"):
@@ -264,6 +290,7 @@ class RunMonitor(Vertical):
             parts.append(f"{s.tokens_per_s:,.0f} tok/s")
         elif s.samples_per_s:
             parts.append(f"{s.samples_per_s:,.1f} samples/s")
+        parts += efficiency_parts(s)
         if not self.finished:
             parts.append(f"ETA {format_duration(s.eta_s)}")
         parts.append(f"GPU {s.gpu_mem}" if s.gpu_mem else "CPU")
