@@ -27,6 +27,16 @@ async def type_into(pilot, selector: str, text: str) -> None:
     await settle(pilot)
 
 
+async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
+    """Poll the app until ``predicate()`` holds or ``timeout`` passes (the caller asserts after)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await settle(pilot)
+        await pilot.pause(0.1)
+
+
 def field_error(app, field_id: str) -> str:
     field = app.screen.query_one(f"#{field_id}")
     return field.error if field.has_class("-invalid") else ""
@@ -147,6 +157,8 @@ async def test_a_config_that_does_not_fit_gets_a_tip_applied_with_one_key(make_a
         await type_into(pilot, "#f-training-max-length #control", "512")
         await type_into(pilot, "#f-training-per-device-train-batch-size #control", "1024")
         bar = wizard.current_step.query_one("MemoryBar")
+        # The estimate follows each keystroke (debounced): wait for the one of the final value.
+        await wait_until(pilot, lambda: "does not fit" in str(bar.as_text()))
         assert "does not fit" in str(bar.as_text())
         tip = wizard.suggestions()[0]
         assert "ctrl+t: " + tip.text in str(bar.as_text())
