@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 
 from sftwizard.core.cli import EXIT_USER_ERROR, add_json_flag, print_json
-from sftwizard.core.event_lines import history_line
 from sftwizard.core.metrics import format_duration
 
 USER_REASONS = {"config", "data"}
@@ -79,8 +78,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- following
 
+def format_history_event(ev: dict) -> str | None:
+    """`run`'s live lines, plus the turns of a run's life (ends, resumes) for a full history."""
+    from sftwizard.core.cli_run import format_event
+
+    kind = ev.get("event")
+    if kind == "resume":
+        return f"— resumed from {Path(ev.get('resume_from') or '?').name}"
+    if kind == "end" and ev.get("status") != "finished":
+        return f"— {ev.get('status')} at step {ev.get('step')}: {ev.get('message')}"
+    return format_event(ev)
+
+
 def print_history_event(ev: dict) -> None:
-    line = history_line(ev)
+    line = format_history_event(ev)
     if line:
         print(line, flush=True)
 

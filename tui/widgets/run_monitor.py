@@ -18,7 +18,6 @@ from textual.reactive import reactive
 from textual.markup import escape
 from textual.widgets import Static
 
-from sftwizard.core.event_lines import history_line
 from sftwizard.core.metrics import format_duration
 from sftwizard.tui import services
 from sftwizard.tui.widgets.log_pane import LogPane
@@ -60,6 +59,40 @@ class RunStats:
             return None
         rate = (self.step - self.first_log[1]) / max(1e-9, self.last_time - self.first_log[0])
         return (self.max_steps - self.step) / rate if rate > 0 else None
+
+
+def format_event(ev: dict) -> str | None:
+    """One log line for an event (or None for events the log does not show)."""
+    kind = ev.get("event")
+    step = ev.get("step")
+    if kind == "log":
+        parts = [f"step {step}/{ev.get('max_steps') or '?'}"]
+        if ev.get("loss") is not None:
+            parts.append(f"loss {ev['loss']:.4f}")
+        if ev.get("learning_rate") is not None:
+            parts.append(f"lr {ev['learning_rate']:.2e}")
+        if ev.get("grad_norm") is not None:
+            parts.append(f"grad {ev['grad_norm']:.2f}")
+        if ev.get("tokens_per_s"):
+            parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
+        return "  ".join(parts)
+    if kind == "eval":
+        return f"step {step}  eval_loss {ev['eval_loss']:.4f}" if ev.get("eval_loss") is not None else None
+    if kind in ("start", "resume"):
+        return f"{kind}: {ev.get('model')} ({ev.get('method')})"
+    if kind == "prepared":
+        return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows · template: "
+                f"{ev.get('template_source')} · trainable {ev.get('trainable_params') or 0:,} of "
+                f"{ev.get('total_params') or 0:,} params")
+    if kind == "checkpoint":
+        return f"checkpoint at step {step}"
+    if kind in ("error", "warning"):
+        return f"{kind}: {ev.get('message')}"
+    if kind == "end":
+        return f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
+    if ev.get("message"):  # any other event that speaks to the user
+        return f"{kind}: {ev['message']}"
+    return None
 
 
 def efficiency_parts(s: RunStats) -> list[str]:
@@ -222,7 +255,7 @@ class RunMonitor(Vertical):
                 if ev.get("final_dir"):
                     lines.append(f"model saved: {ev['final_dir']}")
                 s.status = str(ev.get("status") or "finished")
-            line = history_line(ev)
+            line = format_event(ev)
             if line:
                 lines.append(line)
         chart = self.query_one(LossChart)
