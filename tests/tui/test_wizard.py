@@ -148,9 +148,13 @@ async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_ap
 
 
 async def test_a_config_that_does_not_fit_gets_a_tip_applied_with_one_key(make_app):
+    from sftwizard.core.config import load_preset
+    from sftwizard.core.presets import shipped_presets_dir
     from tests.tui.conftest import gpu_report
 
-    app = make_app(start_step="training", hardware=gpu_report())
+    # The shipped demo itself: a user preset named "demo" saved by another test must not stand in.
+    shipped = shipped_presets_dir() / "demo.yaml"
+    app = make_app(load_preset(shipped), str(shipped), start_step="training", hardware=gpu_report())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         wizard = app.wizard
