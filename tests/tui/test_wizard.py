@@ -421,3 +421,29 @@ def test_the_first_frame_is_drawn_before_any_heavy_library_loads():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.heavy_modules_at_first_frame() == []
+
+
+async def test_a_run_whose_loss_went_nan_is_shown_not_crashed_on(make_app, tmp_path):
+    """NaN losses reach events.jsonl as NaN (or "nan" from older runs); the screen says so."""
+    from sftwizard.core.events import EventWriter
+    from sftwizard.tui.screens.run import RunScreen
+
+    run_dir = tmp_path / "20260101-000000-nan"
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("log", step=1, max_steps=3, loss=2.5, learning_rate=1e-3, grad_norm=1.0)
+    writer.emit("log", step=2, max_steps=3, loss=float("nan"), learning_rate=1e-3, grad_norm=float("inf"))
+    writer.emit("log", step=3, max_steps=3, loss="nan", learning_rate=1e-3, grad_norm="nan")
+    writer.emit("end", step=3, status="failed", reason="nan", message="the loss became NaN at step 2")
+    writer.close()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.push_screen(RunScreen(run_dir))
+        await pilot.pause(0.5)
+        monitor = app.screen.query_one("RunMonitor")
+        assert monitor.query_one("LossChart").train_points == [(1.0, 2.5)]  # only the finite point is drawn
+        assert monitor.status == "failed"
+        text = screen_text(app)
+        assert "loss nan" in text and "grad inf" in text
+        assert "the loss became NaN at step 2" in text

@@ -6,6 +6,7 @@ batches (coalesced: one chart redraw and one log write per tick, however many li
 
 from __future__ import annotations
 
+import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from textual.reactive import reactive
 from textual.markup import escape
 from textual.widgets import Static
 
+from sftwizard.core.event_lines import as_float, event_line, gpu_text
 from sftwizard.core.metrics import format_duration
 from sftwizard.tui import services
 from sftwizard.tui.widgets.log_pane import LogPane
@@ -59,40 +61,6 @@ class RunStats:
             return None
         rate = (self.step - self.first_log[1]) / max(1e-9, self.last_time - self.first_log[0])
         return (self.max_steps - self.step) / rate if rate > 0 else None
-
-
-def format_event(ev: dict) -> str | None:
-    """One log line for an event (or None for events the log does not show)."""
-    kind = ev.get("event")
-    step = ev.get("step")
-    if kind == "log":
-        parts = [f"step {step}/{ev.get('max_steps') or '?'}"]
-        if ev.get("loss") is not None:
-            parts.append(f"loss {ev['loss']:.4f}")
-        if ev.get("learning_rate") is not None:
-            parts.append(f"lr {ev['learning_rate']:.2e}")
-        if ev.get("grad_norm") is not None:
-            parts.append(f"grad {ev['grad_norm']:.2f}")
-        if ev.get("tokens_per_s"):
-            parts.append(f"{ev['tokens_per_s']:,.0f} tok/s")
-        return "  ".join(parts)
-    if kind == "eval":
-        return f"step {step}  eval_loss {ev['eval_loss']:.4f}" if ev.get("eval_loss") is not None else None
-    if kind in ("start", "resume"):
-        return f"{kind}: {ev.get('model')} ({ev.get('method')})"
-    if kind == "prepared":
-        return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows · template: "
-                f"{ev.get('template_source')} · trainable {ev.get('trainable_params') or 0:,} of "
-                f"{ev.get('total_params') or 0:,} params")
-    if kind == "checkpoint":
-        return f"checkpoint at step {step}"
-    if kind in ("error", "warning"):
-        return f"{kind}: {ev.get('message')}"
-    if kind == "end":
-        return f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
-    if ev.get("message"):  # any other event that speaks to the user
-        return f"{kind}: {ev['message']}"
-    return None
 
 
 def efficiency_parts(s: RunStats) -> list[str]:
@@ -213,38 +181,33 @@ class RunMonitor(Vertical):
                 s.status = "running"
             elif kind == "log":
                 s.status = "running" if s.status != "stopping" else s.status
-                if ev.get("loss") is not None:
-                    s.loss = float(ev["loss"])
-                    train.append((float(ev.get("step") or 0), s.loss))
+                loss = as_float(ev.get("loss"))
+                if loss is not None:
+                    s.loss = loss
+                    if math.isfinite(loss):  # a NaN is told in the log and the status, not drawn
+                        train.append((float(ev.get("step") or 0), loss))
                 if ev.get("learning_rate") is not None:
-                    s.learning_rate = float(ev["learning_rate"])
+                    s.learning_rate = as_float(ev["learning_rate"])
                 if ev.get("tokens_per_s"):
-                    s.tokens_per_s = float(ev["tokens_per_s"])
+                    s.tokens_per_s = as_float(ev["tokens_per_s"])
                 if ev.get("trained_tokens_per_s") is not None:
-                    s.trained_tokens_per_s = float(ev["trained_tokens_per_s"])
+                    s.trained_tokens_per_s = as_float(ev["trained_tokens_per_s"])
                 if ev.get("padding_share") is not None:
-                    s.padding_share = float(ev["padding_share"])
+                    s.padding_share = as_float(ev["padding_share"])
                 if "mfu" in ev:
                     s.has_mfu = True
-                    s.mfu = None if ev["mfu"] is None else float(ev["mfu"])
+                    s.mfu = as_float(ev["mfu"])
                 if s.first_log is None and ev.get("time") is not None:
                     s.first_log = (float(ev["time"]), int(ev.get("step") or 0))
                 if ev.get("samples_per_s"):
-                    s.samples_per_s = float(ev["samples_per_s"])
+                    s.samples_per_s = as_float(ev["samples_per_s"])
                 if "eta_s" in ev:
-                    s.reported_eta_s = None if ev["eta_s"] is None else float(ev["eta_s"])
-                if ev.get("gpu_mem_gib") is not None:  # sampled through NVML by the runner
-                    s.gpu_mem = f"{float(ev['gpu_mem_gib']):.1f}"
-                    if ev.get("gpu_mem_total_gib"):
-                        s.gpu_mem += f"/{float(ev['gpu_mem_total_gib']):.0f}"
-                    s.gpu_mem += " GiB"
-                    if ev.get("gpu_util_pct") is not None:
-                        s.gpu_mem += f" {float(ev['gpu_util_pct']):.0f}%"
-                    if ev.get("gpu_power_w") is not None:
-                        s.gpu_mem += f" {float(ev['gpu_power_w']):.0f} W"
-            elif kind == "eval" and ev.get("eval_loss") is not None:
-                s.eval_loss = float(ev["eval_loss"])
-                evals.append((float(ev.get("step") or 0), s.eval_loss))
+                    s.reported_eta_s = as_float(ev["eta_s"])
+                s.gpu_mem = gpu_text(ev) or s.gpu_mem  # sampled through NVML by the runner
+            elif kind == "eval" and as_float(ev.get("eval_loss")) is not None:
+                s.eval_loss = as_float(ev["eval_loss"])
+                if math.isfinite(s.eval_loss):
+                    evals.append((float(ev.get("step") or 0), s.eval_loss))
             elif kind == "warning" and ev.get("message"):
                 s.warning = str(ev["message"])
             elif kind == "error":
@@ -255,7 +218,7 @@ class RunMonitor(Vertical):
                 if ev.get("final_dir"):
                     lines.append(f"model saved: {ev['final_dir']}")
                 s.status = str(ev.get("status") or "finished")
-            line = format_event(ev)
+            line = event_line(ev, live_stats=False)
             if line:
                 lines.append(line)
         chart = self.query_one(LossChart)

@@ -1,0 +1,99 @@
+"""One human line per run event: the words `run`, `attach` and the TUI's Run screen share.
+
+Events come from ``events.jsonl`` (docs/run-directory.md). A value may be a float, ``NaN``
+(written by ``json.dumps(allow_nan=True)``), a string such as ``"nan"`` from an older run, or
+missing; every formatter here takes all of those without raising.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sftwizard.core.metrics import format_duration
+
+
+def num(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec`` when it is a number, else as it was written."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def gpu_text(ev: dict) -> str | None:
+    """"12.3/80 GiB 97% 350 W" from a log event's NVML samples, or None when it has none."""
+    used = ev.get("gpu_mem_gib")
+    if used is None:
+        return None
+    text = num(used, ".1f")
+    if ev.get("gpu_mem_total_gib"):
+        text += "/" + num(ev["gpu_mem_total_gib"], ".0f")
+    text += " GiB"
+    if ev.get("gpu_util_pct") is not None:
+        text += f" {num(ev['gpu_util_pct'], '.0f')}%"
+    if ev.get("gpu_power_w") is not None:
+        text += f" {num(ev['gpu_power_w'], '.0f')} W"
+    return text
+
+
+def log_line(ev: dict, *, live_stats: bool = True) -> str:
+    """A ``log`` event: step, loss, lr, grad norm, tok/s; with ``live_stats`` also samples/s,
+    ETA and GPU (the TUI leaves those to its status bar, which shows the latest)."""
+    parts = [f"step {ev.get('step') or 0:>5}/{ev.get('max_steps') or '?'}"]
+    if ev.get("loss") is not None:
+        parts.append("loss " + num(ev["loss"], ".4f"))
+    if ev.get("learning_rate") is not None:
+        parts.append("lr " + num(ev["learning_rate"], ".2e"))
+    if ev.get("grad_norm") is not None:
+        parts.append("grad " + num(ev["grad_norm"], ".2f"))
+    if ev.get("tokens_per_s"):
+        parts.append(num(ev["tokens_per_s"], ",.0f") + " tok/s")
+    if live_stats:
+        if ev.get("samples_per_s"):
+            parts.append(num(ev["samples_per_s"], ",.1f") + " samples/s")
+        if isinstance(ev.get("eta_s"), (int, float)):
+            parts.append("ETA " + format_duration(ev["eta_s"]))
+        gpu = gpu_text(ev)
+        if gpu:
+            parts.append("GPU " + gpu)
+    return "  ".join(parts)
+
+
+def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
+    """One line for any event, or None for events that carry nothing to read."""
+    kind = ev.get("event")
+    step = ev.get("step")
+    if kind == "log":
+        return log_line(ev, live_stats=live_stats)
+    if kind == "eval":
+        if ev.get("eval_loss") is None:
+            return None
+        return f"step {step or 0:>5}  eval_loss " + num(ev["eval_loss"], ".4f")
+    if kind in ("start", "resume"):
+        return f"{kind}: {ev.get('model')} ({ev.get('method')})"
+    if kind == "prepared":
+        return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows · template: "
+                f"{ev.get('template_source')} · trainable {num(ev.get('trainable_params') or 0, ',')} of "
+                f"{num(ev.get('total_params') or 0, ',')} params")
+    if kind == "checkpoint":
+        where = f" → {Path(ev['path']).name}" if ev.get("path") else ""
+        return f"checkpoint at step {step}{where}"
+    if kind in ("error", "warning"):
+        return f"{kind}: {ev.get('message')}"
+    if kind == "end":
+        return f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
+    if ev.get("message"):  # any other event that speaks to the user
+        return f"{kind}: {ev['message']}"
+    return None
+
+
+def as_float(value: Any) -> float | None:
+    """A number from an event field (``"nan"`` included), or None when it holds none."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
