@@ -447,3 +447,53 @@ async def test_a_run_whose_loss_went_nan_is_shown_not_crashed_on(make_app, tmp_p
         text = screen_text(app)
         assert "loss nan" in text and "grad inf" in text
         assert "the loss became NaN at step 2" in text
+
+
+async def test_keys_typed_faster_than_the_wizard_handles_them_are_never_overwritten(make_app):
+    """The wizard shows each config it handles; under load those arrive after newer keys. Older
+    echoes of a field's own edits must not replace its text, and an edit in another field must
+    build on the newest draft, not on the one last shown."""
+    from dataclasses import replace
+
+    from textual.widgets import Input
+
+    from sftwizard.tui.steps.fields import ConfigField
+
+    app = make_app(start_step="training")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        step = wizard.current_step
+        length = step.query_one("#f-training-max-length", ConfigField)
+        batch = step.query_one("#f-training-per-device-train-batch-size", ConfigField)
+        old = wizard.draft
+
+        # One field: four keys' edits went up; the wizard shows them back one by one, late.
+        with length.control.prevent(Input.Changed):  # the keys' own messages are the sent() below
+            length.control.value = "512"  # what the user sees after: ctrl+k, 5, 1, 2
+        for typed in (None, 5, 51, 512):
+            length.sent(typed)
+        for echoed in (None, 5, 51):
+            step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=echoed)))
+            assert length.control.value == "512", echoed  # an old echo never replaces newer text
+        news = wizard.context.but(config=old.replace(training=replace(old.training, max_length=51)))
+        step.context = news  # other news (an estimate) with the same, older draft: still untouched
+        assert length.control.value == "512"
+        step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=512)))
+        assert length.control.value == "512" and length.in_flight == []
+
+        # Two fields, before the wizard has handled the first edit: the second keeps the first.
+        for field, text in ((length, "384"), (batch, "3")):
+            with field.control.prevent(Input.Changed):
+                field.control.value = text
+        step.apply("training.max_length", "384", length)
+        step.apply("training.per_device_train_batch_size", "3", batch)
+        await settle(pilot)
+        assert wizard.draft.training.max_length == 384
+        assert wizard.draft.training.per_device_train_batch_size == 3
+        assert length.control.value == "384" and batch.control.value == "3"
+
+        # A value nobody typed here (a preset, an applied tip) still replaces the text.
+        wizard.set_draft(wizard.draft.replace(training=replace(wizard.draft.training, max_length=128)))
+        await settle(pilot)
+        assert length.control.value == "128"

@@ -132,6 +132,7 @@ class WizardScreen(Screen):
     def __init__(self, config: RunConfig, preset_path: str | None = None, start_step: int = 0) -> None:
         super().__init__(id="wizard")
         self.draft = config
+        self.latest_draft = config  # the draft plus edits posted by steps and not yet handled here
         self.saved_config: RunConfig | None = config if preset_path else None
         self.context = WizardContext(config=config, preset_path=preset_path, saved_equal=bool(preset_path))
         self.step_index = start_step
@@ -198,6 +199,7 @@ class WizardScreen(Screen):
 
     def set_draft(self, config: RunConfig) -> None:
         self.draft = config
+        self.latest_draft = config
         self.push_context(config=config, saved_equal=self.saved_config is not None and config == self.saved_config)
         if self._debounce is not None:
             self._debounce.stop()

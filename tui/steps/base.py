@@ -153,7 +153,21 @@ class Step(VerticalScroll, can_focus=False):
         return None
 
     # ------------------------------------------------------------------ messages up
+    def draft_config(self) -> RunConfig:
+        """The newest draft to edit: the wizard's, counting edits posted but not yet handled there, so
+        keys typed faster than the messages travel (in one field or across fields) lose nothing."""
+        try:
+            latest = getattr(self.screen, "latest_draft", None)
+        except Exception:  # not on a screen (a step tested alone)
+            latest = None
+        return latest if latest is not None else self.context.config
+
     def post_config(self, config: RunConfig) -> None:
+        try:
+            if hasattr(self.screen, "latest_draft"):
+                self.screen.latest_draft = config  # at once: the next key builds on it
+        except Exception:
+            pass
         self.post_message(self.Changed(config))
 
     def apply(self, path: str, raw_yaml: str, field_widget: ConfigField | None = None) -> RunConfig | None:
@@ -161,7 +175,7 @@ class Step(VerticalScroll, can_focus=False):
         if self.context is None:
             return None
         try:
-            cfg = apply_overrides(self.context.config, [f"{path}={raw_yaml}"])
+            cfg = apply_overrides(self.draft_config(), [f"{path}={raw_yaml}"])
         except ConfigError as exc:
             message = "; ".join(p.split(": ", 1)[1] if p.startswith(path.split(".")[0]) and ": " in p else p
                                 for p in exc.problems)
@@ -174,7 +188,7 @@ class Step(VerticalScroll, can_focus=False):
             self.post_message(self.ValidityChanged())
         if field_widget is not None:
             field_widget.error = ""
-            field_widget.committed = get_path(cfg, path)
+            field_widget.sent(get_path(cfg, path))
         self.post_config(cfg)
         return cfg
 

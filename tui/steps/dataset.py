@@ -80,7 +80,7 @@ class DatasetStep(Step):
             return super().apply(path, raw_yaml, field_widget)
         # eval_source is optional: an empty path means none, which overrides cannot say.
         text = json.loads(raw_yaml)
-        cfg = self.context.config
+        cfg = self.draft_config()
         data = cfg.data
         eval_source = None if not text else DataSource(path=text)
         from dataclasses import replace
@@ -90,7 +90,7 @@ class DatasetStep(Step):
             new = new.replace(training=replace(new.training, eval_strategy="no"))
         if field_widget is not None:
             field_widget.error = ""
-            field_widget.committed = text or None
+            field_widget.sent(text or None)
         self.invalid.pop(path, None)
         self.post_config(new)
         return new

@@ -38,6 +38,10 @@ def to_text(value: Any, kind: Kind) -> str:
     return str(value)
 
 
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
 class ConfigField(Widget):
     """Label, control and inline error for one config path."""
 
@@ -66,6 +70,8 @@ class ConfigField(Widget):
         self.placeholder = placeholder
         self.suggester = suggester
         self.committed: Any = object()  # what the config holds, as last shown or applied
+        self.seen: Any = object()  # this path's value in the last config the wizard showed
+        self.in_flight: list[Any] = []  # values typed here and sent up, not yet shown back
         self.syncing = False
 
     def compose(self) -> ComposeResult:
@@ -117,12 +123,32 @@ class ConfigField(Widget):
             return json.dumps(items[0] if len(items) == 1 else items)
         return text if text else "null"
 
-    def show_value(self, value: Any) -> None:
-        """Show what the config holds, unless it is what the user just typed (or is typing)."""
-        if value == self.committed and not isinstance(value, (list, dict)):
-            return
-        if isinstance(value, (list, dict)) and value == self.committed:
-            return
+    def sent(self, value: Any) -> None:
+        """The user's text here became ``value`` and went up to the wizard."""
+        self.committed = value
+        if not _same(value, self.seen):  # an edit that leaves the config as it was is never shown back
+            self.in_flight.append(value)
+
+    def show_value(self, value: Any, force: bool = False) -> None:
+        """Show what the config holds, unless it is what the user just typed (or is typing).
+
+        The wizard shows every config it handles; while keys arrive faster than it does, the
+        configs it shows are older than the text in the field. Those echoes of this field's own
+        edits are passed over (the newest text stands); a value nobody typed here (a preset, an
+        applied tip) replaces the text.
+        """
+        if not force:
+            if _same(value, self.seen):
+                return  # this path did not change: other news (an estimate, an audit) came in
+            self.seen = value
+            for i, typed in enumerate(self.in_flight):
+                if _same(typed, value):
+                    del self.in_flight[: i + 1]
+                    return  # an echo of an edit made here: the field already shows it or newer
+            self.in_flight.clear()
+            if _same(value, self.committed):
+                return
+        self.seen = value
         self.committed = value
         self.error = ""
         control = self.control

@@ -100,8 +100,7 @@ class TrainingStep(Step):
                 # a preset may name any optimizer TRL knows, or a tracker not installed here (the doctor says so)
                 field.options = field.options + [value]
                 field.control.set_options(field.pairs)
-                field.committed = object()
-                field.show_value(value)
+                field.show_value(value, force=True)
         self.query_one("#lr-hint", Static).update(LR_HINTS.get(context.config.method.type, ""))
         show_estimate(self.query_one(MemoryBar), context)
         self.show_recommendations()
@@ -201,7 +200,7 @@ class TrainingStep(Step):
         if not changes:
             return
         try:
-            cfg = apply_overrides(self.context.config, [f"{k}={json.dumps(v)}" for k, v in changes.items()])
+            cfg = apply_overrides(self.draft_config(), [f"{k}={json.dumps(v)}" for k, v in changes.items()])
         except ConfigError as exc:
             self.notify("; ".join(exc.problems), title="Cannot apply the recommendations", severity="error")
             return
