@@ -197,6 +197,12 @@ def stop_run(run_dir: Path) -> None:
     (run_dir / STOP_FILE).touch()
 
 
+def resume_run(run_dir: Path):
+    """Continue a stopped, failed or lost run from its newest complete checkpoint (a ``Launched``:
+    ``run_dir``, ``process``, ``checkpoint``); RunsError, a sentence, when it cannot."""
+    return _core("runs", "resume")(run_dir)
+
+
 def run_alive(run_dir: Path) -> bool:
     """Whether the run's processes are alive (the run registry's own test: lock, then pid)."""
     return _core("runs", "is_alive")(run_dir)

@@ -22,6 +22,7 @@ class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "attach", "Attach", id="attach"),
         Binding("c", "chat", "Chat", id="chat"),
+        Binding("u", "resume", "Resume", id="resume"),
         Binding("r", "reload", "Reload", id="reload"),
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
@@ -32,7 +33,7 @@ class RunsScreen(Screen):
         self.statuses: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static("[b]Runs[/b] — Enter: attach · c: chat with a finished run · r: reload · Esc: back",
+        yield Static("[b]Runs[/b] — Enter: attach · u: resume a stopped run · c: chat with a finished run · r: reload · Esc: back",
                      id="runs-title")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-note")
@@ -100,6 +101,19 @@ class RunsScreen(Screen):
         from sftwizard.tui.screens.chat import ChatScreen
 
         self.app.push_screen(ChatScreen(self.dirs[key]))
+
+    def action_resume(self) -> None:
+        key = self._highlighted()
+        if key not in self.dirs:
+            return
+        status = self.statuses.get(key)
+        if status not in ("stopped", "failed", "lost"):
+            self.notify(f"{key} is {status}: only a stopped, failed or lost run can be resumed.",
+                        severity="warning")
+            return
+        from sftwizard.tui.screens.run import RunScreen
+
+        self.app.push_screen(RunScreen(self.dirs[key], resume=True))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_attach()

@@ -77,12 +77,13 @@ class WizardScreen(Screen):
         Binding("ctrl+down,ctrl+f", "row(1)", "Next row", id="next-row"),
         Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
         Binding("s", "stop", "Stop run", id="stop-run"),
+        Binding("u", "resume", "Resume run", id="resume-run"),
         Binding("ctrl+t", "apply_suggestion", "Apply tip", id="apply-suggestion"),
         # A step longer than the terminal scrolls with the keyboard too (80x24 over SSH).
         Binding("pagedown", "scroll_step(1)", "Scroll", id="scroll-down", key_display="PgDn"),
         Binding("pageup", "scroll_step(-1)", "Scroll up", id="scroll-up", show=False),
     ]
-    STEP_ACTIONS = {"row": ("template",), "stop": ("run",), "apply_suggestion": ("method", "training")}
+    STEP_ACTIONS = {"row": ("template",), "stop": ("run",), "resume": ("run",), "apply_suggestion": ("method", "training")}
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         step_ids = self.STEP_ACTIONS.get(action)
@@ -128,6 +129,9 @@ class WizardScreen(Screen):
 
     def action_stop(self) -> None:
         self.step_named("run").action_stop()
+
+    def action_resume(self) -> None:
+        self.step_named("run").action_resume()
 
     def __init__(self, config: RunConfig, preset_path: str | None = None, start_step: int = 0) -> None:
         super().__init__(id="wizard")

@@ -58,7 +58,7 @@ class RunStep(Step):
             await self.query_one("#run-placeholder").remove()
             await self.mount(monitor)
         self.query_one("#launch", Button).disabled = True
-        self.query_one("#run-summary", Static).update(f"Run [b]{run_dir.name}[/b] — s: stop · ctrl+r: all runs")
+        self.query_one("#run-summary", Static).update(f"Run [b]{run_dir.name}[/b] — s: stop · u: resume · ctrl+r: all runs")
         monitor.follow(run_dir, process)
         return monitor
 
@@ -71,6 +71,14 @@ class RunStep(Step):
         monitor = self.monitor
         if monitor is None or not monitor.request_stop():
             self.notify("No run to stop.", severity="warning")
+
+    def action_resume(self) -> None:
+        monitor = self.monitor
+        if monitor is None or not monitor.request_resume():
+            self.notify("No stopped, failed or lost run to resume here.", severity="warning")
+
+    def on_run_monitor_resumed(self, event) -> None:
+        self.query_one("#launch", Button).disabled = True
 
     def on_run_monitor_ended(self, event) -> None:
         self.query_one("#launch", Button).disabled = False

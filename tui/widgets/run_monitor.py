@@ -86,6 +86,13 @@ class RunMonitor(Vertical):
     RunMonitor > #run-panes { height: 1fr; }
     """
 
+    class Resumed(Message):
+        """The run was resumed from a checkpoint: a new process now writes its events."""
+
+        def __init__(self, monitor: "RunMonitor") -> None:
+            super().__init__()
+            self.monitor = monitor
+
     class Ended(Message):
         """The run reached its end (finished, stopped, failed or lost)."""
 
@@ -138,6 +145,32 @@ class RunMonitor(Vertical):
         self.refresh_stats()
         return True
 
+    def request_resume(self) -> bool:
+        """Continue a stopped, failed or lost run from its newest checkpoint (in a thread: it checks
+        the model and the fingerprint, then starts the process). False when there is nothing to do."""
+        if self.run_dir is None or not self.finished or self.status == "finished":
+            return False
+        self.query_one(LogPane).add_lines(["resume requested: checking the newest checkpoint…"])
+        self.run_worker(lambda run_dir=self.run_dir: services.resume_run(run_dir), name="resume",
+                        group="resume", thread=True, exclusive=True, exit_on_error=False)
+        return True
+
+    def on_worker_state_changed(self, event) -> None:
+        from textual.worker import WorkerState
+
+        if event.worker.group != "resume" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        event.stop()
+        if event.state == WorkerState.SUCCESS:
+            launched = event.worker.result
+            self.follow(launched.run_dir, launched.process)  # the history, then the new segment live
+            self.post_message(self.Resumed(self))
+            return
+        error = event.worker.error
+        message = str(error) if isinstance(error, services.user_error_types()) else f"resume failed: {error!r}"
+        self.query_one(LogPane).add_lines([f"cannot resume: {message}"])
+        self.notify(message, severity="error", timeout=8)
+
     def tick(self) -> None:
         if self._tail is None:
             return
@@ -154,7 +187,13 @@ class RunMonitor(Vertical):
                                      if code is not None else "the training process is gone without an end event")
                 self._set_end("failed" if code else "lost")
         if self.finished and self._timer is not None:
-            self._timer.pause()
+            if self.process is not None and self.process.poll() is None:
+                return  # a resumed run: its history ends "stopped" until the new process speaks
+            late = self._tail.poll()
+            if late:
+                self.apply_events(late)
+            if self.finished:
+                self._timer.pause()
 
     def _process_gone(self) -> bool:
         if self.process is not None:
@@ -177,7 +216,10 @@ class RunMonitor(Vertical):
                 s.step = int(ev["step"])
             if ev.get("max_steps"):
                 s.max_steps = int(ev["max_steps"])
-            if kind in ("start", "resume", "prepared", "train_begin") and s.status in ("starting", "idle"):
+            if kind in ("start", "resume"):  # a new process: whatever ended before is history
+                s.status, s.reason, s.warning = "running", None, None
+                s.first_log = None  # the ETA's rate starts again with the new process
+            elif kind in ("prepared", "train_begin") and s.status in ("starting", "idle"):
                 s.status = "running"
             elif kind == "log":
                 s.status = "running" if s.status != "stopping" else s.status

@@ -1,0 +1,90 @@
+"""The Runs screen and the Run screen resume a really stopped run from its checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sftwizard.core import runs
+from sftwizard.core.config import config_from_dict, load_preset
+from sftwizard.core.events import EVENTS_FILE, read_events
+from tests.tui.helpers import screen_text, settle
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stopped_run(tmp: Path) -> Path:
+    """A real run of the builtin model, stopped gracefully after its first logged step."""
+    lines = (REPO / "core" / "assets" / "demo" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:48]
+    data = tmp / "data.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    d = load_preset(REPO / "presets" / "demo.yaml").to_dict()
+    d["data"]["sources"] = [{"path": str(data)}]
+    d["data"]["eval_source"] = None
+    d["training"].update(max_steps=8, save_steps=100, logging_steps=1, eval_strategy="no",
+                         per_device_train_batch_size=4, max_length=96, warmup_ratio=0.0)
+    d["run"].update(output_root=str(tmp / "runs"), name="tui-resume")
+    launched = runs.launch(config_from_dict(d))
+    deadline = time.monotonic() + 150
+    while not any(ev.get("event") == "log" for ev in read_events(launched.run_dir / EVENTS_FILE)):
+        assert time.monotonic() < deadline, "the run never logged a step"
+        time.sleep(0.05)
+    runs.stop(launched.run_dir)
+    launched.process.wait(timeout=150)
+    info = runs.run_info(launched.run_dir)
+    assert info.status == "stopped" and info.step < 8, info
+    return launched.run_dir
+
+
+async def wait_for(pilot, predicate, timeout: float = 150.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await pilot.pause(0.1)
+
+
+async def test_u_on_the_runs_screen_resumes_a_stopped_run_to_its_end(make_app, tmp_path):
+    run_dir = stopped_run(tmp_path)
+    stopped_at = runs.run_info(run_dir).step
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+r")
+        table = app.screen.query_one("DataTable")
+        await wait_for(pilot, lambda: run_dir.name in app.screen.dirs)
+        table.move_cursor(row=table.get_row_index(run_dir.name))
+        await pilot.press("u")
+        await wait_for(pilot, lambda: app.screen.id == "run-screen")
+        monitor = app.screen.query_one("RunMonitor")
+        await wait_for(pilot, lambda: monitor.status == "finished")
+        assert monitor.status == "finished", screen_text(app)
+        assert monitor.stats.step == 8
+        # One chart across both processes: the steps before the stop and after the resume.
+        steps = [int(x) for x, _ in monitor.query_one("LossChart").train_points]
+        assert steps[0] <= stopped_at < steps[-1] == 8
+        text = screen_text(app)
+        assert "resume: builtin:tiny-chat" in text and "end: finished" in text
+    info = runs.run_info(run_dir)
+    assert info.status == "finished" and info.resumes == 1
+
+
+async def test_resume_is_refused_with_the_reason_when_there_is_nothing_to_resume(make_app, tmp_path):
+    from sftwizard.core.events import EventWriter
+    from sftwizard.tui.screens.run import RunScreen
+
+    run_dir = tmp_path / "20260101-000000-early"  # stopped before its first checkpoint
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("end", step=0, status="stopped", reason="stopped")
+    writer.close()
+    (run_dir / "config.yaml").write_text((REPO / "presets" / "demo.yaml").read_text(encoding="utf-8"))
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.push_screen(RunScreen(run_dir))
+        await pilot.pause(0.3)
+        monitor = app.screen.query_one("RunMonitor")
+        assert monitor.status == "stopped"
+        await pilot.press("u")
+        await wait_for(pilot, lambda: "cannot resume" in screen_text(app), timeout=30)
+        assert "no complete checkpoint to resume from" in screen_text(app)
+        assert monitor.status == "stopped"
