@@ -204,6 +204,23 @@ def _apply_changes(p: Plan, changes: dict[str, Any], m: ModelView) -> Plan:
 
 # --------------------------------------------------------------------------- public API
 
+def template_embedding_rows(facts: Any, cfg: Any, assumptions: list[str]) -> int:
+    """The embedding rows the run will have: the config's vocabulary, grown by ChatML's markers when
+    ``template.source`` is chatml and the tokenizer lacks them (the tokenizer is read, once)."""
+    vocab = int(facts.vocab_size)
+    if getattr(getattr(cfg, "template", None), "source", None) != "chatml":
+        return vocab
+    from sftwizard.core.template_sources import grown_embedding_rows
+
+    path = getattr(facts, "path", None)
+    rows = grown_embedding_rows(path, vocab, getattr(cfg.model, "trust_remote_code", False)) if path else None
+    if rows is None:
+        assumptions.append("template.source chatml: no tokenizer here to tell whether its tokens grow the "
+                           "embeddings; counted as they are")
+        return vocab
+    return rows
+
+
 def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None, hardware: Any = None,
                     num_gpus: int = 1, sharding: str | None = None, suggest: bool = True) -> Estimate:
     """Peak GPU memory of training ``cfg`` on the model described by ``facts`` (a ModelFacts).
@@ -213,12 +230,18 @@ def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None
     fsdp) with ``num_gpus`` gives the per-GPU share of what the strategy shards.
     """
     assumptions: list[str] = []
-    m = model_view(facts)
+    rows = template_embedding_rows(facts, cfg, assumptions)
+    m = model_view(facts, rows)
     if int(getattr(facts, "num_experts", 0) or 0):
         assumptions.append("mixture-of-experts: activations counted as one dense MLP per token")
     if sharding is None and num_gpus > 1:  # the preset's own strategy (config.distributed)
         sharding = getattr(getattr(cfg, "distributed", None), "strategy", None) or "ddp"
     p = make_plan(m, cfg, hardware, num_gpus, sharding, assumptions, getattr(facts, "max_position_embeddings", None))
+    if rows > int(facts.vocab_size):
+        p = replace(p, grown_embeddings=True)
+        assumptions.append(
+            f"template.source chatml adds tokens: embeddings grow from {int(facts.vocab_size):,} to {rows:,} rows"
+            + ("" if p.knobs.method == "full" else "; embed_tokens and lm_head are trained in full (modules_to_save)"))
     r = compute(m, p)
     total = r["total"] / GIB
     if gpu_memory_gib is None and hardware is not None and getattr(hardware, "gpus", None):

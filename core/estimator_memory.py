@@ -145,12 +145,20 @@ def _model_view_cached(key: tuple) -> ModelView:
                   vocab * hidden)
 
 
-def model_view(facts: Any) -> ModelView:
+def model_view(facts: Any, embedding_rows: int | None = None) -> ModelView:
+    """The model as the estimator sees it; ``embedding_rows`` above the config's vocabulary is the
+    runner's grown embedding (a template's added tokens): the input and output embeddings (one
+    matrix when tied) gain those rows."""
     linears = tuple(sorted((str(k), tuple(int(x) for x in v)) for k, v in (facts.linear_shapes or {}).items()))
+    vocab, total = int(facts.vocab_size), int(facts.total_params)
+    if embedding_rows and embedding_rows > vocab:
+        copies = 1 if getattr(facts, "tie_word_embeddings", False) else 2
+        total += (embedding_rows - vocab) * int(facts.hidden_size) * copies
+        vocab = int(embedding_rows)
     return _model_view_cached((
         str(getattr(facts, "model_type", "") or ""), int(facts.num_layers), int(facts.hidden_size),
         int(facts.num_heads), int(facts.num_kv_heads or facts.num_heads), int(facts.head_dim or 0),
-        int(facts.intermediate_size), int(facts.vocab_size), int(facts.total_params), linears,
+        int(facts.intermediate_size), vocab, total, linears,
         int(getattr(facts, "num_experts", 0) or 0),
     ))
 
@@ -166,6 +174,9 @@ class Plan:
     num_gpus: int
     sharding: str | None
     dtype: str
+    # The template grew the vocabulary (ChatML on a base model): under LoRA/QLoRA the runner trains
+    # embed_tokens and lm_head in full (PEFT modules_to_save: a trainable copy of each).
+    grown_embeddings: bool = False
 
 
 def lora_targets(target_modules: Any, linear_names: list[str]) -> list[str]:
@@ -235,6 +246,14 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
 
 # --------------------------------------------------------------------------- arithmetic
 
+def saved_module_params(m: ModelView, p: Plan) -> int:
+    """Parameters of the full trainable copies PEFT makes of embed_tokens and lm_head (0 unless the
+    template grew the vocabulary under LoRA/QLoRA)."""
+    if p.knobs.method == "full" or not p.grown_embeddings:
+        return 0
+    return 2 * m.vocab_hidden
+
+
 def trainable_params(m: ModelView, p: Plan) -> int:
     k = p.knobs
     if k.method == "full":
@@ -243,7 +262,7 @@ def trainable_params(m: ModelView, p: Plan) -> int:
     for name, fin, fout in m.linears:
         if name in k.lora_targets:
             per_layer += k.lora_r * (fin + fout) + (fout if k.dora else 0)
-    return per_layer * m.shape.layers
+    return per_layer * m.shape.layers + saved_module_params(m, p)
 
 
 def compute(m: ModelView, p: Plan) -> dict[str, Any]:
@@ -259,8 +278,9 @@ def compute(m: ModelView, p: Plan) -> dict[str, Any]:
     else:
         weights = m.total_params * wb
     param_bytes = wb if k.method == "full" else k.adapter_bytes
-    adapters = 0 if k.method == "full" else trainable * param_bytes
-    grads = trainable * param_bytes
+    saved = saved_module_params(m, p)  # copies in the model's 16/32-bit dtype, not the adapters'
+    adapters = 0 if k.method == "full" else (trainable - saved) * param_bytes + saved * wb
+    grads = (trainable - saved) * param_bytes + saved * wb
     # optimizer
     per_param, fixed, temp_units, paged = _OPTIMIZERS.get(p.optim, _OPTIMIZERS["adamw_torch"])
     if p.optim == "adafactor":
@@ -270,8 +290,8 @@ def compute(m: ModelView, p: Plan) -> dict[str, Any]:
         states = 4 * matrices if k.method == "full" else 4 * trainable
         step_temp = 3 * 4 * (m.largest_param if k.method == "full" else max(1, trainable // max(1, sh.layers)))
     else:
-        states = trainable * (per_param * param_bytes + fixed)
-        step_temp = trainable * temp_units * param_bytes
+        states = (trainable - saved) * (per_param * param_bytes + fixed) + saved * (per_param * wb + fixed)
+        step_temp = (trainable - saved) * temp_units * param_bytes + saved * temp_units * wb
     # distributed: shard what the strategy shards (the hook issue 7 fills in)
     n = p.num_gpus if p.sharding else 1
     bucket = 0.0
@@ -292,6 +312,8 @@ def compute(m: ModelView, p: Plan) -> dict[str, Any]:
     grads_other = 0.0  # gradients outside the decoder layers' linears (embeddings, head, norms)
     if k.method == "full":
         grads_other = (m.total_params - m.layer_linear_params * sh.layers) * wb / (n if p.sharding in ("zero2", "zero3", "fsdp") else 1)
+    elif saved:
+        grads_other = saved * wb / 2  # the head copy's gradient comes first; the embedding's last
     # Backward runs the LM head first (all activations alive, the head's and embeddings'
     # gradients appearing), then the layers top-down: each frees its activations as its weight
     # gradients appear, so with one micro-batch per step the peak is at one end — the start, or

@@ -9,6 +9,7 @@ means for special tokens and embeddings.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,32 @@ def _check_syntax(text: str, where: str) -> None:
         _compile_jinja_template(text)
     except Exception as exc:
         raise TemplateError(f"{where}: not a valid Jinja template: {str(exc).splitlines()[0]}") from None
+
+
+EMBEDDING_ROW_MULTIPLE = 64  # the runner grows embeddings with pad_to_multiple_of=64
+
+
+def grown_embedding_rows(model_path: str | Path, embedding_rows: int, trust_remote_code: bool = False) -> int | None:
+    """The embedding rows a run with ``template.source: chatml`` will have once ChatML's markers
+    are added to this model's tokenizer (the runner's ``resize_token_embeddings``), ``embedding_rows``
+    when none are needed, or None when the tokenizer cannot be read here (a folder with only
+    config.json). Read once per model folder."""
+    tokens = _tokenizer_size_with_chatml(str(model_path), bool(trust_remote_code))
+    if tokens is None:
+        return None
+    if tokens <= embedding_rows:
+        return embedding_rows
+    multiple = EMBEDDING_ROW_MULTIPLE
+    return -(-tokens // multiple) * multiple
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer_size_with_chatml(model_path: str, trust_remote_code: bool) -> int | None:
+    from sftwizard.core.models import ModelError, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    except (ModelError, OSError, ValueError):
+        return None
+    vocab = tokenizer.get_vocab()
+    return len(tokenizer) + sum(1 for t in CHATML_TOKENS if t not in vocab)

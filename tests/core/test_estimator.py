@@ -234,7 +234,7 @@ class _LiveBytes:
 
 
 def _measured_step_peak(folder: Path, method: str, attn: str, batch: int, seq: int, checkpointing: bool,
-                        optim: str, grad_accum: int) -> int:
+                        optim: str, grad_accum: int, grown_rows: int = 0) -> int:
     """Peak bytes of one training step on CPU, the way SFTTrainer runs it: TRL's fused LM head,
     PEFT LoRA, transformers' checkpointing, torch AdamW; the optimizer states already exist."""
     import torch
@@ -246,14 +246,17 @@ def _measured_step_peak(folder: Path, method: str, attn: str, batch: int, seq: i
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.bfloat16,
                                              attn_implementation=attn).train()
+    if grown_rows:  # what the runner does when the template added tokens
+        model.resize_token_embeddings(grown_rows, pad_to_multiple_of=64)
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"))
+        model = get_peft_model(model, LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
+            modules_to_save=["embed_tokens", "lm_head"] if grown_rows else None))
         if checkpointing:
             model.enable_input_require_grads()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -279,11 +282,13 @@ def _measured_step_peak(folder: Path, method: str, attn: str, batch: int, seq: i
     return mode.peak
 
 
-@pytest.mark.parametrize("method, attn, checkpointing, optim, grad_accum", [
-    ("full", "sdpa", True, "adamw_torch", 1),
-    ("lora", "eager", False, "adamw_torch", 2),
+@pytest.mark.parametrize("method, attn, checkpointing, optim, grad_accum, grown_rows", [
+    ("full", "sdpa", True, "adamw_torch", 1, 0),
+    ("lora", "eager", False, "adamw_torch", 2, 0),
+    ("lora", "sdpa", False, "adamw_torch", 1, 4096),  # ChatML on a base model: trainable embeddings
 ])
-def test_training_step_peak_matches_live_tensors_on_cpu(tmp_path, method, attn, checkpointing, optim, grad_accum):
+def test_training_step_peak_matches_live_tensors_on_cpu(tmp_path, method, attn, checkpointing, optim, grad_accum,
+                                                        grown_rows):
     """The whole step (weights, gradients across accumulation, optimizer states and step
     temporaries, activations, LM head, backward working sets, checkpoint recomputation) against
     the live tensor bytes of a real step on CPU."""
@@ -298,12 +303,12 @@ def test_training_step_peak_matches_live_tensors_on_cpu(tmp_path, method, attn, 
                  training={"per_device_train_batch_size": batch, "max_length": seq, "bf16": False,
                            "gradient_checkpointing": checkpointing, "optim": optim,
                            "gradient_accumulation_steps": grad_accum})
-    m = model_view(model_facts(str(folder)))
-    plan = make_plan(m, cfg, None, 1, None, [])
+    m = model_view(model_facts(str(folder)), grown_rows or None)
+    plan = replace(make_plan(m, cfg, None, 1, None, []), grown_embeddings=bool(grown_rows))
     # CPU: no padding here, dropout masks in the input dtype, and TRL's head folds tiles in torch ops
     plan = replace(plan, knobs=replace(plan.knobs, full_rows=True, dropout_mask_bytes=0, torch_tile_fallback=True))
     estimated = compute(m, plan)["allocated"] - CUBLAS_WORKSPACE_BYTES
-    measured = _measured_step_peak(folder, method, attn, batch, seq, checkpointing, optim, grad_accum)
+    measured = _measured_step_peak(folder, method, attn, batch, seq, checkpointing, optim, grad_accum, grown_rows)
     assert estimated == pytest.approx(measured, rel=0.06)
 
 

@@ -57,5 +57,18 @@ def test_chatml_on_a_base_model_grows_embeddings_and_trains_them_with_lora(tmp_p
     assert prepared.resized_embeddings and prepared.resized_embeddings >= len(prepared.tokenizer)
     trainable = {n for n, p in prepared.trainer.model.named_parameters() if p.requires_grad}
     assert any("embed_tokens" in n for n in trainable) and any("lm_head" in n for n in trainable)
+    # The estimator counts what the runner built: grown embeddings, and their trainable copies.
+    from sftwizard.core.estimator import estimate_memory
+    from sftwizard.core.models import model_facts
+
+    facts = model_facts(str(model_dir))
+    named = list(prepared.trainer.model.named_parameters())
+    base = sum(p.numel() for n, p in named if "lora_" not in n and "modules_to_save" not in n)
+    est = estimate_memory(facts, cfg, gpu_memory_gib=80)
+    assert est.total_params == base > facts.total_params
+    assert est.trainable_params == sum(p.numel() for _, p in named if p.requires_grad)
+    assert any("trained in full (modules_to_save)" in a for a in est.assumptions)
+    assert estimate_memory(facts, cfg.replace(template=cfg.template.__class__(source="auto")),
+                           gpu_memory_gib=80).trainable_params < est.trainable_params
     prepared.trainer.train()  # a real step with the new token ids in range
     assert prepared.trainer.state.global_step == 1

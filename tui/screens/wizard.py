@@ -64,7 +64,8 @@ def _preview_key(cfg: RunConfig, row: int) -> str:
 
 
 def _estimate_key(cfg: RunConfig, facts: Any, gpu_gib: float | None) -> str:
-    return repr((id(facts), cfg.model.dtype, cfg.model.attn_implementation, cfg.method, cfg.training, gpu_gib))
+    return repr((id(facts), cfg.model.dtype, cfg.model.attn_implementation, cfg.template, cfg.method, cfg.training,
+                 gpu_gib))
 
 
 class WizardScreen(Screen):
