@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sftwizard.core.config import RunConfig
+from sftwizard.core.masks import RENDER_LOCK
 
 _PROBE = "\ue000sftw-probe\ue000"
 
@@ -34,10 +35,11 @@ def end_of_turn_token(tokenizer, template: str | None = None) -> str | None:
     if not template:
         return None
     try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}],
-            chat_template=template, tokenize=False,
-        )
+        with RENDER_LOCK:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}],
+                chat_template=template, tokenize=False,
+            )
     except Exception:
         return None
     at = text.find(_PROBE)
@@ -99,10 +101,11 @@ class ChatModel:
         if not self.template:
             raise ChatError(f"{self.description}: the tokenizer has no chat template, so a conversation cannot "
                             "be rendered")
-        enc = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.template, add_generation_prompt=True, tokenize=True, return_dict=True,
-            return_tensors="pt",
-        )
+        with RENDER_LOCK:  # the TUI may be auditing data in another thread
+            enc = self.tokenizer.apply_chat_template(
+                messages, chat_template=self.template, add_generation_prompt=True, tokenize=True, return_dict=True,
+                return_tensors="pt",
+            )
         device = next(self.model.parameters()).device
         input_ids = enc["input_ids"].to(device)
         attention = enc.get("attention_mask")

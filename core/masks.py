@@ -10,6 +10,7 @@ character of a span, via ``char_to_token``). ``templates.encode_example`` is the
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,12 @@ def _clean(messages: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k != "weight" and v is not None} for m in messages]
 
 
+# transformers compiles each chat template once and shares it (lru_cache); its generation-marker
+# tracker holds per-rendering state ("AssistantTracker should not be reused before closed" when two
+# threads render at once). The lock is per rendering, so a long audit and a preview interleave.
+RENDER_LOCK = threading.Lock()
+
+
 def render_chat(tokenizer, template: str, messages: list[dict], *, add_generation_prompt: bool = False,
                 with_indices: bool = False, tools: Any = None, extra: dict | None = None):
     """(text, generation character spans or None), rendered as ``apply_chat_template`` renders."""
@@ -85,14 +92,15 @@ def render_chat(tokenizer, template: str, messages: list[dict], *, add_generatio
 
     kwargs = {**tokenizer.special_tokens_map, **(extra or {})}
     try:
-        rendered, indices = render_jinja_template(
-            conversations=[_clean(messages)],
-            tools=tools,
-            chat_template=template,
-            return_assistant_tokens_mask=with_indices,
-            add_generation_prompt=add_generation_prompt,
-            **kwargs,
-        )
+        with RENDER_LOCK:  # one rendering at a time, however many threads encode
+            rendered, indices = render_jinja_template(
+                conversations=[_clean(messages)],
+                tools=tools,
+                chat_template=template,
+                return_assistant_tokens_mask=with_indices,
+                add_generation_prompt=add_generation_prompt,
+                **kwargs,
+            )
     except Exception as exc:  # jinja's raise_exception, TypeError in a template, ...
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TemplateError(f"the chat template refused this conversation: {text}") from None

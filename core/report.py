@@ -14,6 +14,7 @@ from typing import Any
 
 from sftwizard.core.curve_doctor import TRAIN_WINDOW, diagnose_events
 from sftwizard.core.events import read_events
+from sftwizard.core.masks import RENDER_LOCK
 
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -130,8 +131,9 @@ def generate_answers(run_dir: Path, cfg, n: int = DEFAULT_GENERATIONS,
     out = []
     for pair in pairs:
         if "messages" in pair:
-            prompt = tokenizer.apply_chat_template(pair["messages"], chat_template=template, tokenize=False,
-                                                   add_generation_prompt=True)
+            with RENDER_LOCK:
+                prompt = tokenizer.apply_chat_template(pair["messages"], chat_template=template, tokenize=False,
+                                                       add_generation_prompt=True)
         else:
             prompt = pair["text"]
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]

@@ -20,9 +20,6 @@ from sftwizard.core.config import RunConfig
 
 
 _IMPORT_LOCK = threading.Lock()
-# transformers caches compiled chat templates process-wide, and rendering with assistant masks is
-# not thread-safe ("AssistantTracker should not be reused"): one renderer at a time.
-_RENDER_LOCK = threading.Lock()
 _imported = False
 
 
@@ -146,16 +143,14 @@ def audit_data(cfg: RunConfig, progress=None):
     (length percentiles, trained-token share, truncation, end-of-turn coverage, padding)."""
     _heavy_imports()
     _resolve_first(cfg)
-    tokenizer = _core("preview", "load_preview_tokenizer")(cfg)
-    with _RENDER_LOCK:
-        return _core("data", "inspect_data")(cfg.data.sources[0], tokenizer=tokenizer, cfg=cfg, progress=progress)
+    tokenizer = _core("preview", "load_preview_tokenizer")(cfg)  # its own: encoding mutates a tokenizer
+    return _core("data", "inspect_data")(cfg.data.sources[0], tokenizer=tokenizer, cfg=cfg, progress=progress)
 
 
 def render_preview(cfg: RunConfig, row: int):
     _heavy_imports()
     _resolve_first(cfg)
-    with _RENDER_LOCK:
-        return _core("templates", "render_preview")(cfg, row)
+    return _core("templates", "render_preview")(cfg, row)
 
 
 def doctor_warnings(cfg: RunConfig) -> list[dict]:
@@ -163,8 +158,7 @@ def doctor_warnings(cfg: RunConfig) -> list[dict]:
     _heavy_imports()
     _resolve_first(cfg)
     warnings = _core("cli_doctor", "validation_warnings")
-    with _RENDER_LOCK:  # it renders the chat template for its token audit
-        return warnings(cfg)
+    return warnings(cfg)
 
 
 # --------------------------------------------------------------------------- estimate

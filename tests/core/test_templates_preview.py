@@ -158,3 +158,47 @@ def test_human_output_shows_brackets_verbatim(model_dirs, tmp_path, capsys):
                          "--system-prompt", "[bold]not markup[/bold]")
     assert code == 0, err
     assert "[INST]" in out and "[bold]not markup[/bold]" in out
+
+
+def test_a_preview_and_a_data_audit_render_at_once_in_threads_as_they_do_alone(builtin_model_dir):
+    """The TUI audits the data in one thread while the Template step previews rows in another;
+    transformers shares each compiled template between threads, so renderings take turns (one
+    at a time, not one job at a time) and give what they give alone."""
+    import threading
+
+    import transformers  # noqa: F401  (imported once here: lazy imports from two threads race)
+
+    from sftwizard.core.config import load_preset
+    from sftwizard.core.data import inspect_data
+    from sftwizard.core.preview import load_preview_tokenizer
+    from sftwizard.core.presets import shipped_presets_dir
+
+    cfg = load_preset(shipped_presets_dir() / "demo.yaml")
+    alone_audit = inspect_data(cfg.data.sources[0], tokenizer=load_preview_tokenizer(cfg), cfg=cfg).to_dict()
+    alone_rows = [render_preview(cfg, row).to_dict() for row in range(40)]
+    together: dict = {"rows": []}
+    errors: list = []
+
+    def audit():
+        try:
+            for _ in range(2):
+                together["audit"] = inspect_data(cfg.data.sources[0], tokenizer=load_preview_tokenizer(cfg),
+                                                 cfg=cfg).to_dict()
+        except Exception as exc:  # noqa: BLE001 — the assertion below names it
+            errors.append(repr(exc))
+
+    def preview():
+        try:
+            for _ in range(3):
+                together["rows"] = [render_preview(cfg, row).to_dict() for row in range(40)]
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=audit), threading.Thread(target=preview)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert together["audit"] == alone_audit
+    assert together["rows"] == alone_rows
