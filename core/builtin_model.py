@@ -138,5 +138,13 @@ def build_tiny_chat(out_dir: Path) -> Path:
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
-    model.save_pretrained(str(out_dir), safe_serialization=True)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # built on the side of `estimate`, `preview`...: no bar in their output
+    try:
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return out_dir
