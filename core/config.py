@@ -135,6 +135,7 @@ class TrainingSection:
     save_strategy: Literal["no", "steps", "epoch"] = "steps"
     save_steps: float = field(default=500, metadata=_check(positive, "must be > 0"))
     save_total_limit: int | None = field(default=2, metadata=_check(positive, "must be > 0"))
+    load_best_model_at_end: bool = False  # the final model is the checkpoint with the lowest eval loss
     report_to: Union[str, list[str]] = "none"
     dataset_num_proc: int | None = field(default=None, metadata=_check(positive, "must be > 0"))
     dataloader_num_workers: int = field(default=0, metadata=_check(non_negative, "must be >= 0"))
@@ -297,6 +298,7 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         problems.append(f"training.max_steps: must be -1 (use epochs) or > 0, got {cfg.training.max_steps}")
     if cfg.training.eval_strategy != "no" and cfg.data.eval_source is None and cfg.data.eval_fraction == 0:
         problems.append("training.eval_strategy: evaluation needs data.eval_source or data.eval_fraction > 0")
+    problems += _best_model_checks(cfg.training)
     d = cfg.distributed
     if d.machine_rank >= d.num_machines:
         problems.append(f"distributed.machine_rank: must be < num_machines ({d.num_machines}), got {d.machine_rank}")
@@ -305,6 +307,23 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
     if cfg.method.type == "full" and cfg.method.use_dora:
         problems.append("method.use_dora: DoRA needs method.type lora or qlora")
     return problems
+
+
+def _best_model_checks(t: TrainingSection) -> list[str]:
+    """What transformers requires of load_best_model_at_end, said before a run rather than by its traceback."""
+    if not t.load_best_model_at_end:
+        return []
+    if t.eval_strategy == "no":
+        return ["training.load_best_model_at_end: needs evaluations to pick the best checkpoint; set "
+                "training.eval_strategy to steps or epoch"]
+    if t.save_strategy != t.eval_strategy:
+        return [f"training.save_strategy: with load_best_model_at_end, checkpoints must be saved when evaluations "
+                f"run: set it to {t.eval_strategy!r} (now {t.save_strategy!r})"]
+    if t.eval_strategy == "steps" and t.eval_steps and t.save_steps >= 1 and t.eval_steps >= 1:
+        if round(t.save_steps) % round(t.eval_steps):
+            return [f"training.save_steps: with load_best_model_at_end it must be a multiple of eval_steps "
+                    f"({t.eval_steps:g}), got {t.save_steps:g}"]
+    return []
 
 
 def config_from_dict(data: Any, source: str | None = None) -> RunConfig:

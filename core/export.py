@@ -347,7 +347,8 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     training.update(mask_keys)
     if not evals:
         training["eval_strategy"] = "no"
-        training.pop("eval_steps", None)
+        for key in ("eval_steps", "metric_for_best_model", "greater_is_better", "load_best_model_at_end"):
+            training.pop(key, None)
     if cfg.model.trust_remote_code:
         training["trust_remote_code"] = True
     if chat_template_path is not None:

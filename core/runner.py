@@ -39,7 +39,7 @@ PASSTHROUGH = (
     "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
     "weight_decay", "max_grad_norm", "max_length", "packing", "packing_strategy", "padding_free",
     "gradient_checkpointing", "optim", "seed", "logging_steps", "eval_strategy", "eval_steps",
-    "save_strategy", "save_steps", "save_total_limit", "report_to", "dataset_num_proc",
+    "save_strategy", "save_steps", "save_total_limit", "load_best_model_at_end", "report_to", "dataset_num_proc",
     "dataloader_num_workers", "use_liger_kernel",
 )
 
@@ -116,6 +116,7 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
     )
     if kwargs["eval_strategy"] == "no":
         kwargs.pop("eval_steps")
+        kwargs.pop("load_best_model_at_end")
     else:
         # Tracks the best evaluation so checkpoint rotation (save_total_limit) never deletes it:
         # the curve doctor points users at it when eval loss turns up.
@@ -248,7 +249,7 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
     if eval_ds is None:
         kwargs["eval_strategy"] = "no"
-        for key in ("eval_steps", "metric_for_best_model", "greater_is_better"):
+        for key in ("eval_steps", "metric_for_best_model", "greater_is_better", "load_best_model_at_end"):
             kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
@@ -500,8 +501,10 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         trainer.save_model(str(final))
         if _is_main_process():
             prepared.tokenizer.save_pretrained(str(final))
+        best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
         writer.emit("end", step=step, status="finished", final_dir=str(final),
-                    duration_s=round(time.time() - started, 2))
+                    duration_s=round(time.time() - started, 2),
+                    **({"best_checkpoint": best, "best_eval_loss": trainer.state.best_metric} if best else {}))
         clean_exit = True
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code

@@ -120,3 +120,19 @@ def test_user_presets_are_listed_from_the_config_dir(sftw_home: Path):
     save_preset(RunConfig(), user_presets_dir() / "mine.yaml")
     assert any(p.name == "mine" and p.origin == "user" for p in list_presets())
     assert os.environ["SFT_WIZARD_HOME"] == str(sftw_home)
+
+
+def test_load_best_model_at_end_states_what_transformers_would_refuse_before_a_run():
+    evals = {"data": {"eval_fraction": 0.1}}
+    assert problems_of({"training": {"load_best_model_at_end": True}}) == [
+        "training.load_best_model_at_end: needs evaluations to pick the best checkpoint; set "
+        "training.eval_strategy to steps or epoch"]
+    assert problems_of({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "epoch"}}) == [
+        "training.save_strategy: with load_best_model_at_end, checkpoints must be saved when evaluations run: "
+        "set it to 'epoch' (now 'steps')"]
+    assert problems_of({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps",
+                                              "eval_steps": 40, "save_steps": 100}}) == [
+        "training.save_steps: with load_best_model_at_end it must be a multiple of eval_steps (40), got 100"]
+    ok = config_from_dict({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps",
+                                                 "eval_steps": 50, "save_steps": 100}})
+    assert ok.training.load_best_model_at_end is True

@@ -72,3 +72,34 @@ def test_chatml_on_a_base_model_grows_embeddings_and_trains_them_with_lora(tmp_p
                            gpu_memory_gib=80).trainable_params < est.trainable_params
     prepared.trainer.train()  # a real step with the new token ids in range
     assert prepared.trainer.state.global_step == 1
+
+
+def test_load_best_model_at_end_makes_the_final_model_the_lowest_eval_loss_checkpoint(tmp_path: Path):
+    """A learning rate that overshoots makes a late eval worse than an early one; the model the
+    trainer ends with is then the saved checkpoint with the lowest eval loss, not the last step."""
+    import torch
+    from safetensors.torch import load_file
+
+    model_dir = save_model_dir("qwen2_5", tmp_path / "m", weights=True)
+    rows = conversations("qwen2_5")
+    data = _write(tmp_path / "d.jsonl", rows * 4)
+    cfg = config_from_dict({
+        "model": {"id": str(model_dir), "dtype": "fp32"},
+        "method": {"type": "full"},
+        "data": {"sources": [{"path": str(data)}], "eval_source": {"path": str(_write(tmp_path / "e.jsonl", rows))}},
+        "training": {"per_device_train_batch_size": 2, "max_length": 128, "max_steps": 6, "report_to": "none",
+                     "learning_rate": 1.0, "lr_scheduler_type": "constant", "warmup_ratio": 0.0,
+                     "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2, "save_total_limit": 1,
+                     "load_best_model_at_end": True},
+    })
+    prepared = build_trainer(cfg, tmp_path / "out", env=CPU)
+    trainer = prepared.trainer
+    assert trainer.args.load_best_model_at_end and trainer.args.metric_for_best_model == "eval_loss"
+    trainer.train()
+    evals = {h["step"]: h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h}
+    best_step = min(evals, key=evals.get)
+    assert best_step < 6, evals  # the case that matters: the last step is not the best
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    saved = load_file(str(Path(trainer.state.best_model_checkpoint) / "model.safetensors"))
+    live = dict(trainer.model.named_parameters())
+    assert all(torch.equal(live[name].detach().cpu(), tensor) for name, tensor in saved.items() if name in live)

@@ -82,6 +82,8 @@ class TrainingStep(Step):
         yield ConfigField("training.eval_strategy", "Evaluate", "select", options=["no", "steps", "epoch"])
         yield ConfigField("training.eval_steps", "Eval every N steps", "number")
         yield ConfigField("training.save_steps", "Save every N steps", "number")
+        yield ConfigField("training.load_best_model_at_end", "Best at end", "switch",
+                          hint="the final model is the checkpoint with the lowest eval loss")
         yield ConfigField("training.seed", "Seed", "number")
         yield ConfigField("training.report_to", "Report to", "select", options=services.available_trackers(),
                           hint="an extra copy of the metrics (events.jsonl is always written)")
