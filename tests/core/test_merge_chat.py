@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 
 from sftwizard.core.config import apply_overrides, load_preset
 from sftwizard.core.events import read_events
+from tests.fixtures.trainer import train_in_process
 
 PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 
@@ -18,22 +18,13 @@ PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 @pytest.fixture(scope="module")
 def lora_run(repo_root, builtin_model_dir, tmp_path_factory) -> Path:
     """A real LoRA run of the demo (short), trained by the runner in this process."""
-    from sftwizard.core import runs
-    from sftwizard.core.runner import execute
-
     cfg = apply_overrides(load_preset(repo_root / "presets" / "demo.yaml"), [
         "method.type=lora", "method.lora_r=8", "method.lora_alpha=16", "method.lora_dropout=0.0",
         "training.max_steps=15", "training.logging_steps=5", "training.per_device_train_batch_size=8",
         "training.max_length=128", "training.learning_rate=5e-3", "training.save_strategy=no",
         "training.eval_strategy=no", f"run.output_root={tmp_path_factory.mktemp('runs')}",
     ])
-    run_dir = runs.create_run(cfg)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert execute(run_dir) == 0, (run_dir / "events.jsonl").read_text()[-2000:]
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    run_dir = train_in_process(cfg)
     assert read_events(run_dir / "events.jsonl")[-1]["status"] == "finished"
     assert (run_dir / "final" / "adapter_config.json").exists()
     return run_dir
@@ -219,10 +210,8 @@ def test_merge_of_a_chatml_lora_run_on_a_base_model(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sftwizard.core import runs
     from sftwizard.core.config import config_from_dict
     from sftwizard.core.merge import merge_run
-    from sftwizard.core.runner import execute
     from tests.fixtures.tokenizers import conversations, save_model_dir
 
     model_dir = save_model_dir("base", tmp_path / "base", weights=True)
@@ -234,13 +223,7 @@ def test_merge_of_a_chatml_lora_run_on_a_base_model(tmp_path):
         "training": {"max_length": 128, "max_steps": 2, "save_strategy": "no", "per_device_train_batch_size": 2,
                      "learning_rate": 1e-2},
         "run": {"output_root": str(tmp_path / "runs")}})
-    run_dir = runs.create_run(cfg)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert execute(run_dir) == 0, (run_dir / "events.jsonl").read_text()[-2000:]
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    run_dir = train_in_process(cfg)
     merged_dir = merge_run(run_dir)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir)

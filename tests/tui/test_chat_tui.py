@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -10,27 +9,19 @@ import pytest
 
 from sftwizard.core.config import apply_overrides, load_preset
 from sftwizard.core.events import read_events
+from tests.fixtures.trainer import train_in_process
 from tests.tui.helpers import screen_text
 
 
 @pytest.fixture(scope="module")
 def finished_run(repo_root, builtin_model_dir, tmp_path_factory) -> Path:
     """A real full fine-tune of the demo, 4 steps, trained by the runner as tests/core does."""
-    from sftwizard.core import runs
-    from sftwizard.core.runner import execute
-
     cfg = apply_overrides(load_preset(repo_root / "presets" / "demo.yaml"), [
         "training.max_steps=4", "training.eval_strategy=no", "training.save_strategy=no",
         "training.per_device_train_batch_size=8", "training.max_length=128", "training.logging_steps=2",
         f"run.output_root={tmp_path_factory.mktemp('chat-runs')}",
     ])
-    run_dir = runs.create_run(cfg)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert execute(run_dir) == 0, (run_dir / "events.jsonl").read_text()[-2000:]
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    run_dir = train_in_process(cfg)
     assert read_events(run_dir / "events.jsonl")[-1]["status"] == "finished"
     return run_dir
 
