@@ -117,9 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
     status = end.get("status")
     if status == "finished":
-        best = (f" (the best checkpoint: {Path(end['best_checkpoint']).name}, eval_loss {end.get('best_eval_loss'):.4f})"
-                if end.get("best_checkpoint") and isinstance(end.get("best_eval_loss"), (int, float)) else "")
-        print(f"finished in {end.get('duration_s', 0):.1f} s — model: {end.get('final_dir')}{best}", file=sys.stderr)
+        from sftwizard.core.event_lines import best_checkpoint_text
+
+        print(f"finished in {end.get('duration_s', 0):.1f} s — model: {end.get('final_dir')}{best_checkpoint_text(end)}",
+              file=sys.stderr)
         return 0
     if status == "stopped":
         print(f"stopped at step {end.get('step')} — resume with: sft-wizard resume {run_dir.name}", file=sys.stderr)

@@ -122,8 +122,9 @@ def _outcome(info) -> int:
         print(f"run {info.id} goes on (step {_step(info)}); follow it: sft-wizard attach {info.id}", file=sys.stderr)
         return 0
     if info.status == "finished":
-        print(f"finished at step {info.step} in {format_duration(info.duration_s)} — model: {Path(info.dir) / 'final'}",
-              file=sys.stderr)
+        best = f" — the best checkpoint: {Path(info.best_checkpoint).name}" if info.best_checkpoint else ""
+        print(f"finished at step {info.step} in {format_duration(info.duration_s)} — model: {Path(info.dir) / 'final'}"
+              f"{best}", file=sys.stderr)
         return 0
     if info.status == "stopped":
         print(f"stopped at step {info.step} ({info.message}) — resume with: sft-wizard resume {info.id}",

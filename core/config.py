@@ -298,7 +298,7 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         problems.append(f"training.max_steps: must be -1 (use epochs) or > 0, got {cfg.training.max_steps}")
     if cfg.training.eval_strategy != "no" and cfg.data.eval_source is None and cfg.data.eval_fraction == 0:
         problems.append("training.eval_strategy: evaluation needs data.eval_source or data.eval_fraction > 0")
-    problems += _best_model_checks(cfg.training)
+    problems += _step_count_checks(cfg.training) + _best_model_checks(cfg.training)
     d = cfg.distributed
     if d.machine_rank >= d.num_machines:
         problems.append(f"distributed.machine_rank: must be < num_machines ({d.num_machines}), got {d.machine_rank}")
@@ -306,6 +306,17 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         problems.append("distributed.main_process_ip: needed when num_machines > 1")
     if cfg.method.type == "full" and cfg.method.use_dora:
         problems.append("method.use_dora: DoRA needs method.type lora or qlora")
+    return problems
+
+
+def _step_count_checks(t: TrainingSection) -> list[str]:
+    """Intervals above 1 are step counts and must be whole (below 1 they are fractions of the run)."""
+    problems = []
+    for name in ("logging_steps", "eval_steps", "save_steps"):
+        value = getattr(t, name)
+        if value is not None and value > 1 and value != int(value):
+            problems.append(f"training.{name}: above 1 it counts steps and must be whole (below 1 it is a "
+                            f"fraction of the run), got {value:g}")
     return problems
 
 
@@ -319,10 +330,18 @@ def _best_model_checks(t: TrainingSection) -> list[str]:
     if t.save_strategy != t.eval_strategy:
         return [f"training.save_strategy: with load_best_model_at_end, checkpoints must be saved when evaluations "
                 f"run: set it to {t.eval_strategy!r} (now {t.save_strategy!r})"]
-    if t.eval_strategy == "steps" and t.eval_steps and t.save_steps >= 1 and t.eval_steps >= 1:
-        if round(t.save_steps) % round(t.eval_steps):
-            return [f"training.save_steps: with load_best_model_at_end it must be a multiple of eval_steps "
-                    f"({t.eval_steps:g}), got {t.save_steps:g}"]
+    if t.eval_strategy != "steps":
+        return []
+    every = t.eval_steps if t.eval_steps is not None else t.logging_steps  # transformers' default
+    what = "eval_steps" if t.eval_steps is not None else "logging_steps, which eval_steps defaults to"
+    save = t.save_steps
+    if (save < 1) != (every < 1):
+        return [f"training.save_steps: with load_best_model_at_end it must be a multiple of {what} ({every:g}); "
+                "a fraction of the run and a step count cannot be compared"]
+    million = 1_000_000  # fractions compared in whole millionths, as transformers does
+    if round(save * million) % round(every * million):
+        return [f"training.save_steps: with load_best_model_at_end it must be a multiple of {what} ({every:g}), "
+                f"got {save:g}"]
     return []
 
 

@@ -61,6 +61,16 @@ def log_line(ev: dict, *, live_stats: bool = True) -> str:
     return "  ".join(parts)
 
 
+def best_checkpoint_text(ev: dict) -> str:
+    """" — the best checkpoint: checkpoint-40 (eval_loss 1.2345)" when a finished run ended on its best
+    checkpoint (training.load_best_model_at_end), else ""."""
+    best = ev.get("best_checkpoint")
+    if not best:
+        return ""
+    loss = ev.get("best_eval_loss")
+    return f" — the best checkpoint: {Path(best).name}" + (f" (eval_loss {num(loss, '.4f')})" if loss is not None else "")
+
+
 def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
     """One line for any event, or None for events that carry nothing to read."""
     kind = ev.get("event")
@@ -83,7 +93,8 @@ def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
     if kind in ("error", "warning"):
         return f"{kind}: {ev.get('message')}"
     if kind == "end":
-        return f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
+        return (f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
+                + best_checkpoint_text(ev))
     if ev.get("message"):  # any other event that speaks to the user
         return f"{kind}: {ev['message']}"
     return None

@@ -149,6 +149,7 @@ class RunInfo:
     method: str | None = None
     preset: str | None = None
     last_checkpoint: str | None = None
+    best_checkpoint: str | None = None  # finished with training.load_best_model_at_end: the one final/ holds
     resumes: int = 0
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
@@ -281,6 +282,7 @@ def summarize(run_dir: Path, events: list[dict], alive: bool) -> RunInfo:
         method=(segments[0][0].get("method") if segments else None),
         preset=meta.get("preset"),
         last_checkpoint=checkpoint.get("path") if checkpoint else None,
+        best_checkpoint=end.get("best_checkpoint") if end is not None and status == "finished" else None,
         resumes=sum(1 for ev in events if ev.get("event") == "resume"),
         tokens_per_s=live.get("tokens_per_s") if live else None,
         samples_per_s=live.get("samples_per_s") if live else None,

@@ -133,6 +133,16 @@ def test_load_best_model_at_end_states_what_transformers_would_refuse_before_a_r
     assert problems_of({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps",
                                               "eval_steps": 40, "save_steps": 100}}) == [
         "training.save_steps: with load_best_model_at_end it must be a multiple of eval_steps (40), got 100"]
-    ok = config_from_dict({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps",
-                                                 "eval_steps": 50, "save_steps": 100}})
-    assert ok.training.load_best_model_at_end is True
+    # eval_steps unset: transformers evaluates every logging_steps
+    assert problems_of({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps",
+                                              "logging_steps": 10, "save_steps": 25}}) == [
+        "training.save_steps: with load_best_model_at_end it must be a multiple of logging_steps, which "
+        "eval_steps defaults to (10), got 25"]
+    assert "cannot be compared" in problems_of({**evals, "training": {
+        "load_best_model_at_end": True, "eval_strategy": "steps", "eval_steps": 0.1, "save_steps": 500}})[0]
+    assert problems_of({"training": {"save_steps": 2.5}}) == [
+        "training.save_steps: above 1 it counts steps and must be whole (below 1 it is a fraction of the run), got 2.5"]
+    for ok in ({"eval_steps": 50, "save_steps": 100}, {"eval_steps": 0.1, "save_steps": 0.2},
+               {"logging_steps": 10, "save_steps": 30}):
+        cfg = config_from_dict({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps", **ok}})
+        assert cfg.training.load_best_model_at_end is True
