@@ -54,6 +54,7 @@ async def test_u_on_the_runs_screen_resumes_a_stopped_run_to_its_end(make_app, t
         table.move_cursor(row=table.get_row_index(run_dir.name))
         await pilot.press("u")
         await wait_for(pilot, lambda: app.screen.id == "run-screen")
+        await pilot.press("u")  # pressed again while the first is on its way: one resume, not two
         monitor = app.screen.query_one("RunMonitor")
         await wait_for(pilot, lambda: monitor.status == "finished")
         assert monitor.status == "finished", screen_text(app)
@@ -63,6 +64,7 @@ async def test_u_on_the_runs_screen_resumes_a_stopped_run_to_its_end(make_app, t
         assert steps[0] <= stopped_at < steps[-1] == 8
         text = screen_text(app)
         assert "resume: builtin:tiny-chat" in text and "end: finished" in text
+        assert "cannot resume" not in text  # the second u was not a second resume
     info = runs.run_info(run_dir)
     assert info.status == "finished" and info.resumes == 1
 
@@ -88,3 +90,31 @@ async def test_resume_is_refused_with_the_reason_when_there_is_nothing_to_resume
         await wait_for(pilot, lambda: "cannot resume" in screen_text(app), timeout=30)
         assert "no complete checkpoint to resume from" in screen_text(app)
         assert monitor.status == "stopped"
+
+
+async def test_a_resumed_process_that_dies_before_speaking_is_shown_failed_not_stopped(make_app, tmp_path):
+    import subprocess
+    import sys
+
+    from sftwizard.core.events import EventWriter
+    from sftwizard.tui.screens.run import RunScreen
+
+    run_dir = tmp_path / "20260101-000000-dies"
+    writer = EventWriter(run_dir / "events.jsonl")
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("log", step=2, max_steps=8, loss=3.0)
+    writer.emit("end", step=2, status="stopped", reason="stopped", message="on request, checkpoint-2 saved")
+    writer.close()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.push_screen(RunScreen(run_dir))
+        await pilot.pause(0.3)
+        monitor = app.screen.query_one("RunMonitor")
+        assert monitor.status == "stopped"
+        crashed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1); raise SystemExit(3)"])
+        monitor.follow(run_dir, crashed, resumed=True)  # what a resume does once the process started
+        assert monitor.status == "starting"  # the old end is history, not this process's outcome
+        await wait_for(pilot, lambda: monitor.status not in ("starting", "running"), timeout=30)
+        assert monitor.status == "failed"
+        assert "exited (code 3) without an end event" in screen_text(app)

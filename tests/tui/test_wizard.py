@@ -482,18 +482,66 @@ async def test_keys_typed_faster_than_the_wizard_handles_them_are_never_overwrit
         step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=512)))
         assert length.control.value == "512" and length.in_flight == []
 
+        # Back through the value it holds: 512 -> 5120 -> 512 -> 5126; the echo of the middle 512
+        # must not put "512" back while "5126" is typed.
+        with length.control.prevent(Input.Changed):
+            length.control.value = "5126"
+        for typed in (5120, 512, 5126):
+            length.sent(typed)
+        for echoed in (5120, 512):
+            step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=echoed)))
+            assert length.control.value == "5126", echoed
+        step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=5126)))
+        assert length.in_flight == []
+
         # Two fields, before the wizard has handled the first edit: the second keeps the first.
         for field, text in ((length, "384"), (batch, "3")):
             with field.control.prevent(Input.Changed):
                 field.control.value = text
-        step.apply("training.max_length", "384", length)
+        first = step.apply("training.max_length", "384", length)
         step.apply("training.per_device_train_batch_size", "3", batch)
+        wizard.set_draft(first, from_step=True)  # the wizard handles the first edit, the second still on its way
+        seed = step.query_one("#f-training-seed", ConfigField)
+        with seed.control.prevent(Input.Changed):
+            seed.control.value = "7"
+        step.apply("training.seed", "7", seed)  # a third edit: it must build on the second, not the first
         await settle(pilot)
         assert wizard.draft.training.max_length == 384
         assert wizard.draft.training.per_device_train_batch_size == 3
-        assert length.control.value == "384" and batch.control.value == "3"
+        assert wizard.draft.training.seed == 7
+        assert length.control.value == "384" and batch.control.value == "3" and seed.control.value == "7"
 
         # A value nobody typed here (a preset, an applied tip) still replaces the text.
         wizard.set_draft(wizard.draft.replace(training=replace(wizard.draft.training, max_length=128)))
         await settle(pilot)
         assert length.control.value == "128"
+
+
+async def test_best_at_end_refused_for_a_save_setting_applies_once_that_setting_is_fixed(make_app):
+    """A cross-field refusal names the other field; fixing that field applies the refused one too."""
+    from sftwizard.tui.steps.fields import ConfigField
+
+    app = make_app(start_step="training")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        wizard = app.wizard
+        step = wizard.current_step
+
+        def control(path):
+            return step.query_one("#f-" + path.replace(".", "-").replace("_", "-"), ConfigField).control
+
+        control("training.eval_strategy").value = "epoch"
+        await settle(pilot)
+        assert wizard.draft.training.eval_strategy == "epoch"
+        control("training.load_best_model_at_end").value = True
+        await settle(pilot)
+        assert wizard.draft.training.load_best_model_at_end is False
+        error = field_error(app, "f-training-load-best-model-at-end")
+        assert "training.save_strategy" in error and "'epoch'" in error  # names the field to change
+        assert wizard.current_step.blocking_reason() is not None
+        control("training.save_strategy").value = "epoch"
+        await settle(pilot)
+        assert wizard.draft.training.save_strategy == "epoch"
+        assert wizard.draft.training.load_best_model_at_end is True  # the refused switch applied now
+        assert field_error(app, "f-training-load-best-model-at-end") == ""
+        assert wizard.current_step.blocking_reason() is None

@@ -202,9 +202,12 @@ class WizardScreen(Screen):
             step.context = self.context
         self.update_nav()
 
-    def set_draft(self, config: RunConfig) -> None:
+    def set_draft(self, config: RunConfig, *, from_step: bool = False) -> None:
+        """Make ``config`` the draft. A step's edit (``from_step``) may already be followed by newer
+        ones it posted (``latest_draft``); any other change (a preset, a tip) replaces those."""
         self.draft = config
-        self.latest_draft = config
+        if not from_step:
+            self.latest_draft = config
         self.push_context(config=config, saved_equal=self.saved_config is not None and config == self.saved_config)
         if self._debounce is not None:
             self._debounce.stop()
@@ -254,7 +257,7 @@ class WizardScreen(Screen):
     @on(Step.Changed)
     def _step_changed(self, event: Step.Changed) -> None:
         event.stop()
-        self.set_draft(event.config)
+        self.set_draft(event.config, from_step=True)
 
     @on(Step.ValidityChanged)
     def _validity_changed(self, event: Step.ValidityChanged) -> None:

@@ -177,8 +177,8 @@ class Step(VerticalScroll, can_focus=False):
         try:
             cfg = apply_overrides(self.draft_config(), [f"{path}={raw_yaml}"])
         except ConfigError as exc:
-            message = "; ".join(p.split(": ", 1)[1] if p.startswith(path.split(".")[0]) and ": " in p else p
-                                for p in exc.problems)
+            # The field's own problems without its path; another field's (a cross-field check) with it.
+            message = "; ".join(p.split(": ", 1)[1] if p.startswith(path + ": ") else p for p in exc.problems)
             self.invalid[path] = message
             if field_widget is not None:
                 field_widget.error = message
@@ -189,7 +189,31 @@ class Step(VerticalScroll, can_focus=False):
         if field_widget is not None:
             field_widget.error = ""
             field_widget.sent(get_path(cfg, path))
+        cfg = self._retry_refused(cfg, path)
         self.post_config(cfg)
+        return cfg
+
+    def _retry_refused(self, cfg: RunConfig, edited: str) -> RunConfig:
+        """Fields refused only because of another setting (a cross-field check) keep their text; once
+        an edit elsewhere makes them valid, they apply too (and their error goes)."""
+        cleared = False
+        for other in [p for p in self.invalid if p != edited]:
+            widget = next((f for f in self.query(ConfigField) if f.path == other), None)
+            if widget is None:
+                continue
+            try:
+                raw = widget.raw_value()
+                if raw is None:
+                    continue
+                cfg = apply_overrides(cfg, [f"{other}={raw}"])
+            except (ValueError, ConfigError):
+                continue
+            self.invalid.pop(other, None)
+            widget.error = ""
+            widget.sent(get_path(cfg, other))
+            cleared = True
+        if cleared:
+            self.post_message(self.ValidityChanged())
         return cfg
 
     @on(Input.Changed)

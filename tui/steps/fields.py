@@ -126,8 +126,7 @@ class ConfigField(Widget):
     def sent(self, value: Any) -> None:
         """The user's text here became ``value`` and went up to the wizard."""
         self.committed = value
-        if not _same(value, self.seen):  # an edit that leaves the config as it was is never shown back
-            self.in_flight.append(value)
+        self.in_flight.append(value)  # every edit is shown back (the wizard renders each config it handles)
 
     def show_value(self, value: Any, force: bool = False) -> None:
         """Show what the config holds, unless it is what the user just typed (or is typing).
@@ -138,13 +137,14 @@ class ConfigField(Widget):
         applied tip) replaces the text.
         """
         if not force:
-            if _same(value, self.seen):
-                return  # this path did not change: other news (an estimate, an audit) came in
-            self.seen = value
             for i, typed in enumerate(self.in_flight):
                 if _same(typed, value):
                     del self.in_flight[: i + 1]
+                    self.seen = value
                     return  # an echo of an edit made here: the field already shows it or newer
+            if _same(value, self.seen):
+                return  # this path did not change: other news (an estimate, an audit) came in
+            self.seen = value
             self.in_flight.clear()
             if _same(value, self.committed):
                 return

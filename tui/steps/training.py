@@ -81,6 +81,7 @@ class TrainingStep(Step):
         yield ConfigField("training.logging_steps", "Log every N steps", "number")
         yield ConfigField("training.eval_strategy", "Evaluate", "select", options=["no", "steps", "epoch"])
         yield ConfigField("training.eval_steps", "Eval every N steps", "number")
+        yield ConfigField("training.save_strategy", "Save", "select", options=["steps", "epoch", "no"])
         yield ConfigField("training.save_steps", "Save every N steps", "number")
         yield ConfigField("training.load_best_model_at_end", "Best at end", "switch",
                           hint="the final model is the checkpoint with the lowest eval loss")

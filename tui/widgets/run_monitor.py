@@ -110,6 +110,8 @@ class RunMonitor(Vertical):
         self.stats = RunStats()
         self._tail = None
         self._timer = None
+        self._resuming = False  # a resume is being checked and started (one at a time)
+        self._replaying = False  # rebuilding a resumed run's history: its old end is not news
 
     def compose(self) -> ComposeResult:
         yield Static("no run yet", id="run-stats")
@@ -117,8 +119,9 @@ class RunMonitor(Vertical):
             yield LossChart(id="loss-chart")
             yield LogPane(id="run-log")
 
-    def follow(self, run_dir: Path, process: subprocess.Popen | None = None) -> None:
-        """Rebuild the run's history from its directory, then follow it live."""
+    def follow(self, run_dir: Path, process: subprocess.Popen | None = None, *, resumed: bool = False) -> None:
+        """Rebuild the run's history from its directory, then follow it live. ``resumed``: ``process``
+        continues it, so the history's last end is not the run's (until the process says or exits)."""
         self.run_dir = Path(run_dir)
         self.process = process
         self.stats = RunStats()
@@ -126,7 +129,15 @@ class RunMonitor(Vertical):
         self.query_one(LogPane).clear()
         self._tail = services.new_tail(self.run_dir)
         self.status = "starting"
-        self.tick()
+        self._replaying = resumed
+        try:
+            self.tick()
+        finally:
+            self._replaying = False
+        if resumed and self.finished:  # the old segment's end: the new process has not spoken yet
+            self.stats.status, self.stats.reason, self.stats.warning = "starting", None, None
+            self.status = "starting"
+            self.refresh_stats()
         if self._timer is None:
             self._timer = self.set_interval(TICK_S, self.tick)
         else:
@@ -148,11 +159,14 @@ class RunMonitor(Vertical):
     def request_resume(self) -> bool:
         """Continue a stopped, failed or lost run from its newest checkpoint (in a thread: it checks
         the model and the fingerprint, then starts the process). False when there is nothing to do."""
+        if self._resuming:
+            return True  # already on its way
         if self.run_dir is None or not self.finished or self.status == "finished":
             return False
+        self._resuming = True
         self.query_one(LogPane).add_lines(["resume requested: checking the newest checkpoint…"])
         self.run_worker(lambda run_dir=self.run_dir: services.resume_run(run_dir), name="resume",
-                        group="resume", thread=True, exclusive=True, exit_on_error=False)
+                        group="resume", thread=True, exit_on_error=False)
         return True
 
     def on_worker_state_changed(self, event) -> None:
@@ -161,9 +175,10 @@ class RunMonitor(Vertical):
         if event.worker.group != "resume" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
             return
         event.stop()
+        self._resuming = False
         if event.state == WorkerState.SUCCESS:
             launched = event.worker.result
-            self.follow(launched.run_dir, launched.process)  # the history, then the new segment live
+            self.follow(launched.run_dir, launched.process, resumed=True)  # the history, then the new process
             self.post_message(self.Resumed(self))
             return
         error = event.worker.error
@@ -278,6 +293,8 @@ class RunMonitor(Vertical):
         self.stats.status = status
         self.status = status
         self.refresh_stats()
+        if self._replaying:
+            return  # a resumed run's earlier end, met while rebuilding its history
         if self.stats.reason:
             self.query_one(LogPane).add_lines([f"{status}: {self.stats.reason}"])
         self.post_message(self.Ended(self, status))
