@@ -37,6 +37,8 @@ def test_every_kind_of_event_has_its_line_and_the_cli_leaves_start_and_end_to_it
     assert event_line({"event": "warning", "message": "loss is flat"}) == "warning: loss is flat"
     assert event_line({"event": "end", "status": "failed", "message": "out of memory"}) == \
         "end: failed — out of memory"
+    assert event_line({"event": "end", "status": "finished", "best_checkpoint": "/r/checkpoints/checkpoint-40",
+                       "best_eval_loss": 1.23456}) == "end: finished — the best checkpoint: checkpoint-40 (eval_loss 1.2346)"
     assert event_line({"event": "train_begin", "step": 0}) is None
     assert "trainable 1,024 of 2,048 params" in event_line(
         {"event": "prepared", "train_rows": 8, "eval_rows": 0, "template_source": "tokenizer",

@@ -76,6 +76,9 @@ def test_status_from_events(tmp_path):
     done = runs.summarize(d, [start, *logs, ckpt, resume, later, end], alive=False)
     assert (done.status, done.step, done.resumes, done.duration_s) == ("finished", 20, 1, 14.0)
     assert done.started == 100.0 and done.ended == 210.0 and done.name == "demo"
+    assert done.best_checkpoint is None
+    best = {**end, "best_checkpoint": "/x/checkpoints/checkpoint-3", "best_eval_loss": 1.25}
+    assert runs.summarize(d, [start, *logs, ckpt, best], alive=False).best_checkpoint == "/x/checkpoints/checkpoint-3"
 
     # An end recorded, the process still exiting: already the end's status.
     failed = {"event": "end", "time": 105.0, "step": None, "status": "failed", "reason": "oom", "message": "CUDA out of memory"}
