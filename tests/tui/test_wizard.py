@@ -545,3 +545,30 @@ async def test_best_at_end_refused_for_a_save_setting_applies_once_that_setting_
         assert wizard.draft.training.load_best_model_at_end is True  # the refused switch applied now
         assert field_error(app, "f-training-load-best-model-at-end") == ""
         assert wizard.current_step.blocking_reason() is None
+
+
+async def test_the_memory_bar_says_when_the_template_grows_the_embeddings(make_app, tmp_path):
+    """ChatML on a base model under LoRA: embed_tokens and lm_head train in full; the bar says so."""
+    from sftwizard.core.config import config_from_dict
+    from tests.fixtures.tokenizers import conversations, save_model_dir
+    from tests.tui.conftest import gpu_report
+
+    model_dir = save_model_dir("base", tmp_path / "base")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in conversations("qwen2_5")), encoding="utf-8")
+    cfg = config_from_dict({"model": {"id": str(model_dir), "dtype": "bf16"}, "data": {"sources": [{"path": str(data)}]},
+                            "template": {"source": "chatml"}, "method": {"type": "lora"}})
+    app = make_app(cfg, start_step="method", hardware=gpu_report())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        bar = app.wizard.current_step.query_one("MemoryBar")
+        text = str(bar.as_text())
+        assert "assumed: template.source chatml adds tokens" in text
+        assert "embed_tokens and lm_head are trained in full" in text
+        with_chatml = app.wizard.context.estimate.trainable_params
+        # Another template: the estimate follows it (the template is part of what it depends on).
+        wizard = app.wizard
+        wizard.set_draft(wizard.draft.replace(template=wizard.draft.template.__class__(source="auto")))
+        await settle(pilot)
+        assert wizard.context.estimate.trainable_params < with_chatml
+        assert "assumed: template.source chatml" not in str(bar.as_text())

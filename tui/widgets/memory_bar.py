@@ -99,6 +99,11 @@ class MemoryBar(Static):
         else:
             out.append("does not fit  ", style=self.get_component_rich_style("memory-bar--over"))
             out.append(verdict)
+        assumptions = list(_get(est, "assumptions", []) or [])
+        for note in assumptions[:2]:  # what the estimate took as given (a grown vocabulary, a guessed dtype…)
+            out.append(f"\nassumed: {note}", style="dim")
+        if len(assumptions) > 2:
+            out.append(f" (+{len(assumptions) - 2} more: sft-wizard estimate --json)", style="dim")
         for i, suggestion in enumerate(list(_get(est, "suggestions", []) or [])[:3]):
             text = suggestion if isinstance(suggestion, str) else (_get(suggestion, "message") or _get(suggestion, "text") or str(suggestion))
             total_after = None if isinstance(suggestion, str) else _get(suggestion, "total_gib")
