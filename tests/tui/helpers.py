@@ -38,3 +38,20 @@ def screen_text(app) -> str:
                       color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text(styles=False)
+
+
+async def open_run(pilot, run_dir, timeout: float = 20.0):
+    """Push the Run screen of ``run_dir``; its monitor once it has read the run's history."""
+    import time
+
+    from sftwizard.tui.screens.run import RunScreen
+
+    pilot.app.push_screen(RunScreen(run_dir))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        found = pilot.app.screen.query("RunMonitor")
+        if found and found.first().status != "starting":
+            await pilot.pause()
+            return found.first()
+    raise AssertionError(f"the Run screen did not read {run_dir}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict, load_preset
 from sftwizard.core.events import EVENTS_FILE, read_events
-from tests.tui.helpers import screen_text, settle
+from tests.tui.helpers import open_run, screen_text, settle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,6 @@ async def test_u_on_the_runs_screen_resumes_a_stopped_run_to_its_end(make_app, t
 
 async def test_resume_is_refused_with_the_reason_when_there_is_nothing_to_resume(make_app, tmp_path):
     from sftwizard.core.events import EventWriter
-    from sftwizard.tui.screens.run import RunScreen
 
     run_dir = tmp_path / "20260101-000000-early"  # stopped before its first checkpoint
     writer = EventWriter(run_dir / "events.jsonl")
@@ -82,9 +81,7 @@ async def test_resume_is_refused_with_the_reason_when_there_is_nothing_to_resume
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.push_screen(RunScreen(run_dir))
-        await pilot.pause(0.3)
-        monitor = app.screen.query_one("RunMonitor")
+        monitor = await open_run(pilot, run_dir)
         assert monitor.status == "stopped"
         await pilot.press("u")
         await wait_for(pilot, lambda: "cannot resume" in screen_text(app), timeout=30)
@@ -97,7 +94,6 @@ async def test_a_resumed_process_that_dies_before_speaking_is_shown_failed_not_s
     import sys
 
     from sftwizard.core.events import EventWriter
-    from sftwizard.tui.screens.run import RunScreen
 
     run_dir = tmp_path / "20260101-000000-dies"
     writer = EventWriter(run_dir / "events.jsonl")
@@ -108,9 +104,7 @@ async def test_a_resumed_process_that_dies_before_speaking_is_shown_failed_not_s
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.push_screen(RunScreen(run_dir))
-        await pilot.pause(0.3)
-        monitor = app.screen.query_one("RunMonitor")
+        monitor = await open_run(pilot, run_dir)
         assert monitor.status == "stopped"
         crashed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1); raise SystemExit(3)"])
         monitor.follow(run_dir, crashed, resumed=True)  # what a resume does once the process started

@@ -13,7 +13,7 @@ from sftwizard.core.config import ConfigError, load_preset
 from sftwizard.core.paths import user_presets_dir
 from sftwizard.tui.app import build_app
 from tests.tui.conftest import cpu_report
-from tests.tui.helpers import screen_text, settle
+from tests.tui.helpers import open_run, screen_text, settle
 
 
 async def type_into(pilot, selector: str, text: str) -> None:
@@ -330,7 +330,6 @@ async def test_the_command_palette_reaches_every_step(make_app):
 
 async def test_the_run_screen_rebuilds_history_from_the_run_directory(make_app, tmp_path):
     from sftwizard.core.events import EventWriter
-    from sftwizard.tui.screens.run import RunScreen
 
     run_dir = tmp_path / "20260101-000000-demo"
     writer = EventWriter(run_dir / "events.jsonl")
@@ -346,9 +345,7 @@ async def test_the_run_screen_rebuilds_history_from_the_run_directory(make_app, 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        app.push_screen(RunScreen(run_dir))
-        await pilot.pause(0.5)
-        monitor = app.screen.query_one("RunMonitor")
+        monitor = await open_run(pilot, run_dir)
         chart = monitor.query_one("LossChart")
         assert chart.train_points == [(10.0, 3.0), (20.0, 2.0), (30.0, 1.5)]
         assert chart.eval_points == [(30.0, 1.7)]
@@ -369,7 +366,6 @@ def test_startup_imports_no_heavy_library():
 
 async def test_the_stop_key_asks_a_live_run_to_stop(make_app, tmp_path):
     from sftwizard.core.events import EventWriter
-    from sftwizard.tui.screens.run import RunScreen
 
     run_dir = tmp_path / "20260101-000000-live"
     writer = EventWriter(run_dir / "events.jsonl")
@@ -382,9 +378,7 @@ async def test_the_stop_key_asks_a_live_run_to_stop(make_app, tmp_path):
         app = make_app()
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            app.push_screen(RunScreen(run_dir))
-            await pilot.pause(0.3)
-            monitor = app.screen.query_one("RunMonitor")
+            monitor = await open_run(pilot, run_dir)
             assert monitor.status == "running"
             await pilot.press("s")
             await pilot.pause()
@@ -426,7 +420,6 @@ def test_the_first_frame_is_drawn_before_any_heavy_library_loads():
 async def test_a_run_whose_loss_went_nan_is_shown_not_crashed_on(make_app, tmp_path):
     """NaN losses reach events.jsonl as NaN (or "nan" from older runs); the screen says so."""
     from sftwizard.core.events import EventWriter
-    from sftwizard.tui.screens.run import RunScreen
 
     run_dir = tmp_path / "20260101-000000-nan"
     writer = EventWriter(run_dir / "events.jsonl")
@@ -439,9 +432,7 @@ async def test_a_run_whose_loss_went_nan_is_shown_not_crashed_on(make_app, tmp_p
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.push_screen(RunScreen(run_dir))
-        await pilot.pause(0.5)
-        monitor = app.screen.query_one("RunMonitor")
+        monitor = await open_run(pilot, run_dir)
         assert monitor.query_one("LossChart").train_points == [(1.0, 2.5)]  # only the finite point is drawn
         assert monitor.status == "failed"
         text = screen_text(app)
