@@ -205,8 +205,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
     preview = render_preview(cfg, row=args.row)
     if args.json:
         print_json(preview.to_dict())
-        return 0
-    print_preview(preview)
+    else:
+        print_preview(preview)
+    empty = next((p for p in preview.problems if p["code"] == "no_trained_tokens"), None)
+    if empty is not None and cfg.data.on_bad_rows != "drop":
+        print(f"sft-wizard: row {preview.row}: {empty['message']}", file=sys.stderr)
+        return 2
     return 0
 
 

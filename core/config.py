@@ -87,6 +87,9 @@ class TemplateSection:
     source: TemplateSource = "auto"
     path: str | None = None  # a Jinja file, with source: file
     system_prompt: str | None = None
+    # what happens to reasoning in the data (<think> in content, reasoning_content, thinking):
+    # template = as the model's own template renders it; drop = removed, only answers train
+    reasoning: Literal["template", "drop"] = "template"
 
 
 @dataclass

@@ -41,6 +41,7 @@ class Preview:
             "text": self.text,
             "tokens": self.tokens,
             "template_source": self.template_source,
+            "template_reason": self.template.get("reason"),
             "template": self.template,
             "problems": self.problems,
             "counts": self.counts,
@@ -91,10 +92,8 @@ def template_problems(tokenizer, template) -> list[dict]:
     if tokenizer.eos_token is None:
         problems.append(_problem("missing_eos_token", "the tokenizer has no EOS token", "error"))
     tpl = template.template or ""
-    if "strftime_now" in tpl or "date_string" in tpl:
-        problems.append(_problem(
-            "template_injects_date",
-            "the template writes today's date into the prompt: rows carry the date they were tokenized on"))
+    behaviour = getattr(template, "behaviour", None)
+    problems.extend(dict(f) for f in (behaviour.findings if behaviour is not None else []))
     if tpl:
         injected = _default_system_prompt(tokenizer, tpl)
         if injected:
@@ -125,7 +124,7 @@ def _default_system_prompt(tokenizer, tpl: str) -> str | None:
 
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:
     """Row ``row`` of ``cfg``'s data (or of ``examples``) as it will be trained."""
-    from sftwizard.core.templates import encode_examples, prepare_tokenizer, resolve_template
+    from sftwizard.core.templates import chose_no_loss, encode_examples, prepare_tokenizer, resolve_template
 
     if tokenizer is None:
         tokenizer = load_preview_tokenizer(cfg)
@@ -170,7 +169,17 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
         else [p for p in template_problems(tokenizer, template) if p["code"] in ("missing_pad_token", "missing_eos_token")]
     problems.extend(dict(note) for note in out.get("notes", []))
     dropped = False
-    if trained == 0:
+    if trained == 0 and kind in ("messages", "conversational_prompt_completion") and not chose_no_loss(example):
+        from sftwizard.core.templates import no_loss_reason
+
+        dropped = True
+        drop = cfg.data.on_bad_rows == "drop"
+        problems.append(_problem(
+            "no_trained_tokens",
+            no_loss_reason(out, None if split else limit) + (
+                "; data.on_bad_rows: drop leaves this row out of training" if drop else
+                "; training stops at this row (set data.on_bad_rows: drop to leave such rows out)"), "error"))
+    elif trained == 0:
         dropped = not t.packing
         problems.append(_problem(
             "no_trained_tokens",
