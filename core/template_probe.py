@@ -209,6 +209,9 @@ def cross_check(tokenizer, own: str, other: str) -> str | None:
          {"role": "user", "content": "and?"}, {"role": "assistant", "content": "bye"}],
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>\nr1\n</think>\n\nhello"},
          {"role": "user", "content": "and?"}, {"role": "assistant", "content": "<think>\nr2\n</think>\n\nbye"}],
+        *([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello", field: "r1"},
+           {"role": "user", "content": "and?"}, {"role": "assistant", "content": "bye", field: "r2"}]
+          for field in ("reasoning_content", "thinking")),
     ]
     for convo in probes:
         mine = _render(tokenizer, own, convo)
@@ -216,7 +219,7 @@ def cross_check(tokenizer, own: str, other: str) -> str | None:
             continue
         theirs = _render(tokenizer, other, convo)
         if theirs != mine:
-            what = "a conversation with reasoning" if "<think>" in convo[1]["content"] else (
+            what = "a conversation with reasoning" if ("<think>" in convo[1]["content"] or len(convo[1]) > 2) else (
                 "a multi-turn conversation" if len(convo) > 3 else "a single turn")
             if theirs is None:
                 return f"it refuses {what} the model's own template renders"
