@@ -51,6 +51,7 @@ def gather_inputs(cfg) -> tuple[dict[str, Any], list[dict]]:
 
         template = resolve_template(tokenizer, cfg.template)
         inputs["tokenizer_template"] = template.template
+        inputs["template_findings"] = template.behaviour.findings
         examples = inputs.get("examples")
         if examples and template.template is not None:
             sample = examples

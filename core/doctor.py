@@ -90,22 +90,24 @@ class _Inputs:
     audit: dict | None
     facts: Any
     template: str | None
+    template_findings: list[dict] | None = None
 
 
 def check_config(cfg, *, examples: list[dict] | None = None, eval_examples: list[dict] | None = None,
                  audit: dict | None = None, facts: Any = None, tokenizer_template: str | None = None,
-                 ) -> list[DoctorWarning]:
+                 template_findings: list[dict] | None = None) -> list[DoctorWarning]:
     """Every pre-launch warning for ``cfg``; checks whose inputs are missing are skipped.
 
     ``examples``/``eval_examples``: canonical rows after the eval split; ``audit``: the dict of
     ``audit_dataset`` computed with this config's ``max_length``; ``facts``: ``ModelFacts`` (or
     any object/dict with ``chat_template``, ``has_chat_template``, ``linear_shapes``,
     ``max_position_embeddings``); ``tokenizer_template``: the chat template text training will
-    use (the resolved template).
+    use (the resolved template); ``template_findings``: what probing the template found
+    (``ResolvedTemplate.behaviour.findings``).
     """
     if isinstance(facts, dict):
         facts = _Attrs(facts)
-    x = _Inputs(cfg, examples, eval_examples, audit, facts, tokenizer_template)
+    x = _Inputs(cfg, examples, eval_examples, audit, facts, tokenizer_template, template_findings)
     out: list[DoctorWarning] = []
     for check in CHECKS:
         out.extend(check(x))
@@ -362,6 +364,21 @@ def check_chat_template(x: _Inputs) -> list[DoctorWarning]:
     return []
 
 
+def check_template_behaviour(x: _Inputs) -> list[DoctorWarning]:
+    """What the template does to training rows: a system prompt it leaves out, today's date it writes."""
+    out: list[DoctorWarning] = []
+    has_system = bool(x.cfg.template.system_prompt) or any(
+        (ex.get("messages") or [{}])[0].get("role") == "system" for ex in (x.examples or [])[:500]
+        if isinstance(ex.get("messages"), list))
+    for f in x.template_findings or []:
+        if f["code"] in ("system_prompt_dropped", "system_role_refused") and has_system:
+            out.append(DoctorWarning(f["code"], f["message"], "template.system_prompt", None, {}))
+        elif f["code"] == "template_injects_date":
+            out.append(DoctorWarning(f["code"], f["message"] + "; the same rows tokenized another day differ",
+                                     "template.source", None, {}))
+    return out
+
+
 # --------------------------------------------------------------------------- data
 
 def check_eval_split(x: _Inputs) -> list[DoctorWarning]:
@@ -466,6 +483,7 @@ def check_row_quality(x: _Inputs) -> list[DoctorWarning]:
 
 CHECKS = [
     check_learning_rate, check_epochs, check_max_length, check_lora_targets, check_chat_template,
+    check_template_behaviour,
     check_eval_split, check_save_eval_alignment, check_eval_overlap, check_train_duplicates, check_row_quality, check_packing_gain,
     check_padding_free,
 ]

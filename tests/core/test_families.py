@@ -221,3 +221,30 @@ def test_cross_check_reason_is_in_preview_json():
     assert data["template_source"] == "inferred"
     assert "TRL's training template was not used" in data["template_reason"]
     assert data["template"]["behaviour"]["reasoning"] == "last_turn"
+
+
+def test_docs_templates_md_is_what_the_tests_measure():
+    from tests.fixtures.families import DOCS, render_docs
+
+    assert DOCS.read_text(encoding="utf-8") == render_docs(), (
+        "docs/templates.md is out of date: run `python -m tests.fixtures.families`")
+    assert "INVARIANTS FAIL" not in DOCS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("family,expected,absent", [
+    ("mistral_v03", {"system_prompt_dropped"}, {"template_injects_date"}),
+    ("llama3_2", {"template_injects_date"}, {"system_prompt_dropped"}),
+    ("llama3_1", set(), {"template_injects_date", "system_prompt_dropped"}),
+    ("mistral_nemo", set(), {"system_prompt_dropped"}),  # rendered as at inference instead
+])
+def test_doctor_warns_about_what_the_template_does_to_rows(family, expected, absent, tmp_path):
+    from sftwizard.core.cli_doctor import validation_warnings
+
+    model_dir = save_family_dir(family, tmp_path / "model")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in family_conversations(family, system=True) * 3))
+    cfg = RunConfig()
+    cfg.model.id = str(model_dir)
+    cfg.data.sources[0].path = str(data)
+    codes = {w["code"] for w in validation_warnings(cfg)}
+    assert expected <= codes and not (absent & codes), codes
