@@ -30,8 +30,8 @@ _A2 = "\ue000second answer\ue000"
 REASONING_FIELDS = ("reasoning_content", "thinking", "content")
 
 REASONING_MODES = {
-    "template": "follow the model's own template (what it renders at inference is what trains)",
-    "drop": "remove the reasoning from every row: only the answers are trained",
+    "template": "kept as the model's own template renders it",
+    "drop": "removed from every row: only answers train",
 }
 
 

@@ -7,6 +7,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
 
+from sftwizard.core.template_probe import REASONING_MODES
 from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
 from sftwizard.tui.steps.dataset import PathSuggester
 from sftwizard.tui.steps.fields import ConfigField
@@ -20,6 +21,9 @@ SOURCES = [
     ("inferred masks (any template)", "inferred"),
     ("apply ChatML", "chatml"),
 ]
+
+# template.reasoning: each value with its one-line meaning (the problems list says what the template does)
+REASONING = [(f"{mode}: {meaning}", mode) for mode, meaning in REASONING_MODES.items()]
 
 
 class TemplateStep(Step):
@@ -40,6 +44,7 @@ class TemplateStep(Step):
         yield ConfigField("template.source", "Template", "select", options=SOURCES)
         yield ConfigField("template.path", "Template file", "text", suggester=PathSuggester(),
                           placeholder="path/to/template.jinja (source: file)")
+        yield ConfigField("template.reasoning", "Reasoning", "select", options=REASONING)
         yield ConfigField("training.max_length", "Max length", "number", placeholder="tokens (empty: no limit)")
         yield ConfigField("training.assistant_only_loss", "Assistant-only loss", "select",
                           options=[("auto (yes for conversations)", None), ("on", True), ("off", False)])
