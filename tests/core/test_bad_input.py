@@ -83,3 +83,19 @@ def test_validate_json_reports_every_problem(tmp_path: Path):
     assert report["valid"] is False and len(report["problems"]) == 2
     ok = cli("validate", "demo", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["valid"] is True
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("data.sources.path=mine.jsonl", "data.sources: is a list"),
+    ("training.max_steps.foo=1", "training.max_steps: is a value"),
+    ("data.sources.5.path=x", "no item 5"),
+])
+def test_an_override_that_would_vanish_is_refused(repo_root: Path, override: str, needle: str):
+    # these used to be dropped with exit 0: `run` trained on the demo rows instead of mine.jsonl
+    assert_user_error(cli("validate", str(repo_root / "presets/demo.yaml"), "--set", override), "--set", needle)
+
+
+@pytest.mark.parametrize("setting", ["num_train_epochs", "save_steps", "logging_steps", "learning_rate"])
+def test_an_infinite_step_setting_is_one_sentence(tmp_path: Path, setting: str):
+    p = write(tmp_path / "inf.yaml", f"training:\n  {setting}: .inf\n")
+    assert_user_error(cli("validate", str(p)), f"training.{setting}: must be a finite number, got inf")
