@@ -566,6 +566,16 @@ def save_preset(cfg: RunConfig, path: str | os.PathLike) -> Path:
     return p
 
 
+def output_root_problem(cfg: RunConfig) -> str | None:
+    """Why runs cannot be written where ``run.output_root`` says (a file, a dangling link, a
+    read-only folder), as one ``run.output_root: …`` sentence; None when they can."""
+    from sftwizard.core.paths import default_runs_root, unwritable_folder
+
+    root = cfg.run.output_root or default_runs_root()
+    why = unwritable_folder(root)
+    return f"run.output_root: runs cannot be written under {root}: {why}" if why else None
+
+
 def resolved_dtype(cfg: RunConfig, bf16_supported: bool, cuda: bool) -> str:
     """The dtype weights are loaded in: ``auto`` is bf16 on GPUs that support it, else fp32."""
     if cfg.model.dtype != "auto":

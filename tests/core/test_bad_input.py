@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,44 @@ def test_an_override_that_would_vanish_is_refused(repo_root: Path, override: str
 def test_an_infinite_step_setting_is_one_sentence(tmp_path: Path, setting: str):
     p = write(tmp_path / "inf.yaml", f"training:\n  {setting}: .inf\n")
     assert_user_error(cli("validate", str(p)), f"training.{setting}: must be a finite number, got inf")
+
+
+def unusable_places(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Places nothing can be written under, and what the sentence must say about each."""
+    a_file = write(tmp_path / "a-file", "x")
+    link = tmp_path / "gone-link"
+    link.symlink_to(tmp_path / "gone")
+    return {"file": (a_file / "runs", "is a file, not a folder"),
+            "dangling symlink": (link, "which does not exist")}
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink"])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_an_unusable_output_root_is_one_sentence(tmp_path: Path, repo_root: Path, kind: str, command: str):
+    place, why = unusable_places(tmp_path)[kind]
+    assert_user_error(cli(command, str(repo_root / "presets/demo.yaml"), "--set", f"run.output_root={place}"),
+                      "run.output_root: runs cannot be written under", why)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_a_read_only_output_root_is_one_sentence(tmp_path: Path, repo_root: Path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert_user_error(cli("run", str(repo_root / "presets/demo.yaml"), "--set", f"run.output_root={ro}/runs"),
+                          "run.output_root", "cannot write in")
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink", "folder"])
+def test_export_to_an_unusable_path_is_one_sentence(tmp_path: Path, repo_root: Path, kind: str):
+    if kind == "folder":
+        out, why = tmp_path, "is a folder"
+        out = tmp_path / "out.yaml"
+        out.mkdir()
+    else:
+        place, why = unusable_places(tmp_path)[kind]
+        out = place / "trl.yaml"
+    assert_user_error(cli("export", str(repo_root / "presets/demo.yaml"), "--to", "trl", str(out)), why)
