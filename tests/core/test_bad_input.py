@@ -141,3 +141,16 @@ def test_export_to_an_unusable_path_is_one_sentence(tmp_path: Path, repo_root: P
         place, why = unusable_places(tmp_path)[kind]
         out = place / "trl.yaml"
     assert_user_error(cli("export", str(repo_root / "presets/demo.yaml"), "--to", "trl", str(out)), why)
+
+
+def test_validate_names_a_row_no_tokenizer_can_read(tmp_path: Path):
+    # a lone surrogate is valid JSON; the tokenizer and the doctor's duplicate hash used to fail on it
+    good = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+    data = write(tmp_path / "d.jsonl", good + "\n" + '{"messages": [{"role": "user", "content": "a \\ud800"}, '
+                 '{"role": "assistant", "content": "ok"}]}\n' + good + "\n")
+    for policy, code in (("stop", "checks_skipped"), ("drop", "rows_left_out")):
+        p = write(tmp_path / f"{policy}.yaml", f"data:\n  sources:\n    - path: {data}\n  on_bad_rows: {policy}\n")
+        out = cli("validate", str(p), "--json")
+        assert "Traceback" not in out.stderr
+        (warning,) = [w for w in json.loads(out.stdout)["warnings"] if w["code"] == code]
+        assert "line 2, field messages[0].content: a lone surrogate" in warning["message"]
