@@ -23,6 +23,7 @@ BUILTIN_DATA = {"builtin:demo": ASSETS / "train.jsonl", "builtin:demo-eval": ASS
 JSON_CHUNK = 1 << 20  # characters of a JSON array read at a time
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how a lone surrogate gets into valid JSON
 _COLON = re.compile(r"\s*:")
+TOO_DEEP = "nested too deeply to read (arrays or objects inside each other about a thousand levels down)"
 CSV_CELL_LIMIT = 16 << 20  # characters in one CSV cell (Python's csv stops at 128 KiB by default)
 LOCAL_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                   ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
@@ -81,8 +82,7 @@ def _iter_jsonl(path: str) -> Iterator[tuple[dict, Any]]:
                 yield where, Problem("invalid_json", f"invalid JSON: {exc.msg} (column {exc.colno})")
                 continue
             except RecursionError:
-                yield where, Problem("too_deep", "nested too deeply to read (arrays or objects inside each "
-                                                 "other about a thousand levels down)", field=_deep_field(text))
+                yield where, Problem("too_deep", TOO_DEEP, field=_nesting(text, len(text) - len(text.lstrip()))[1])
                 continue
             if _SURROGATE_ESCAPE.search(text):
                 problem = surrogate_problem(value)
@@ -157,15 +157,22 @@ def _iter_json(path: str) -> Iterator[tuple[dict, Any]]:
                     value, end = decoder.raw_decode(buf, pos)
                     break
                 except RecursionError:
-                    line = line_base + buf.count("\n", 0, pos)
-                    raise DataError(f"{path}: line {line}: row {index} is nested too deeply to read "
-                                    "(arrays or objects inside each other about a thousand levels down)") from None
+                    end, field = _nesting(buf, pos)
+                    if end is None and more():  # the row goes on in the next chunk
+                        continue
+                    if end is None:
+                        line = line_base + buf.count("\n", 0, pos)
+                        raise DataError(f"{path}: line {line}: invalid JSON in row {index}: the file ends "
+                                        "inside it") from None
+                    value = Problem("too_deep", TOO_DEEP, field=field)
+                    break
                 except json.JSONDecodeError as exc:
                     if more():  # the row may just continue in the next chunk
                         continue
                     line = line_base + buf.count("\n", 0, exc.pos)
                     raise DataError(f"{path}: line {line}: invalid JSON in row {index}: {exc.msg}") from None
-            unusual = surrogate_problem(value) if _SURROGATE_ESCAPE.search(buf, pos, end) else None
+            unusual = surrogate_problem(value) if not isinstance(value, Problem) and _SURROGATE_ESCAPE.search(
+                buf, pos, end) else None
             pos = end
             yield {"row": index}, unusual or value
             index += 1
@@ -193,10 +200,12 @@ def surrogate_problem(value: Any) -> Problem | None:
     return None
 
 
-def _deep_field(text: str, depth_limit: int = 200) -> str | None:
-    """The top-level key of a JSON object line under which nesting passes ``depth_limit``."""
-    depth, key, in_string, escaped, start = 0, None, False, False, 0
-    for i, ch in enumerate(text):
+def _nesting(text: str, start: int, depth_limit: int = 200) -> tuple[int | None, str | None]:
+    """For the JSON value at ``text[start]``: (the index just past it, or None when ``text`` ends
+    inside it; the key of its top-level object under which nesting passes ``depth_limit``)."""
+    depth, key, in_string, escaped, begin, deep = 0, None, False, False, 0, None
+    for i in range(start, len(text)):
+        ch = text[i]
         if in_string:
             if escaped:
                 escaped = False
@@ -205,16 +214,18 @@ def _deep_field(text: str, depth_limit: int = 200) -> str | None:
             elif ch == '"':
                 in_string = False
                 if depth == 1 and _COLON.match(text, i + 1):
-                    key = text[start:i]
+                    key = text[begin:i]
         elif ch == '"':
-            in_string, start = True, i + 1
+            in_string, begin = True, i + 1
         elif ch in "[{":
             depth += 1
-            if depth > depth_limit:
-                return key
+            if depth > depth_limit and deep is None:
+                deep = key
         elif ch in "]}":
             depth -= 1
-    return None
+            if depth == 0:
+                return i + 1, deep
+    return None, deep
 
 
 def _iter_csv(path: str) -> Iterator[tuple[dict, Any]]:

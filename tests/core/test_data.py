@@ -310,3 +310,16 @@ def test_a_huge_row_is_tokenized_only_in_part_for_inspection(tmp_path, monkeypat
     assert "50,000 characters: the token audit reads its first 12,800 only" in note.message
     assert report.audit["rows_encoded"] == 3 and report.audit["rows_over_max_length"] == 1
     assert report.audit["token_length"]["max"] < 12_800  # not the 20,000+ tokens of the whole row
+
+
+def test_a_json_array_row_too_deep_or_not_text_is_a_problem_of_its_row(tmp_path):
+    good = '{"prompt": "q", "completion": "a"}'
+    deep = '{"prompt": "q", "completion": "a", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    odd = '{"prompt": "q \\udc00", "completion": "a"}'
+    path = tmp_path / "d.json"
+    path.write_text(f"[{good},\n{deep},\n{odd},\n{good}]", encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 1, field x: nested too deeply"):
+        load(path)
+    examples, report = load(path, on_bad_rows="drop")
+    assert len(examples) == 2 and [(p.row, p.field, p.code) for p in report.problems] == [
+        (1, "x", "too_deep"), (2, "prompt", "lone_surrogate")]
