@@ -154,3 +154,19 @@ def test_validate_names_a_row_no_tokenizer_can_read(tmp_path: Path):
         assert "Traceback" not in out.stderr
         (warning,) = [w for w in json.loads(out.stdout)["warnings"] if w["code"] == code]
         assert "line 2, field messages[0].content: a lone surrogate" in warning["message"]
+
+
+def test_a_folder_the_os_refuses_to_write_is_one_sentence(tmp_path: Path, repo_root: Path, monkeypatch, capsys):
+    # as root a chmod'ed folder stays writable, so the OS's refusal (a read-only mount) is played here
+    import tempfile
+
+    from sftwizard.core.cli import main
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    code = main(["validate", str(repo_root / "presets/demo.yaml"), "--set", f"run.output_root={tmp_path}/runs"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"run.output_root: runs cannot be written under {tmp_path}/runs: cannot write in " \
+                          f"{tmp_path} (read-only file system)" in err and "Traceback" not in err
