@@ -131,6 +131,12 @@ def usable_events(objs: list[Any]) -> Events:
     return out
 
 
+def parse_events(chunk: str) -> tuple[Events, str]:
+    """``parse_lines`` for events: (the usable events, with ``.skipped``; the incomplete remainder)."""
+    values, rest = _parse_values(chunk)
+    return usable_events(values), rest
+
+
 def read_events(path: str | os.PathLike) -> Events:
     """Every complete event in the file (a torn last line is left for later; other lines that are
     not events are skipped and counted in ``.skipped``)."""
@@ -138,8 +144,8 @@ def read_events(path: str | os.PathLike) -> Events:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return Events()
-    values, _ = _parse_values(text)
-    return usable_events(values)
+    events, _ = parse_events(text)
+    return events
 
 
 @dataclass
@@ -161,8 +167,7 @@ class EventTail:
         if not data:
             return []
         self.offset += len(data)
-        objs, self._rest = _parse_values(self._rest + data.decode("utf-8", errors="replace"))
-        events = usable_events(objs)
+        events, self._rest = parse_events(self._rest + data.decode("utf-8", errors="replace"))
         self.skipped += events.skipped
         return events
 

@@ -383,6 +383,10 @@ def test_odd_event_lines_are_skipped_and_counted_by_every_reader(tmp_path, monke
     assert [e["event"] for e in events] == ["start", "log", "end"] and events.skipped == len(ODD_LINES)
     tail = EventTail(dirs["odd"] / EVENTS_FILE)
     assert len(tail.poll()) == 3 and tail.skipped == len(ODD_LINES)
+    from sftwizard.core.events import parse_events
+
+    parsed, rest = parse_events((dirs["odd"] / EVENTS_FILE).read_text(encoding="utf-8") + '{"event": "lo')
+    assert len(parsed) == 3 and parsed.skipped == len(ODD_LINES) and rest == '{"event": "lo'
 
     assert main(["runs", "--json"]) == 0
     listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
