@@ -43,8 +43,12 @@ def load_with_overrides(preset: str, overrides: list[str]):
 
 
 def preflight(cfg) -> None:
-    """Cheap checks before a process is started: files that must exist do."""
+    """Cheap checks before a process is started: files that must exist do, the runs folder is writable."""
+    from sftwizard.core.config import output_root_problem
     from sftwizard.core.models import ModelError, resolve_model
+
+    if problem := output_root_problem(cfg):
+        raise UserError(problem)
 
     if cfg.model.id.startswith(("/", "./", "../", "~")) or cfg.model.id.startswith("builtin:"):
         try:
@@ -146,8 +150,12 @@ def print_event(ev: dict) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sftwizard.core.config import output_root_problem
+
     try:
         path, cfg = load_with_overrides(args.preset, args.overrides)
+        if problem := output_root_problem(cfg):
+            raise ConfigError([problem], str(path))
     except ConfigError as exc:
         if args.json:
             print_json({"valid": False, "preset": exc.source, "problems": exc.problems, "warnings": []})
