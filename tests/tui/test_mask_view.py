@@ -206,3 +206,26 @@ async def test_problems_with_a_place_are_jump_targets_in_token_order():
         assert [(s.start, s.end) for s in view.turn_spots()] == [(3, 6)]
         view.show([])
         assert view.jump("turn", 1) is None and view.jump("problem", 1) is None
+
+
+async def test_whitespace_and_empty_tokens_are_visible_in_the_token_view():
+    from textual.app import App
+
+    texts = [" a", "\t", "\r\n", "", "b c", "\x07"]
+    tokens = [{"id": i, "text": t, "trained": i == 2} for i, t in enumerate(texts)]
+
+    class Host(App):
+        def compose(self):
+            yield MaskView()
+
+    app = Host()
+    async with app.run_test(size=(40, 10)) as pilot:
+        view = app.query_one(MaskView)
+        view.show(tokens)
+        view.token_view = True
+        await pilot.pause()
+        assert view.as_text().plain.splitlines() == ["·a│0 →│1 ⟦␍↵│2⟧", "∅│3 b·c│4 ∅│5"]
+        assert [view.line_of(i) for i in range(len(tokens))] == [0, 0, 0, 1, 1, 1]
+        view.token_view = False
+        await pilot.pause()
+        assert view.as_text().plain.splitlines() == [" a    ↵", "b c"]

@@ -21,8 +21,9 @@ from bisect import bisect_right
 from typing import Any, NamedTuple
 
 from rich.cells import cell_len
+from rich.control import strip_control_codes
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual.geometry import Size
 from textual.markup import escape
 from textual.reactive import reactive
@@ -36,6 +37,10 @@ _WORD_START = re.compile(r"(?<=\s)\S")
 
 def _field(token: Any, name: str, default: Any = None) -> Any:
     return token.get(name, default) if isinstance(token, dict) else getattr(token, name, default)
+
+
+def _message(problem: Any) -> str:
+    return str(problem if isinstance(problem, str) else (_field(problem, "message") or problem))
 
 
 class Spot(NamedTuple):
@@ -69,8 +74,10 @@ class MaskView(ScrollView, can_focus=True):
         self.hint = ""  # shown under the view until a jump says where it landed
         self.cursor: Spot | None = None  # where the last jump landed (shown reversed)
         self._lines: list[Text] = []
+        self._places: list[tuple[int, int, int]] = []
         self._token_line: list[int] = []
-        self._width = 0
+        self._cursor_ranges: dict[int, list[tuple[int, int]]] = {}
+        self._layout_width = -1
         self._strips: dict[int, Strip] = {}
 
     # ------------------------------------------------------------------ state
@@ -88,7 +95,10 @@ class MaskView(ScrollView, can_focus=True):
         self._scroll_to_cursor()
 
     def on_resize(self) -> None:
-        self._relayout()
+        # A new virtual size sends a Resize too: lay out again only when the width changed.
+        if self.scrollable_content_region.width != self._layout_width:
+            self._relayout()
+            self._scroll_to_cursor()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -123,8 +133,6 @@ class MaskView(ScrollView, can_focus=True):
 
     def problem_spots(self) -> list[Spot]:
         """The places of the problems the preview located, in token order."""
-        from sftwizard.tui.steps.base import problem_text
-
         n = len(self.tokens)
         found: list[tuple[int, int, str]] = []
         truncated = next((i for i, t in enumerate(self.tokens) if _field(t, "truncated")), None)
@@ -132,12 +140,12 @@ class MaskView(ScrollView, can_focus=True):
             token = _field(problem, "token")
             span = _field(problem, "span")
             if isinstance(token, int) and not isinstance(token, bool):
-                found.append((token, token + 1, problem_text(problem)))
+                found.append((token, token + 1, _message(problem)))
             elif (isinstance(span, (list, tuple)) and len(span) == 2
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in span)):
-                found.append((span[0], max(span[1], span[0] + 1), problem_text(problem)))
+                found.append((span[0], max(span[1], span[0] + 1), _message(problem)))
             elif truncated is not None and str(_field(problem, "code", "")).startswith("truncated"):
-                found.append((truncated, n, problem_text(problem)))
+                found.append((truncated, n, _message(problem)))
         for i, token in enumerate(self.tokens):
             note = _field(token, "problem")
             if note:
@@ -160,7 +168,7 @@ class MaskView(ScrollView, can_focus=True):
             behind = [s for s in spots if here is None or s.start < here]
             spot = behind[-1] if behind else spots[-1]
         self.cursor = spot
-        self._relayout()
+        self._show_cursor()
         self._scroll_to_cursor()
         return spot
 
@@ -179,64 +187,79 @@ class MaskView(ScrollView, can_focus=True):
         except Exception:  # not mounted yet: plain text
             return {n: Style() for n in names}
 
-    def _logical_lines(self) -> list[tuple[Text, list[int], list[int]]]:
-        """Lines cut at newlines: (text, start offset of every token on it, offsets where it may wrap)."""
+    def _logical_lines(self) -> list[tuple[Text, list[tuple[int, int]], list[int]]]:
+        """Lines cut at newlines: (text, (start, end) offsets of every token starting on it, offsets
+        where it may wrap)."""
         styles = self._styles()
-        cursor = self.cursor
-        out: list[tuple[Text, list[int], list[int]]] = []
-        line, starts, breaks = Text(), [], [0]
+        id_styles: dict[Style, Style] = {}
+        token_view = self.token_view
+        out: list[tuple[Text, list[tuple[int, int]], list[int]]] = []
+        parts: list[str] = []
+        spans: list[Span] = []
+        places: list[tuple[int, int]] = []
+        breaks = [0]
+        at = 0  # length of the line so far
+
+        def add(piece: str, style: Style) -> None:
+            nonlocal at
+            if piece:
+                parts.append(piece)
+                spans.append(Span(at, at + len(piece), style))
+                at += len(piece)
 
         def newline() -> None:
-            nonlocal line, starts, breaks
-            out.append((line, starts, breaks))
-            line, starts, breaks = Text(), [], [0]
+            nonlocal parts, spans, places, breaks, at
+            out.append((Text("".join(parts), spans=spans, end=""), places, breaks))
+            parts, spans, places, breaks, at = [], [], [], [0], 0
 
-        for i, token in enumerate(self.tokens):
+        previous_cut = False
+        for token in self.tokens:
             raw = str(_field(token, "text", ""))
             trained = bool(_field(token, "trained"))
-            truncated = bool(_field(token, "truncated"))
-            style = styles["truncated"] if truncated else styles["trained" if trained else "masked"]
-            if cursor is not None and cursor.start <= i < cursor.end:
-                style = style + styles["cursor"]
-            if truncated and (i == 0 or not _field(self.tokens[i - 1], "truncated")):
-                if self.token_view and line.plain:
-                    line.append(" ")
-                breaks.append(len(line))
-                line.append(CUT, style=styles["truncated"])
-            if self.token_view:
-                if line.plain and not line.plain.endswith(CUT):
-                    line.append(" ")
-                    breaks.append(len(line))
-                starts.append(len(line))
-                shown = raw.translate(VISIBLE_WHITESPACE) or "∅"
+            cut = bool(_field(token, "truncated"))
+            style = styles["truncated"] if cut else styles["trained" if trained else "masked"]
+            if cut and not previous_cut:
+                if token_view and at:
+                    add(" ", Style())
+                breaks.append(at)
+                add(CUT, styles["truncated"])
+            previous_cut = cut
+            if token_view:
+                if at and not (parts and parts[-1] == CUT):
+                    add(" ", Style())
+                    breaks.append(at)
+                begin = at
                 if trained:
-                    line.append(TRAINED_OPEN, style=style)
-                line.append(shown, style=style)
-                line.append(f"{ID_SEP}{_field(token, 'id', '?')}", style=style + styles["id"])
+                    add(TRAINED_OPEN, style)
+                add(strip_control_codes(raw.translate(VISIBLE_WHITESPACE)) or "∅", style)
+                if style not in id_styles:
+                    id_styles[style] = style + styles["id"]
+                add(f"{ID_SEP}{_field(token, 'id', '?')}", id_styles[style])
                 if trained:
-                    line.append(TRAINED_CLOSE, style=style)
+                    add(TRAINED_CLOSE, style)
+                places.append((begin, at))
                 if "\n" in raw:
                     newline()
             else:
-                starts.append(len(line))
-                pieces = raw.split("\n")
+                pieces = strip_control_codes(raw.expandtabs(4)).split("\n")
+                places.append((at, at + len(pieces[0]) + (len(pieces) > 1)))
                 for k, piece in enumerate(pieces):
-                    line.append(piece, style=style)
+                    add(piece, style)
                     if k < len(pieces) - 1:
-                        line.append("↵", style=style)
+                        add("↵", style)
                         newline()
-        if line.plain or starts or not out:
+        if parts or places or not out:
             newline()
-        if not self.token_view:  # running text wraps between words
-            for text, _, breaks in out:
-                breaks.extend(m.start() for m in _WORD_START.finditer(text.plain))
+        if not token_view:  # running text wraps between words
+            for text, _, line_breaks in out:
+                line_breaks.extend(m.start() for m in _WORD_START.finditer(text.plain))
         return out
 
     def _relayout(self) -> None:
-        width = max(8, self.scrollable_content_region.width) if self.is_mounted else 80
-        self._width = width
+        self._layout_width = self.scrollable_content_region.width if self.is_mounted else 0
+        width = max(8, self._layout_width) if self.is_mounted else 80
         lines: list[Text] = []
-        token_line: list[int] = []
+        places: list[tuple[int, int, int]] = []  # per token: line, first and last+1 column offsets
         if not self.tokens:
             lines = [Text("(nothing to show)", style="dim")]
         else:
@@ -244,12 +267,25 @@ class MaskView(ScrollView, can_focus=True):
                 cuts = _wrap(text.plain, sorted(set(breaks)), width)
                 base = len(lines)
                 lines.extend(text.divide(cuts[1:]) if len(cuts) > 1 else [text])
-                token_line.extend(base + bisect_right(cuts, s) - 1 for s in starts)
+                for start, end in starts:
+                    k = bisect_right(cuts, start) - 1
+                    stop = cuts[k + 1] if k + 1 < len(cuts) else len(text)
+                    places.append((base + k, start - cuts[k], min(end, stop) - cuts[k]))
         self._lines = lines
-        self._token_line = token_line
-        self._strips.clear()
+        self._places = places
+        self._token_line = [line for line, _, _ in places]
         self.virtual_size = Size(width, len(lines))
-        self.border_title = ("tokens: text│id, ⟦trained⟧ masked" if self.token_view else "text")
+        self.border_title = "tokens: text│id, ⟦trained⟧ masked" if self.token_view else "text"
+        self._show_cursor()
+
+    def _show_cursor(self) -> None:
+        """Mark the cursor's tokens (drawn at render time: a jump never lays the lines out again)."""
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        if self.cursor is not None:
+            for line, start, end in self._places[self.cursor.start:self.cursor.end]:
+                ranges.setdefault(line, []).append((start, end))
+        self._cursor_ranges = ranges
+        self._strips.clear()
         self.border_subtitle = f"[b]{escape(self.cursor.label)}[/b]" if self.cursor is not None else escape(self.hint)
         self.refresh()
 
@@ -268,6 +304,10 @@ class MaskView(ScrollView, can_focus=True):
         if strip is None:
             text = self._lines[index].copy()
             text.stylize_before(rich_style)
+            if index in self._cursor_ranges:
+                cursor = self.get_component_rich_style("mask-view--cursor")
+                for start, end in self._cursor_ranges[index]:
+                    text.stylize(cursor, start, end)
             strip = Strip(text.render(self.app.console), text.cell_len)
             self._strips[index] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
@@ -276,16 +316,22 @@ class MaskView(ScrollView, can_focus=True):
 def _wrap(plain: str, breaks: list[int], width: int) -> list[int]:
     """Start offsets of the lines ``plain`` wraps to at ``width`` cells, cutting only at ``breaks``
     (a piece wider than the line is cut where it must). Trailing spaces may hang past the edge."""
+    if cell_len(plain.rstrip()) <= width:
+        return [0]
     cuts = [0]
-    ends = [*breaks[1:], len(plain)]
-    for start, end in zip(breaks, ends):
-        if cell_len(plain[cuts[-1]:end].rstrip()) <= width:
+    used = 0  # cells on the current line
+    for start, end in zip(breaks, [*breaks[1:], len(plain)]):
+        piece = plain[start:end]
+        if used + cell_len(piece.rstrip()) <= width:
+            used += cell_len(piece)
             continue
         if start > cuts[-1]:
             cuts.append(start)
-        while cell_len(plain[cuts[-1]:end].rstrip()) > width:
+            used = 0
+        while used + cell_len(plain[cuts[-1]:end].rstrip()) > width:  # wider than a line: fold it
             cut = cuts[-1] + 1
             while cut < end and cell_len(plain[cuts[-1]:cut + 1]) <= width:
                 cut += 1
             cuts.append(cut)
+        used = cell_len(plain[cuts[-1]:end])
     return cuts
