@@ -229,3 +229,29 @@ async def test_whitespace_and_empty_tokens_are_visible_in_the_token_view():
         view.token_view = False
         await pilot.pause()
         assert view.as_text().plain.splitlines() == [" a    ↵", "b c"]
+
+
+async def test_a_mouse_selection_copies_the_cells_shown():
+    from textual.app import App
+    from textual.geometry import Offset
+    from textual.selection import Selection
+
+    tokens = [{"id": 10 + i, "text": t, "trained": i >= 2} for i, t in enumerate(["Hi", "\n", "yes", "\n"])]
+
+    class Host(App):
+        def compose(self):
+            yield MaskView()
+
+    app = Host()
+    async with app.run_test(size=(40, 10)) as pilot:
+        view = app.query_one(MaskView)
+        view.show(tokens)
+        view.token_view = True
+        await pilot.pause()
+        app.screen.selections = {view: Selection.from_offsets(Offset(0, 0), Offset(8, 1))}
+        await pilot.pause()
+        assert app.screen.get_selected_text() == "Hi│10 ↵│11\n⟦yes│12⟧"
+        # The selection is drawn (in the screen's selection style) on the lines it covers.
+        selected = app.screen.get_component_rich_style("screen--selection")
+        first = view.render_line(0)
+        assert any(seg.style and seg.style.bgcolor == selected.bgcolor for seg in first if seg.text.strip())

@@ -28,6 +28,7 @@ from textual.geometry import Size
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.selection import Selection
 from textual.strip import Strip
 
 TRAINED_OPEN, TRAINED_CLOSE, ID_SEP, CUT = "⟦", "⟧", "│", "✂ "
@@ -266,7 +267,10 @@ class MaskView(ScrollView, can_focus=True):
             for text, starts, breaks in self._logical_lines():
                 cuts = _wrap(text.plain, sorted(set(breaks)), width)
                 base = len(lines)
-                lines.extend(text.divide(cuts[1:]) if len(cuts) > 1 else [text])
+                pieces = list(text.divide(cuts[1:])) if len(cuts) > 1 else [text]
+                for piece in pieces[:-1]:  # the space a line wrapped at is not part of either line
+                    piece.rstrip()
+                lines.extend(pieces)
                 for start, end in starts:
                     k = bisect_right(cuts, start) - 1
                     stop = cuts[k + 1] if k + 1 < len(cuts) else len(text)
@@ -293,6 +297,14 @@ class MaskView(ScrollView, can_focus=True):
         """Everything, as laid out, in one Text (tests, and a copy of what the view shows)."""
         return Text("\n").join(self._lines)
 
+    # Mouse selection copies what the view shows (as the Static it replaced did).
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        return selection.extract(self.as_text().plain), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self._strips.clear()
+        self.refresh()
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
@@ -308,8 +320,15 @@ class MaskView(ScrollView, can_focus=True):
                 cursor = self.get_component_rich_style("mask-view--cursor")
                 for start, end in self._cursor_ranges[index]:
                     text.stylize(cursor, start, end)
+            selection = self.text_selection
+            selected = selection.get_span(index) if selection is not None else None
+            if selected is not None:
+                start, end = selected
+                text.stylize(self.screen.get_component_rich_style("screen--selection"), start,
+                             len(text) if end == -1 else end)
             strip = Strip(text.render(self.app.console), text.cell_len)
-            self._strips[index] = strip
+            if selection is None:
+                self._strips[index] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
 
 
