@@ -131,10 +131,22 @@ async def test_keys_jump_between_trained_spans_and_to_a_problem(make_app):
         await pilot.pause()
         assert (view.cursor.start, view.cursor.end) == spans[0]
         assert view.scroll_offset.y <= view.line_of(spans[0][0])
+        # Tab reaches the view; then the arrows scroll it (the step's keys still work there).
+        view.focus()
+        await pilot.press("home")
+        await pilot.pause()
+        assert view.scroll_offset.y == 0
+        await pilot.press("down")
+        await pilot.pause()
+        assert view.scroll_offset.y == 1
+        await pilot.press("shift+down")
+        await pilot.pause()
+        assert (view.cursor.start, view.cursor.end) == spans[1]
         # No problem in this row: F3 says so. A max_length that cuts the row is one, at the cut.
         await pilot.press("f3")
         await pilot.pause()
-        assert view.cursor.start == spans[0][0]
+        assert view.cursor.start == spans[1][0]
+        assert any("no problem" in n.message for n in app._notifications)
         app.wizard.set_draft(apply_overrides(app.wizard.draft, ["training.max_length=40"]))
         await settle(pilot)
         tokens = app.wizard.context.preview.tokens
