@@ -48,6 +48,8 @@ class WizardCommands(Provider):
              "Template step: jump to the previous assistant turn that carries loss"),
             ("Next problem in the tokens", partial(app.wizard_action, "jump", "problem", 1),
              "Template step: jump to the next problem the preview located (e.g. where max_length cuts)"),
+            ("Previous problem in the tokens", partial(app.wizard_action, "jump", "problem", -1),
+             "Template step: jump to the previous problem the preview located"),
             ("Stop run", app.stop_current_run, "Finish the current step, save a checkpoint, stop"),
             ("Runs", app.action_runs, "Every run on this machine; attach to one"),
         ]
