@@ -41,6 +41,7 @@ async def test_the_token_view_shows_every_token_with_its_id_and_a_mark_on_traine
         view = app.screen.query_one(MaskView)
         tokens = app.wizard.context.preview.tokens
         assert not view.token_view and ID_SEP not in view.as_text().plain
+        app.screen.query_one("#f-training-max-length #control").focus()  # a focused Input lets it through
         await pilot.press("f2")
         await pilot.pause()
         assert view.token_view
@@ -116,9 +117,11 @@ async def test_keys_jump_between_trained_spans_and_to_a_problem(make_app):
         spans = trained_spans(app.wizard.context.preview.tokens)
         assert len(spans) >= 2
         assert view.max_scroll_y > 0, "the demo row should not fit in 80x24 (the jump must scroll)"
+        app.screen.query_one("#f-template-source #control").focus()  # so does a Select
         await pilot.press("shift+down")
         await pilot.pause()
         assert (view.cursor.start, view.cursor.end) == spans[0]
+        app.screen.query_one("#f-training-max-length #control").focus()
         await pilot.press("shift+down")
         await pilot.pause()
         assert (view.cursor.start, view.cursor.end) == spans[1]
