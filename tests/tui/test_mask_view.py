@@ -201,6 +201,7 @@ async def test_problems_with_a_place_are_jump_targets_in_token_order():
         {"code": "a", "message": "header trained", "severity": "warning", "span": [3, 5], "turn": 1},
         {"code": "b", "message": "no place", "severity": "info"},
         {"code": "c", "message": "this one", "severity": "warning", "token": 1},
+        {"code": "d", "message": "and this", "severity": "info", "span": [1, 2]},
     ]
 
     class Host(App):
@@ -213,7 +214,7 @@ async def test_problems_with_a_place_are_jump_targets_in_token_order():
         view.show(tokens, problems)
         await pilot.pause()
         assert [(s.start, s.end) for s in view.problem_spots()] == [(1, 2), (3, 5), (8, 9)]
-        assert view.jump("problem", 1).label == "problem 1/3: this one"
+        assert view.jump("problem", 1).label == "problem 1/3: this one; and this"
         assert view.jump("problem", 1).label == "problem 2/3: header trained"
         assert view.jump("problem", 1).label == "problem 3/3: odd piece"
         assert view.jump("problem", 1).start == 1  # wraps around

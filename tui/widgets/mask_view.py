@@ -153,8 +153,13 @@ class MaskView(ScrollView, can_focus=True):
                 found.append((i, i + 1, str(note)))
         if truncated is not None and not any(start == truncated for start, _, _ in found):
             found.append((truncated, n, f"cut at max_length: {n - truncated} tokens"))
-        found = sorted({(s, e, label) for s, e, label in found if 0 <= s < n})
-        return [Spot(s, min(e, n), f"problem {k + 1}/{len(found)}: {label}") for k, (s, e, label) in enumerate(found)]
+        merged: dict[tuple[int, int], list[str]] = {}  # one stop per place, saying all that is there
+        for start, end, label in found:
+            if 0 <= start < n and label not in merged.setdefault((start, min(end, n)), []):
+                merged[(start, min(end, n))].append(label)
+        places = sorted(merged)
+        return [Spot(s, e, f"problem {k + 1}/{len(places)}: {'; '.join(merged[(s, e)])}")
+                for k, (s, e) in enumerate(places)]
 
     def jump(self, kind: str, direction: int) -> Spot | None:
         """Move to the next (``direction`` 1) or previous (-1) turn or problem, wrapping around."""
@@ -183,10 +188,9 @@ class MaskView(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ layout
     def _styles(self) -> dict[str, Style]:
         names = ("trained", "masked", "id", "truncated", "cursor")
-        try:
-            return {n: self.get_component_rich_style(f"mask-view--{n}") for n in names}
-        except Exception:  # not mounted yet: plain text
+        if not self.is_mounted:  # no styles to read yet: plain text
             return {n: Style() for n in names}
+        return {n: self.get_component_rich_style(f"mask-view--{n}") for n in names}
 
     def _logical_lines(self) -> list[tuple[Text, list[tuple[int, int]], list[int]]]:
         """Lines cut at newlines: (text, (start, end) offsets of every token starting on it, offsets
