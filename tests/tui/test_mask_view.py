@@ -271,3 +271,18 @@ async def test_a_mouse_selection_copies_the_cells_shown():
         selected = app.screen.get_component_rich_style("screen--selection")
         first = view.render_line(0)
         assert any(seg.style and seg.style.bgcolor == selected.bgcolor for seg in first if seg.text.strip())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_view_takes_the_height_the_terminal_leaves(make_app, size):
+    """At 120x40 the row used to take 12 lines and leave the rest of the screen empty."""
+    app = make_app(start_step="template")
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        view = app.screen.query_one(MaskView)
+        step = app.wizard.current_step
+        nav = app.screen.query_one("#nav")
+        assert not step.query_one(".doctor-notes").display
+        assert view.region.bottom == step.region.bottom == nav.region.y  # down to the Back/Next bar
+        assert view.region.width >= size[0] - 4
+        assert view.region.height >= (size[1] - 16 if size[1] > 24 else 8)
