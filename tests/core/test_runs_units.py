@@ -354,3 +354,23 @@ def test_list_runs_sees_a_changed_ended_run(tmp_path, monkeypatch):
     writer.emit("end", step=4, status="finished")
     writer.close()
     assert [(i.status, i.step, i.resumes) for i in runs.list_runs()] == [("finished", 4, 1)]
+
+
+def test_gpu_sampler_on_a_mig_slice_still_samples_memory(monkeypatch):
+    """A MIG instance answers memory but raises NVMLError_NotSupported for utilisation and power:
+    memory is still sampled and the other fields are None (issue 14.16)."""
+    from tests.fixtures.fake_nvml import a100_mig
+
+    nvml = a100_mig()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-3g40gb")
+    sampler = GpuSampler(interval=60, nvml=nvml).start()
+    try:
+        assert sampler.available
+        snap = sampler.snapshot()
+    finally:
+        sampler.stop()
+    (slice_,) = snap["gpus"]
+    assert slice_["index"] == 0 and slice_["mem_total_gib"] == round(40192 / 1024, 3)
+    assert slice_["mem_used_gib"] == round(13 / 1024, 3)
+    assert slice_["util_pct"] is None and slice_["power_w"] is None
+    assert snap["gpu_util_pct"] is None and snap["gpu_power_w"] is None and snap["gpu_mem_gib"] > 0
