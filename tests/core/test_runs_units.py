@@ -236,7 +236,7 @@ def test_classify_failure():
 
     missing = ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
     assert classify_failure(missing) == ("missing_dependency",
-                                         "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
+                                         "missing package 'bitsandbytes': pip install 'bitsandbytes>=0.50,<1'")
 
     def resolve_data():
         json.loads('{"messages": [')
