@@ -140,8 +140,11 @@ class ChatModel:
 def _device_dtype():
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    from sftwizard.core.hardware import supports_bf16, torch_device_capability
+
+    cc = torch_device_capability()
+    if cc is not None:
+        return "cuda", (torch.bfloat16 if supports_bf16(*cc) else torch.float16)
     return "cpu", torch.float32
 
 

@@ -110,8 +110,10 @@ def load_merged(art: RunArtifacts, dtype: str | None = None):
     if not art.is_adapter:
         raise MergeError(f"{art.run_dir.name}: a {art.cfg.method.type} fine-tune saves a full model, there is "
                          f"no adapter to merge; use {art.final_dir} as it is")
-    cuda = torch.cuda.is_available()
-    dtype = dtype or merge_dtype(art.cfg, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
+    from sftwizard.core.hardware import supports_bf16, torch_device_capability
+
+    cc = torch_device_capability()
+    dtype = dtype or merge_dtype(art.cfg, cc is not None, cc is not None and supports_bf16(*cc))
     base_path = resolve_model(art.cfg.model.id, art.cfg.model.revision, weights=True).path
     base = AutoModelForCausalLM.from_pretrained(
         str(base_path), dtype=getattr(torch, TORCH_DTYPES[dtype]),
