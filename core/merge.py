@@ -99,8 +99,9 @@ def set_stop_tokens(model, tokenizer) -> list[int]:
     return ids
 
 
-def load_merged(art: RunArtifacts, dtype: str | None = None):
-    """(merged model, tokenizer) in memory: base + adapter, merged (and unloaded)."""
+def load_adapter_model(art: RunArtifacts, dtype: str | None = None):
+    """(base + adapter as a PeftModel, unmerged, tokenizer): the adapter can be switched off
+    (``disable_adapter``) to answer as the base, with one copy of the weights in memory."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -124,7 +125,12 @@ def load_merged(art: RunArtifacts, dtype: str | None = None):
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
         # the template added tokens (ChatML on a base model): grow as the runner grew them for training
         base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
-    peft_model = PeftModel.from_pretrained(base, str(art.final_dir))
+    return PeftModel.from_pretrained(base, str(art.final_dir)), tokenizer
+
+
+def load_merged(art: RunArtifacts, dtype: str | None = None):
+    """(merged model, tokenizer) in memory: base + adapter, merged (and unloaded)."""
+    peft_model, tokenizer = load_adapter_model(art, dtype)
     merged = peft_model.merge_and_unload()
     merged.eval()
     return merged, tokenizer
