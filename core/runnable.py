@@ -66,13 +66,16 @@ class Environment:
     def from_hardware(cls, report: Any) -> "Environment":
         """From ``probe_hardware``'s report (NVML, no torch): the GPU a single-process run lands
         on. A GPU that torch is known not to see (a CPU-only torch build) counts as none."""
-        gpu = report.best_gpu() if report is not None and getattr(report, "gpus", None) else None
+        gpus = list(getattr(report, "gpus", None) or [])
+        best = getattr(report, "best_gpu", None)
+        gpu = (best() if callable(best) else gpus[0]) if gpus else None
         if gpu is not None and getattr(report, "torch_cuda", None) is False:
             gpu = None
         libraries = dict(getattr(report, "libraries", None) or {}) or None
-        return cls(cuda=gpu is not None, bf16_supported=bool(gpu is not None and gpu.bf16),
-                   device_count=len(report.gpus) if gpu is not None else 0,
-                   flash_attention_2=bool(gpu is not None and gpu.flash_attention_2), libraries=libraries)
+        return cls(cuda=gpu is not None, bf16_supported=bool(gpu is not None and getattr(gpu, "bf16", False)),
+                   device_count=len(gpus) if gpu is not None else 0,
+                   flash_attention_2=bool(gpu is not None and getattr(gpu, "flash_attention_2", False)),
+                   libraries=libraries)
 
     def has(self, library: str) -> bool:
         if self.libraries is None:
