@@ -240,3 +240,26 @@ def test_the_doctor_never_warns_about_a_recommendation(repo_root, preset, profil
     warned = [w for w in check_config(rec.config, audit=AUDIT, facts=facts) if w.setting in decided
               or w.code in ("padding_free_attention", "pure_half_full_finetune")]
     assert warned == [], [(w.code, w.message) for w in warned]
+
+
+# --------------------------------------------------------------------------- 4. no deprecated names
+
+def test_sft_config_gets_no_name_transformers_6_or_trl_2_removes(tmp_path):
+    """training.gradient_checkpointing goes to `activation_checkpointing` (transformers 5.24
+    deprecates `gradient_checkpointing*`); Liger is applied by build_trainer, not through TRL's
+    deprecated `use_liger_kernel`. SFTConfig is built with FutureWarnings as errors."""
+    import warnings
+
+    from trl import SFTConfig
+
+    from sftwizard.core import runner
+
+    env = Environment(cuda=False, bf16_supported=False, device_count=0, libraries={})
+    kwargs = runner.sft_config_kwargs(cfg("training.gradient_checkpointing=true", "training.use_liger_kernel=true"),
+                                      env, tmp_path)
+    assert not {"gradient_checkpointing", "gradient_checkpointing_kwargs", "use_liger_kernel"} & set(kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = SFTConfig(**kwargs)
+    assert args.activation_checkpointing and args.activation_checkpointing_kwargs == {"use_reentrant": False}
+    assert not args.use_liger_kernel
