@@ -350,6 +350,10 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     for key in RUNNER_ONLY:
         training.pop(key, None)
     training.update(mask_keys)
+    if cfg.training.use_liger_kernel:
+        # The wizard applies Liger's layer kernels itself; `trl sft` has only this (deprecated in
+        # TRL 1.16, removed in 2) switch for them.
+        training["use_liger_kernel"] = True
     if not evals:
         training["eval_strategy"] = "no"
         for key in ("eval_steps", "metric_for_best_model", "greater_is_better", "load_best_model_at_end"):

@@ -236,7 +236,7 @@ def test_classify_failure():
 
     missing = ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
     assert classify_failure(missing) == ("missing_dependency",
-                                         "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
+                                         "missing package 'bitsandbytes': pip install 'bitsandbytes>=0.50,<1'")
 
     def resolve_data():
         json.loads('{"messages": [')
@@ -402,3 +402,23 @@ def test_odd_event_lines_are_skipped_and_counted_by_every_reader(tmp_path, monke
     assert main(["report", str(dirs["odd"]), "--generations", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["status"], report["steps"], report["skipped_events"]) == ("finished", 3, len(ODD_LINES))
+
+
+def test_gpu_sampler_on_a_mig_slice_still_samples_memory(monkeypatch):
+    """A MIG instance answers memory but raises NVMLError_NotSupported for utilisation and power:
+    memory is still sampled and the other fields are None (issue 14.16)."""
+    from tests.fixtures.fake_nvml import a100_mig
+
+    nvml = a100_mig()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-3g40gb")
+    sampler = GpuSampler(interval=60, nvml=nvml).start()
+    try:
+        assert sampler.available
+        snap = sampler.snapshot()
+    finally:
+        sampler.stop()
+    (slice_,) = snap["gpus"]
+    assert slice_["index"] == 0 and slice_["mem_total_gib"] == round(40192 / 1024, 3)
+    assert slice_["mem_used_gib"] == round(13 / 1024, 3)
+    assert slice_["util_pct"] is None and slice_["power_w"] is None
+    assert snap["gpu_util_pct"] is None and snap["gpu_power_w"] is None and snap["gpu_mem_gib"] > 0
