@@ -72,6 +72,9 @@ def cmd_hw(args: argparse.Namespace) -> int:
                 out.write(f"  busy: pid {proc.pid} ({proc.name or '?'}) holds {used}\n")
     else:
         out.write(f"CPU mode: {report.reason}\n")
+        from sftwizard.core.runnable import QLORA_ON_CPU
+
+        out.write(f"{QLORA_ON_CPU}; FlashAttention needs a CUDA GPU\n")
     torch = {True: "yes", False: "no", None: "not checked"}[report.torch_cuda]
     out.write(f"torch sees CUDA: {torch}\n")
     libs = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in report.libraries.items())

@@ -152,14 +152,17 @@ def runnable_warnings(cfg) -> list[dict]:
     """What this machine cannot run, as validate's warnings (code ``not_runnable_here``): a preset
     may be meant for another machine, so they inform; ``run`` refuses the same problems."""
     from sftwizard.core.hardware import probe_hardware
-    from sftwizard.core.runnable import Environment, runnable_problems, runs_anywhere
+    from sftwizard.core.runnable import Environment, runnable_notes, runnable_problems, runs_anywhere
 
     if runs_anywhere(cfg):
         return []
     env = Environment.from_hardware(probe_hardware(check_torch=True))
+    problems = runnable_problems(cfg, env)
     return [{"code": "not_runnable_here", "message": f"not runnable on this machine: {p}",
              "setting": p.split(":", 1)[0], "suggested": None, "details": {}}
-            for p in runnable_problems(cfg, env)]
+            for p in problems] + ([] if problems else [
+        {"code": "qlora_on_cpu", "message": note, "setting": "method.type", "suggested": None, "details": {}}
+        for note in runnable_notes(cfg, env)])
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -92,6 +92,20 @@ def peak_tflops(gpu_name: str | None, dtype: str) -> float | None:
 
 # --------------------------------------------------------------------------- model FLOPs
 
+def logical_numel(param: Any) -> int:
+    """How many weights a parameter holds. A bitsandbytes 4-bit weight is stored packed (two
+    values per byte, in a tensor of ``bnb_4bit_quant_storage``), so ``numel()`` undercounts it
+    2-8x; its quant state keeps the original shape."""
+    state = getattr(param, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if shape is not None:
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        return count
+    return int(param.numel())
+
+
 @dataclass(frozen=True)
 class FlopsModel:
     """The numbers FLOPs per token needs, from ModelFacts or from a live model."""
@@ -128,8 +142,9 @@ class FlopsModel:
         for p in model.parameters():
             if id(p) in emb_ids:
                 continue
-            n += p.numel()
-            trainable += p.numel() if p.requires_grad else 0
+            count = logical_numel(p)
+            n += count
+            trainable += count if p.requires_grad else 0
         if tied:  # the LM head multiplies by the embedding matrix
             n += out.weight.numel()
             trainable += out.weight.numel() if out.weight.requires_grad else 0

@@ -27,6 +27,23 @@ BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_ada
                   "lion_32bit", "paged_lion_32bit", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit")
 
 
+BNB_CPU_VERSION = "0.50"  # NF4 forward/backward on CPU, as tested here (tests/core/test_qlora_cpu.py)
+QLORA_ON_CPU = ("QLoRA on CPU: bitsandbytes' CPU kernels are far slower than a GPU's; "
+                "fine for tests and tiny models, not for real fine-tuning")
+
+
+def bnb_has_cpu_backend() -> bool:
+    """Whether the installed bitsandbytes runs 4-bit layers on CPU (>= BNB_CPU_VERSION)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("bitsandbytes").split(".")[:2]
+        return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts) >= tuple(
+            int(p) for p in BNB_CPU_VERSION.split("."))
+    except (PackageNotFoundError, ValueError):
+        return False
+
+
 def _installed() -> dict[str, bool]:
     out = {}
     for name in OPTIONAL_LIBRARIES:
@@ -88,10 +105,11 @@ def runnable_problems(cfg: RunConfig, env: Environment) -> list[str]:
     out: list[str] = []
     m, t = cfg.method, cfg.training
     if m.type == "qlora":
-        if not env.cuda:
-            out.append("method.type: QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use lora or full")
         if not env.has("bitsandbytes"):
             out.append(f"method.type: QLoRA needs bitsandbytes: {install_command('bitsandbytes')}")
+        elif not env.cuda and not bnb_has_cpu_backend():
+            out.append(f"method.type: QLoRA without a CUDA GPU needs bitsandbytes >= {BNB_CPU_VERSION} (its CPU "
+                       f"backend): {install_command('bitsandbytes')} — or use lora or full")
     if t.optim in BNB_OPTIMIZERS and not env.has("bitsandbytes"):
         out.append(f"training.optim: {t.optim} is a bitsandbytes optimizer: {install_command('bitsandbytes')} "
                    "(or use adamw_torch_fused)")
@@ -121,6 +139,13 @@ def runnable_problems(cfg: RunConfig, env: Environment) -> list[str]:
         if not env.has("liger_kernel"):
             out.append(f"training.use_liger_kernel: needs liger-kernel: {install_command('liger_kernel')}")
     return out
+
+
+def runnable_notes(cfg: RunConfig, env: Environment) -> list[str]:
+    """What ``env`` runs in ``cfg``, but the user should hear about: QLoRA on CPU is slow."""
+    if cfg.method.type == "qlora" and not env.cuda:
+        return [QLORA_ON_CPU]
+    return []
 
 
 ANYWHERE = Environment(cuda=False, bf16_supported=False, device_count=0, flash_attention_2=False, libraries={})

@@ -21,8 +21,8 @@ from typing import Any
 
 from sftwizard.core.config import RunConfig, load_preset, resolved_precision
 from sftwizard.core.hardware import auto_attention
-from sftwizard.core.runnable import Environment, runnable_problems
-from sftwizard.core.efficiency import meter_fields, start_meter
+from sftwizard.core.runnable import Environment, runnable_notes, runnable_problems
+from sftwizard.core.efficiency import logical_numel, meter_fields, start_meter
 from sftwizard.core.events import EVENTS_FILE, EventWriter
 from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
 from sftwizard.core.metrics import GpuSampler, Throughput
@@ -58,6 +58,15 @@ def check_runnable(cfg: RunConfig, env: Environment) -> None:
     problems = runnable_problems(cfg, env)
     if problems:
         raise RunnerError(problems[0])
+
+
+def quantized_device_map(env: Environment) -> dict[str, Any]:
+    """Where a 4-bit model is placed: this process's CUDA device (LOCAL_RANK under a launcher),
+    else the CPU (bitsandbytes' CPU backend). bitsandbytes quantizes while loading, so the
+    device is chosen at load time, never moved afterwards."""
+    if env.cuda:
+        return {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return {"": "cpu"}
 
 
 def attn_implementation(cfg: RunConfig, env: Environment) -> str:
@@ -147,7 +156,7 @@ def load_model(cfg: RunConfig, env: Environment, model_path: Path):
             bnb_4bit_compute_dtype=getattr(torch, TORCH_DTYPES[cfg.method.bnb_4bit_compute_dtype]),
             bnb_4bit_quant_storage=getattr(torch, TORCH_DTYPES[dtype]),
         )
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+        kwargs["device_map"] = quantized_device_map(env)
     return AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
 
 
@@ -448,6 +457,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                     run_dir=str(run_dir), model=cfg.model.id, method=cfg.method.type, resume_from=resume_from,
                     fingerprint=fingerprint(cfg))
         env = Environment.detect()
+        for note in runnable_notes(cfg, env):
+            writer.emit("warning", step=0, source="runner", code="qlora_on_cpu", message=note)
         gpu = GpuSampler().start() if env.cuda else None
         callback = _events_callback(writer, run_dir, gpu)
         prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env)
@@ -456,7 +467,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-                    total_params=sum(p.numel() for p in trainer.model.parameters()),
+                    total_params=sum(logical_numel(p) for p in trainer.model.parameters()),
                     gpu_sampling=bool(gpu and gpu.available), resized_embeddings=prepared.resized_embeddings)
         if prepared.problems:
             # Nothing is dropped silently: say how many rows were left out and why (first few).

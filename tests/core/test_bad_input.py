@@ -66,9 +66,33 @@ def test_missing_and_empty_dataset(tmp_path: Path):
     assert_user_error(cli("run", str(p)), "empty.jsonl", "empty")
 
 
-def test_qlora_without_cuda(tmp_path: Path):
+def test_qlora_without_cuda_and_an_old_bitsandbytes(tmp_path: Path):
+    """bitsandbytes before its CPU backend (an install shadowing the real one, found first on the path)."""
+    import os
+
+    old = tmp_path / "old"
+    (old / "bitsandbytes").mkdir(parents=True)
+    (old / "bitsandbytes" / "__init__.py").write_text("")
+    (old / "bitsandbytes-0.45.5.dist-info").mkdir()
+    (old / "bitsandbytes-0.45.5.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: bitsandbytes\nVersion: 0.45.5\n")
     p = write(tmp_path / "q.yaml", "method:\n  type: qlora\n")
-    assert_user_error(cli("run", str(p)), "method.type", "QLoRA needs a CUDA GPU")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(old), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([*CLI, "run", str(p)], capture_output=True, text=True, timeout=300, env=env)
+    assert_user_error(out, "method.type", "QLoRA without a CUDA GPU needs bitsandbytes >= 0.50")
+
+
+def test_qlora_on_cpu_is_not_refused_but_validate_warns_it_is_slow(repo_root: Path):
+    pytest.importorskip("bitsandbytes")
+    out = cli("validate", str(repo_root / "presets/demo.yaml"), "--set", "method.type=qlora", "--json")
+    assert out.returncode == 0, out.stderr
+    warnings = {w["code"]: w for w in json.loads(out.stdout)["warnings"]}
+    assert "slow" in warnings["qlora_on_cpu"]["message"]
+    from sftwizard.core.cli_run import preflight
+    from sftwizard.core.config import apply_overrides, load_preset
+
+    preflight(apply_overrides(load_preset(repo_root / "presets/demo.yaml"), ["method.type=qlora"]))  # no UserError
 
 
 def test_override_typo(repo_root: Path):

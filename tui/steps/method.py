@@ -70,10 +70,14 @@ class MethodStep(Step):
         if not button.value:
             with radios.prevent(RadioSet.Changed), button.prevent(RadioButton.Changed):
                 button.value = True
+        from sftwizard.core.runnable import BNB_CPU_VERSION, QLORA_ON_CPU, bnb_has_cpu_backend
+
         cuda = has_cuda(context.hardware)
+        on_cpu = not cuda and bnb_has_cpu_backend()
         qlora = self.query_one("#method-qlora", RadioButton)
-        qlora.disabled = not cuda and method != "qlora"
-        note = "" if cuda else "QLoRA needs a CUDA GPU (bitsandbytes 4-bit): not available on this machine."
+        qlora.disabled = not cuda and not on_cpu and method != "qlora"
+        note = "" if cuda else f"{QLORA_ON_CPU}." if on_cpu else (
+            f"QLoRA needs a CUDA GPU or bitsandbytes >= {BNB_CPU_VERSION} (its CPU backend): neither is here.")
         self.query_one("#method-note", Static).update(note)
         self.query_one("#method-note", Static).display = bool(note)
         lora = method in ("lora", "qlora")

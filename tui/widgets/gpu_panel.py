@@ -65,7 +65,7 @@ class GpuPanel(Static):
             return Text.assemble(
                 ("CPU mode", "bold"), f" — {reason}.\n",
                 "Training runs on the CPU: fine for the builtin demo and tiny models; "
-                "QLoRA and FlashAttention need a CUDA GPU.\n", cpu,
+                "QLoRA is slow here (bitsandbytes' CPU kernels) and FlashAttention needs a CUDA GPU.\n", cpu,
                 (f"\noptional libraries: {libs}" if libs else "", "dim"),
             )
         table = Table(box=None, expand=True, pad_edge=False, show_edge=False)
