@@ -261,6 +261,32 @@ def training_command(run_dir: str | os.PathLike, resume_from: str | None = None,
     return cmd
 
 
+def pinned_device(cfg: RunConfig, machine: Machine | None = None,
+                  environ: dict[str, str] | None = None) -> str | None:
+    """The one CUDA device a single-process run is pinned to when several are visible, else None.
+
+    A plain (not launched) trainer that sees several GPUs wraps the model in DataParallel, which
+    TRL refuses; ``distributed.num_processes: 1`` means one device. It is the first visible one
+    (the first entry of ``CUDA_VISIBLE_DEVICES`` when set, else index 0)."""
+    machine = machine or Machine.detect()
+    if is_distributed(cfg, machine) or machine.cuda_devices <= 1:
+        return None
+    environ = os.environ if environ is None else environ
+    visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[0] if visible else "0"
+
+
+def training_env(cfg: RunConfig, machine: Machine | None = None,
+                 environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the training process: this one's, with a single-process run pinned to
+    one device (``CUDA_VISIBLE_DEVICES``, see ``pinned_device``)."""
+    env = dict(os.environ if environ is None else environ)
+    device = pinned_device(cfg, machine, env)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    return env
+
+
 @dataclass
 class MachineCommand:
     machine_rank: int

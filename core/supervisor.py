@@ -30,6 +30,21 @@ def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]
     return command(run_dir, resume_from)
 
 
+def training_env(run_dir: Path) -> dict[str, str]:
+    """The training process's environment: a single-process run on a multi-GPU box sees one GPU."""
+    from sftwizard.core.config import load_preset
+    from sftwizard.core.distributed import Machine, pinned_device, training_env as env_for
+    from sftwizard.core.runner import CONFIG_FILE
+
+    cfg = load_preset(run_dir / CONFIG_FILE)
+    machine = Machine.detect()
+    env = env_for(cfg, machine)
+    if pinned_device(cfg, machine) is not None:
+        print(f"sft-wizard: one training process: pinned to GPU {env['CUDA_VISIBLE_DEVICES']} "
+              "(CUDA_VISIBLE_DEVICES); set distributed.num_processes to use more", file=sys.stderr, flush=True)
+    return env
+
+
 def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> int:
     """Run the training process; if it dies without an ``end`` event, record how it died."""
     events_path = run_dir / EVENTS_FILE
@@ -42,7 +57,7 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL, cwd=str(run_dir),
-                             pass_fds=(lock_fd,) if lock_fd is not None else ())
+                             env=training_env(run_dir), pass_fds=(lock_fd,) if lock_fd is not None else ())
     returncode = child.wait()
     tail = EventTail(events_path, offset=offset)
     new = tail.poll()

@@ -188,3 +188,42 @@ def distributed_free_stop_is_plain() -> bool:
     from sftwizard.core.runner import _stop_agreed
 
     return _stop_agreed(True) is True and _stop_agreed(False) is False
+
+
+def test_one_process_on_a_multi_gpu_box_is_pinned_to_one_device():
+    """num_processes: 1 with 8 GPUs visible: the plain runner must see one (else DataParallel, which TRL refuses)."""
+    one = cfg_with("distributed.num_processes=1")
+    assert not distributed.is_distributed(one, GPU_BOX)
+    assert distributed.training_env(one, GPU_BOX, {})["CUDA_VISIBLE_DEVICES"] == "0"
+    assert distributed.training_env(one, GPU_BOX, {"CUDA_VISIBLE_DEVICES": "3,5", "X": "1"}) == {
+        "CUDA_VISIBLE_DEVICES": "3", "X": "1"}  # the first of the GPUs this box exposes to us
+    assert "CUDA_VISIBLE_DEVICES" not in distributed.training_env(one, Machine(1, True), {})  # one GPU: nothing to pin
+    assert "CUDA_VISIBLE_DEVICES" not in distributed.training_env(cfg_with(), GPU_BOX, {})  # launched: one per GPU
+
+
+def test_the_supervisor_starts_a_one_process_run_on_one_gpu_of_eight(tmp_path):
+    """What the supervisor hands the training process, on an 8-GPU box (NVML faked, in a fresh interpreter
+    so that torch is not loaded and the launch reads NVML as it does for real)."""
+    from sftwizard.core.config import save_preset
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_preset(cfg_with("distributed.num_processes=1"), run_dir / "config.yaml")
+    code = (
+        "import sys, pynvml\n"
+        "from tests.fixtures import fake_nvml\n"
+        "fake = fake_nvml.h100x8()\n"
+        "for name in dir(fake):\n"
+        "    if name.startswith('nvml'): setattr(pynvml, name, getattr(fake, name))\n"
+        "from sftwizard.core.supervisor import training_env\n"
+        f"env = training_env(__import__('pathlib').Path({str(run_dir)!r}))\n"
+        "print(env.get('CUDA_VISIBLE_DEVICES'), 'torch' in sys.modules)\n"
+    )
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "False"]
+    assert "pinned to GPU 0" in out.stderr
