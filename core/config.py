@@ -326,6 +326,9 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         problems.append(f"distributed.machine_rank: must be < num_machines ({d.num_machines}), got {d.machine_rank}")
     if d.num_machines > 1 and not d.main_process_ip:
         problems.append("distributed.main_process_ip: needed when num_machines > 1")
+    if cfg.method.type == "qlora" and d.strategy == "zero3":
+        problems.append("method.type: QLoRA cannot run under distributed.strategy zero3 (ZeRO-3 partitions the "
+                        "weights while loading, which 4-bit quantization does not support); use zero2, fsdp or ddp")
     if cfg.method.type == "full" and cfg.method.use_dora:
         problems.append("method.use_dora: DoRA needs method.type lora or qlora")
     return problems

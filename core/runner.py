@@ -77,6 +77,14 @@ def attn_implementation(cfg: RunConfig, env: Environment) -> str:
     return auto_attention(env.cuda and env.flash_attention_2, env.has("flash_attn"), compute)[0]
 
 
+def fsdp_checkpoints_activations(environ: dict[str, str] | None = None) -> bool:
+    """True in a process that ``accelerate launch`` started with FSDP activation checkpointing on
+    (it passes the accelerate config to its processes as environment variables)."""
+    environ = os.environ if environ is None else environ
+    return (environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+            and environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true")
+
+
 def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.PathLike) -> dict[str, Any]:
     """Everything SFTConfig receives, derived from the RunConfig alone."""
     t = cfg.training
@@ -87,8 +95,14 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
     kwargs["bf16"], kwargs["fp16"] = precision.bf16, precision.fp16
     if not env.cuda:
         kwargs["use_cpu"] = True
-    kwargs["activation_checkpointing"] = bool(t.gradient_checkpointing)
-    if t.gradient_checkpointing:
+    checkpointing = bool(t.gradient_checkpointing)
+    if checkpointing and fsdp_checkpoints_activations():
+        # Launched under FSDP with fsdp_activation_checkpointing (distributed.accelerate_config sets it
+        # from this same setting): FSDP checkpoints each wrapped layer, and transformers refuses a
+        # second, model-level checkpointing on top (it would also all-gather every layer twice).
+        checkpointing = False
+    kwargs["activation_checkpointing"] = checkpointing
+    if checkpointing:
         kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(
         output_dir=str(output_dir),
@@ -295,7 +309,8 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._throughput = Throughput(_samples_per_step(args))
             self._throughput.begin(state.global_step)
             writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
-                        num_train_epochs=args.num_train_epochs, samples_per_step=_samples_per_step(args))
+                        num_train_epochs=args.num_train_epochs, samples_per_step=_samples_per_step(args),
+                        world_size=int(getattr(args, "world_size", 1) or 1), distributed_type=_distributed_type())
             self._efficiency = start_meter(args, kw.get("model"))  # efficiency fields of `log` events
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -357,6 +372,17 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             writer.emit("checkpoint", step=state.global_step, path=str(path))
 
     return EventsCallback()
+
+
+def _distributed_type() -> str | None:
+    """How accelerate runs this process (``NO``, ``MULTI_GPU``, ``MULTI_CPU``, ``FSDP``, ``DEEPSPEED``):
+    what the launch really did, whatever the config asked for."""
+    try:
+        from accelerate.state import AcceleratorState
+
+        return str(AcceleratorState().distributed_type.value)
+    except Exception:  # noqa: BLE001 - informative only
+        return None
 
 
 def _json_number(value: Any) -> Any:

@@ -121,6 +121,8 @@ def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model
     kinds = [e["event"] for e in events]
     assert kinds.count("start") == 1 and kinds.count("end") == 1, kinds  # rank 0 alone reports
     assert events[-1]["status"] == "finished"
+    begin = next(e for e in events if e["event"] == "train_begin")
+    assert (begin["world_size"], begin["distributed_type"]) == (2, "MULTI_CPU")  # what the launch really did
     logs = [e for e in events if e["event"] == "log"]
     assert [e["step"] for e in logs] == [1, 5, 10, 15, 20]
     assert logs[-1]["loss"] < logs[0]["loss"] * 0.8, [e["loss"] for e in logs]
