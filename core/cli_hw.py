@@ -136,8 +136,7 @@ def config_for_estimate(args: argparse.Namespace):
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from sftwizard.core.distributed import Machine, estimator_sharding
-    from sftwizard.core.estimator import estimate_memory
+    from sftwizard.core.estimator import estimate_for
     from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.models import model_facts
 
@@ -146,11 +145,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     cfg = config_for_estimate(args)
     facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
     hardware = probe_hardware()
-    # Sharded state (FSDP / ZeRO) is divided over every process of every machine.
-    machine = Machine(cuda_devices=len(hardware.gpus), bf16_supported=any(g.bf16 for g in hardware.gpus))
-    num_gpus, sharding = estimator_sharding(cfg, machine)
-    est = estimate_memory(facts, cfg, gpu_memory_gib=args.gpu_memory_gib, hardware=hardware,
-                          num_gpus=num_gpus, sharding=sharding)
+    est = estimate_for(facts, cfg, hardware, gpu_memory_gib=args.gpu_memory_gib)
     measured = _probe(args, cfg, facts) if args.probe else None
     if args.json:
         d = est.to_dict()

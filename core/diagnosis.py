@@ -30,11 +30,12 @@ def oom_advice(cfg: RunConfig | None, gpu_memory_gib: float | None = None) -> st
         gpu_memory_gib = _cuda_memory_gib()
     if gpu_memory_gib is not None:
         try:
-            from sftwizard.core.estimator import estimate_memory
+            from sftwizard.core.estimator import estimate_for
+            from sftwizard.core.hardware import probe_hardware
             from sftwizard.core.models import model_facts
 
             facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
-            suggestions = estimate_memory(facts, cfg, gpu_memory_gib=gpu_memory_gib).suggestions
+            suggestions = estimate_for(facts, cfg, probe_hardware(), gpu_memory_gib=gpu_memory_gib).suggestions
             picks = [s for s in suggestions if s.fits] or list(suggestions)
             if picks:
                 flags = " ".join(f"--set {k}={v}" for k, v in picks[0].changes.items())

@@ -274,3 +274,28 @@ def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None
         assumptions=assumptions,
     )
 
+
+def estimate_for(facts: Any, cfg: Any, hardware: Any = None, *, gpu_memory_gib: float | None = None,
+                 suggest: bool = True) -> Estimate:
+    """The estimate of training ``cfg`` as it will be launched on ``hardware`` (a HardwareReport;
+    None when no GPU is known). The one place that assembles the estimator's inputs — ``estimate``,
+    the TUI's memory bar, the recommender and the out-of-memory advice all call it:
+
+    - the GPU the run lands on: ``hardware.best_gpu()`` (the first of ``CUDA_VISIBLE_DEVICES``), and
+      its usable memory unless ``gpu_memory_gib`` is given;
+    - the launch's processes (``distributed.num_processes``, else one per visible GPU) and what its
+      strategy shards, per GPU (``distributed.estimator_sharding``).
+    """
+    import os
+
+    from sftwizard.core.distributed import Machine, estimator_sharding
+
+    gpus = list(getattr(hardware, "gpus", None) or [])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    count = len(gpus)
+    if visible is not None:
+        count = min(count, len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"]))
+    machine = Machine(cuda_devices=count, bf16_supported=bool(gpus) and all(getattr(g, "bf16", False) for g in gpus))
+    num_gpus, sharding = estimator_sharding(cfg, machine)
+    return estimate_memory(facts, cfg, gpu_memory_gib=gpu_memory_gib, hardware=hardware, num_gpus=num_gpus,
+                           sharding=sharding, suggest=suggest)

@@ -214,6 +214,12 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
     autocast = bool(precision.bf16 or precision.fp16)
     method = meth.type
     act = 2 if (autocast or method == "qlora") else wb
+    if sharding == "fsdp" and num_gpus > 1 and autocast and method == "full" and wb < 4:
+        # accelerate's FSDP2 preparation upcasts trainable low-precision parameters to fp32 under mixed
+        # precision (fsdp2_prepare_model); compute still runs in 16 bits (MixedPrecisionPolicy.param_dtype)
+        wb = 4
+        assumptions.append("FSDP2 with mixed precision: accelerate upcasts the trainable parameters to fp32 "
+                           "(weights, gradients and optimizer states counted in fp32, sharded)")
     if method == "qlora":
         adapter = 2  # TRL casts trainable QLoRA parameters to bf16
     elif method == "lora":

@@ -94,7 +94,8 @@ def _gpu(hardware: Any) -> Any:
     gpus = list(getattr(hardware, "gpus", None) or [])
     if not gpus or getattr(hardware, "torch_cuda", None) is False:
         return None
-    return gpus[0]
+    best = getattr(hardware, "best_gpu", None)  # the GPU the run lands on (CUDA_VISIBLE_DEVICES)
+    return best() if callable(best) else gpus[0]
 
 
 def _usable_gib(gpu: Any) -> float | None:

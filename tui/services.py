@@ -163,9 +163,10 @@ def doctor_warnings(cfg: RunConfig) -> list[dict]:
 
 # --------------------------------------------------------------------------- estimate
 
-def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None):
+def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None, hardware=None):
+    """The estimate as the launch will run: the GPU it lands on and its processes' sharding."""
     _heavy_imports()
-    return _core("estimator", "estimate_memory")(facts, cfg, gpu_memory_gib=gpu_memory_gib)
+    return _core("estimator", "estimate_for")(facts, cfg, hardware, gpu_memory_gib=gpu_memory_gib)
 
 
 # --------------------------------------------------------------------------- runs
@@ -224,7 +225,9 @@ def recommend_settings(cfg: RunConfig, hardware, facts, audit: dict | None = Non
     """The recommended settings for ``cfg`` on ``hardware`` (``Recommendations``: items with reasons,
     notes, ``changes()``), sized against the memory estimator."""
     _heavy_imports()
-    estimate = _core("estimator", "estimate_memory")
+    import functools
+
+    estimate = functools.partial(_core("estimator", "estimate_for"), hardware=hardware)
     return _core("recommend", "recommend")(cfg, hardware=hardware, facts=facts, audit=audit, estimate_fn=estimate)
 
 

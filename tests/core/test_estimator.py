@@ -573,3 +573,15 @@ def test_estimates_match_the_committed_gpu_measurements(facts):
         errors.append(abs(est.reserved_gib - measured) / measured)
     assert statistics.median(errors) <= 0.10
     assert max(errors) <= 0.25
+
+
+def test_fsdp2_mixed_precision_counts_trainable_parameters_in_fp32(facts):
+    """accelerate's FSDP2 upcasts trainable bf16 parameters to fp32 under mixed precision; ZeRO-3 does not."""
+    f = facts["llama-3-8b"]
+    sets = {"method": {"type": "full"}, "model": {"dtype": "bf16"}, "training": {"bf16": True}}
+    zero3 = estimate_memory(f, cfg_of(**sets), num_gpus=8, sharding="zero3", suggest=False)
+    fsdp = estimate_memory(f, cfg_of(**sets), num_gpus=8, sharding="fsdp", suggest=False)
+    assert fsdp.components["weights"] == pytest.approx(2 * zero3.components["weights"], rel=0.01)
+    assert fsdp.components["optimizer"] == pytest.approx(2 * zero3.components["optimizer"], rel=0.01)
+    assert any("FSDP2" in a and "fp32" in a for a in fsdp.assumptions)
+    assert not any("FSDP2" in a for a in zero3.assumptions)

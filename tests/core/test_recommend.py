@@ -287,3 +287,25 @@ def test_recommend_and_efficiency_import_without_torch_or_textual():
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'textual', 'sftwizard.tui') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_recommender_sizes_for_the_launch_on_the_gpu_the_run_lands_on(qwen_facts, monkeypatch):
+    """The TUI's recommender gets the estimator's inputs from estimate_for, as `estimate` does: the
+    GPU of CUDA_VISIBLE_DEVICES (not gpus[0]) and the launch's processes and sharding."""
+    from sftwizard.core.estimator import estimate_for, estimate_memory
+    from sftwizard.tui import services
+
+    busy = dataclasses.replace(gpu("NVIDIA H100 80GB HBM3", "9.0", 80, free_gib=12), index=0)
+    free = dataclasses.replace(gpu("NVIDIA H100 80GB HBM3", "9.0", 80), index=1)
+    box = machine(busy, free, libraries=("flash_attn",))
+    cfg = full(**{"training.max_length": 2048, "training.per_device_train_batch_size": 8,
+                  "distributed.strategy": "zero3", "distributed.num_processes": 2})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    rec = services.recommend_settings(cfg, box, qwen_facts, AUDIT)
+    assert rec.estimate.gpu_memory_gib == pytest.approx(free.usable_memory_mib / 1024, abs=0.01)  # GPU 1's room
+    same = estimate_for(qwen_facts, rec.config, box, gpu_memory_gib=rec.estimate.gpu_memory_gib)
+    assert rec.estimate.total_gib == same.total_gib
+    alone = estimate_memory(qwen_facts, rec.config, gpu_memory_gib=rec.estimate.gpu_memory_gib)  # one process
+    assert same.components["optimizer"] == pytest.approx(alone.components["optimizer"] / 2, rel=0.01)  # ZeRO-3 over 2
+    bar = services.estimate_memory(qwen_facts, rec.config, None, box)  # the TUI's memory bar
+    assert bar.total_gib == same.total_gib and bar.gpu_memory_gib == same.gpu_memory_gib

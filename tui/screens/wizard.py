@@ -442,8 +442,8 @@ class WizardScreen(Screen):
             "audit": lambda: services.audit_data(cfg, progress=self._audit_progress),
             "doctor": lambda: services.doctor_warnings(cfg),
             "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
-            "estimate": lambda facts=self.context.facts, gpu=gpu_memory_gib(self.context.hardware):
-                services.estimate_memory(facts, cfg, gpu),
+            "estimate": lambda facts=self.context.facts, hardware=self.context.hardware:
+                services.estimate_memory(facts, cfg, gpu_memory_gib(hardware), hardware),
             "launch": lambda path=self.context.preset_path: services.launch(cfg, path if self.context.saved_equal else None),
         }
         worker = self._run_in_thread(runners[group], group)

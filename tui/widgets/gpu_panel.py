@@ -19,13 +19,15 @@ def _gib(mib: Any) -> str:
 
 
 def gpu_memory_gib(report: Any) -> float | None:
-    """Free memory of the first GPU in GiB, or None in CPU mode."""
+    """Free memory of the GPU a run lands on (the first of CUDA_VISIBLE_DEVICES) in GiB, or None in CPU mode."""
     gpus = list(_get(report, "gpus", []) or []) if report is not None else []
     if not gpus:
         return None
-    free = _get(gpus[0], "usable_memory_mib")
+    best = getattr(report, "best_gpu", None)
+    gpu = best() if callable(best) else gpus[0]
+    free = _get(gpu, "usable_memory_mib")
     if free is None:
-        free = _get(gpus[0], "memory_free_mib")
+        free = _get(gpu, "memory_free_mib")
     return None if free is None else float(free) / 1024
 
 
