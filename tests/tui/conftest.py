@@ -40,6 +40,15 @@ class FakeReport:
     ram_total_mib: int | None = 8192
     notes: list = field(default_factory=list)
 
+    def best_gpu(self):
+        """As ``HardwareReport.best_gpu``: the first of CUDA_VISIBLE_DEVICES (by index), else GPU 0."""
+        import os
+
+        if not self.gpus:
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        return next((g for g in self.gpus if visible == str(g.index)), self.gpus[0])
+
 
 def cpu_report():
     """This machine as the tests pretend it is: 2 cores, no GPU — the same everywhere."""
