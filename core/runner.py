@@ -386,6 +386,23 @@ def _checkpoint_step(path: str | None) -> int:
         return 0
 
 
+def _checkpoint_reached_the_end(trainer, checkpoint: str) -> bool:
+    """True when ``checkpoint`` was saved at the run's last step (``max_steps``, or the recorded
+    last step of the same number of epochs)."""
+    import json
+
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        done = int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    args = trainer.args
+    if args.max_steps and args.max_steps > 0:
+        return done >= args.max_steps
+    same_epochs = state.get("num_train_epochs") == args.num_train_epochs
+    return same_epochs and isinstance(state.get("max_steps"), int) and 0 < state["max_steps"] <= done
+
+
 # ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -478,7 +495,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             writer.emit("warning", step=0, source="data", code="rows_left_out",
                         message=f"{len(prepared.problems)} rows left out of training: {first}",
                         problems=[p.to_dict() for p in prepared.problems[:50]])
-        trainer.train(resume_from_checkpoint=resume_from)
+        if resume_from and _checkpoint_reached_the_end(trainer, resume_from):
+            # Saved at max_steps: train() would still run one more step; the checkpoint is the result.
+            trainer._load_from_checkpoint(resume_from)
+            trainer.state.global_step = _checkpoint_step(resume_from)
+            trainer.state.max_steps = trainer.state.global_step
+        else:
+            trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
         duration = round(time.time() - started, 2)
         if callback.diverged:
