@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - Windows: liveness falls back to the pi
 LOG_FILE = "train.log"
 META_FILE = "meta.json"
 PID_FILE = "pid"
+PROCESS_FILE = "process.json"  # the supervisor's pid, start time and command line, to prove it is ours
 LOCK_FILE = "run.lock"
 STATUSES = ("running", "finished", "stopped", "failed", "lost")
 SEGMENT_STARTS = ("start", "resume")
@@ -182,6 +183,56 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _process_identity(pid: int) -> dict[str, Any] | None:
+    """What identifies a live process beyond its (reusable) pid: its start time in clock ticks
+    since boot and its command line (Linux /proc; None elsewhere or when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = int(stat.rsplit(")", 1)[1].split()[19])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"pid": pid, "start_ticks": start, "cmdline": [a for a in cmdline if a]}
+
+
+def _record_process(run_dir: Path, pid: int) -> None:
+    identity = _process_identity(pid)
+    if identity is not None:
+        (run_dir / PROCESS_FILE).write_text(json.dumps(identity), encoding="utf-8")
+
+
+def _proven_ours(run_dir: Path, pid: int | None) -> bool:
+    """True when ``pid`` is this run's supervisor as recorded at spawn (same start time and
+    command line): a pid alone may have been reused by any process since."""
+    if not pid:
+        return False
+    try:
+        recorded = json.loads((run_dir / PROCESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    now = _process_identity(pid)
+    return (isinstance(recorded, dict) and now is not None and recorded.get("pid") == pid
+            and recorded.get("start_ticks") == now["start_ticks"] and recorded.get("cmdline") == now["cmdline"])
+
+
+def _lock_held(run_dir: Path) -> bool | None:
+    """Whether someone holds the run's lock; None when there is no lock file to ask."""
+    lock = run_dir / LOCK_FILE
+    if fcntl is None or not lock.exists():
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock
+    return False
+
+
 def _spawned_after(run_dir: Path, when: float) -> bool:
     try:
         return (run_dir / PID_FILE).stat().st_mtime > when
@@ -190,18 +241,14 @@ def _spawned_after(run_dir: Path, when: float) -> bool:
 
 
 def is_alive(run_dir: Path) -> bool:
-    """True while the run's supervisor or training process is alive (they hold ``run.lock``)."""
-    lock = run_dir / LOCK_FILE
-    if fcntl is None or not lock.exists():
-        return _pid_alive(_read_pid(run_dir))
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops our probe lock
-    return False
+    """True while the run's supervisor or training process is alive (they hold ``run.lock``).
+    Without a lock file (deleted, or no flock here) only a process proven to be the run's
+    supervisor counts: a bare pid may belong to anything by now."""
+    held = _lock_held(run_dir)
+    if held is not None:
+        return held
+    pid = _read_pid(run_dir)
+    return _pid_alive(pid) and _proven_ours(run_dir, pid)
 
 
 def _segments(events: list[dict]) -> list[list[dict]]:
@@ -423,6 +470,7 @@ def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
     finally:
         os.close(lock_fd)  # the children hold the lock now
     (run_dir / PID_FILE).write_text(str(proc.pid), encoding="utf-8")
+    _record_process(run_dir, proc.pid)
     return proc
 
 
@@ -448,6 +496,10 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
             time.sleep(0.2)
         return run_info(run_dir)
     pid = _read_pid(run_dir)
+    if not (_lock_held(run_dir) or _proven_ours(run_dir, pid)):
+        raise RunsError(f"run {run_dir.name}: pid {pid} cannot be proven to be this run's process (no held "
+                        f"{LOCK_FILE}, and its start time or command line differ from {PROCESS_FILE}); "
+                        "nothing was signalled")
     if pid:
         try:
             os.killpg(pid, signal.SIGKILL)  # the supervisor leads the run's process group

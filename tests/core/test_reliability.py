@@ -49,3 +49,55 @@ def test_resuming_from_the_checkpoint_at_max_steps_trains_no_further_step(tmp_pa
     assert not (run_dir / CHECKPOINTS_DIR / "checkpoint-5").exists()
     assert resumed[-1]["event"] == "end" and resumed[-1]["status"] == "finished" and resumed[-1]["step"] == 4
     assert (run_dir / "final" / "model.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- 13
+
+def _stranger(tmp_path: Path):
+    """An unrelated process leading its own process group (as a reused pid would be)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+
+
+def _run_dir_naming(tmp_path: Path, pid: int) -> Path:
+    d = tmp_path / "20260101-000000-victim"
+    d.mkdir()
+    (d / "config.yaml").write_text("{}\n")
+    (d / runs.PID_FILE).write_text(str(pid))
+    (d / EVENTS_FILE).write_text(json.dumps({"event": "start", "time": 1.0, "step": 0}) + "\n")
+    return d
+
+
+def test_stop_kill_never_signals_a_process_it_cannot_prove_is_the_runs(tmp_path):
+    stranger = _stranger(tmp_path)
+    try:
+        d = _run_dir_naming(tmp_path, stranger.pid)  # no run.lock, no record of the process
+        assert not runs.is_alive(d)
+        with pytest.raises(runs.RunsError):
+            runs.stop(d, kill=True)
+        assert stranger.poll() is None, "stop --kill killed an unrelated process"
+        # A recorded identity that does not match (another command line) proves nothing either.
+        (d / runs.PROCESS_FILE).write_text(json.dumps({"pid": stranger.pid, "start_ticks": 1, "cmdline": ["x"]}))
+        with pytest.raises(runs.RunsError):
+            runs.stop(d, kill=True)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_stop_kill_signals_the_recorded_supervisor_without_its_lock(tmp_path):
+    ours = _stranger(tmp_path)
+    try:
+        d = _run_dir_naming(tmp_path, ours.pid)
+        runs._record_process(d, ours.pid)  # what spawn records for the supervisor it started
+        assert runs.is_alive(d)
+        info = runs.stop(d, kill=True)
+        assert ours.wait(timeout=10) == -9
+        assert info.status == "stopped" and info.reason == "killed"
+    finally:
+        if ours.poll() is None:
+            ours.kill()
+            ours.wait()
