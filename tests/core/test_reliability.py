@@ -101,3 +101,38 @@ def test_stop_kill_signals_the_recorded_supervisor_without_its_lock(tmp_path):
         if ours.poll() is None:
             ours.kill()
             ours.wait()
+
+
+# --------------------------------------------------------------------------- 10
+
+def test_a_writer_recreates_a_deleted_events_file_with_its_history(tmp_path):
+    from sftwizard.core.events import EventWriter
+
+    path = tmp_path / EVENTS_FILE
+    writer = EventWriter(path)
+    writer.emit("start", step=0)
+    writer.emit("log", step=1, loss=2.0)
+    path.unlink()
+    writer.emit("end", step=2, status="finished")
+    writer.close()
+    events = read_events(path)
+    assert [e["event"] for e in events] == ["start", "log", "warning", "end"]
+    assert events[2]["code"] == "events_file_recreated" and events[2]["restored_events"] == 2
+    assert "deleted" in events[2]["message"]
+
+
+def test_deleting_events_jsonl_during_a_run_keeps_its_true_end(tmp_path):
+    """A real detached run whose events.jsonl is deleted mid-way ends `finished`, not as a crash."""
+    from tests.core.test_runs import first, wait_done, wait_for
+
+    cfg = tiny_config(tmp_path / "runs", write_data(tmp_path / "data.jsonl", rows=24), max_steps=30, save_steps=100)
+    launched = runs.launch(cfg)
+    run_dir = launched.run_dir
+    wait_for(lambda: first(run_dir, "log"), "the first log")
+    (run_dir / EVENTS_FILE).unlink()
+    info = wait_done(run_dir)
+    launched.process.wait()
+    assert info.status == "finished", info
+    assert info.step == 30 and info.max_steps == 30
+    kinds = [e["event"] for e in read_events(run_dir / EVENTS_FILE)]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "warning" in kinds
