@@ -27,10 +27,11 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from sftwizard.core.checkpoints import checkpoint_problem
 from sftwizard.core.config import RunConfig, apply_overrides, load_preset, save_preset
 from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_lines, read_events
 from sftwizard.core.paths import data_dir, default_runs_root
@@ -431,6 +432,7 @@ class Launched:
     run_dir: Path
     process: subprocess.Popen  # the run's supervisor (leader of its process group)
     resume_from: Path | None = None
+    notes: list[str] = field(default_factory=list)  # what resume had to decide (an unreadable checkpoint passed over)
 
     @property
     def id(self) -> str:
@@ -544,9 +546,10 @@ def _complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resume_point(run_dir: Path, events: list[dict]) -> tuple[Path | None, dict | None]:
-    """The newest complete checkpoint, and the fingerprint of the process that wrote it."""
-    complete = _complete_checkpoints(run_dir)
+def resume_point(run_dir: Path, events: list[dict], before: int | None = None) -> tuple[Path | None, dict | None]:
+    """The newest complete checkpoint (before step ``before`` if given), and the fingerprint of
+    the process that wrote it."""
+    complete = [(s, p) for s, p in _complete_checkpoints(run_dir) if before is None or s < before]
     if not complete:
         return None, None
     fingerprint_of: dict[str, dict | None] = {}
@@ -577,8 +580,17 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
     cfg = load_preset(run_dir / CONFIG_FILE)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    checkpoint, recorded = resume_point(run_dir, read_events(run_dir / EVENTS_FILE))
+    events = read_events(run_dir / EVENTS_FILE)
+    checkpoint, recorded = resume_point(run_dir, events)
+    passed_over: list[tuple[Path, str]] = []  # unreadable checkpoints, newest first, with why
+    while checkpoint is not None and (why := checkpoint_problem(checkpoint)):
+        passed_over.append((checkpoint, why))
+        checkpoint, recorded = resume_point(run_dir, events, before=_step_of(checkpoint))
     if checkpoint is None:
+        if passed_over:
+            bad = "; ".join(f"{p.name}: {why}" for p, why in passed_over)
+            raise RunsError(f"run {info.id} has no readable checkpoint to resume from ({bad}); "
+                            "start it again with `sft-wizard run`")
         where = f"at step {info.step}" if info.step is not None else "before its first step"
         raise RunsError(f"run {info.id} has no complete checkpoint to resume from (it ended {where}, "
                         "before its first save); start it again with `sft-wizard run`")
@@ -593,11 +605,21 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
                             + " changed since that checkpoint; start a new run instead")
     if overrides:
         save_preset(cfg, run_dir / CONFIG_FILE)
-    step = int(checkpoint.name.rsplit("-", 1)[1])
+    step = _step_of(checkpoint)
     for later_step, later in _later_checkpoint_dirs(run_dir, step):
-        shutil.rmtree(later, ignore_errors=True)  # half-written by the process that died
+        shutil.rmtree(later, ignore_errors=True)  # half-written or unreadable: training writes them again
     (run_dir / STOP_FILE).unlink(missing_ok=True)
-    return Launched(run_dir, spawn(run_dir, resume_from=str(checkpoint)), checkpoint)
+    notes = [f"{p.name} is unreadable ({why}), so the run resumes from {checkpoint.name} instead "
+             f"and trains steps {step + 1}–{_step_of(p)} again; {p.name} was removed" for p, why in passed_over]
+    if notes:
+        with_writer(run_dir, lambda w: [w.emit("warning", step=step, source="resume", code="checkpoint_unreadable",
+                                               message=note, checkpoint=str(p))
+                                        for note, (p, _) in zip(notes, passed_over)])
+    return Launched(run_dir, spawn(run_dir, resume_from=str(checkpoint)), checkpoint, notes)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
 
 
 def _later_checkpoint_dirs(run_dir: Path, step: int) -> list[tuple[int, Path]]:

@@ -136,3 +136,43 @@ def test_deleting_events_jsonl_during_a_run_keeps_its_true_end(tmp_path):
     assert info.step == 30 and info.max_steps == 30
     kinds = [e["event"] for e in read_events(run_dir / EVENTS_FILE)]
     assert kinds[0] == "start" and kinds[-1] == "end" and "warning" in kinds
+
+
+# --------------------------------------------------------------------------- 9
+
+def test_a_corrupt_newest_checkpoint_is_passed_over_with_a_note(tmp_path, capsys):
+    from sftwizard.core.checkpoints import checkpoint_problem
+    from tests.core.test_runs import wait_done
+
+    run_dir = train_in_process(tmp_path, max_steps=4, save_steps=2, save_total_limit=3)
+    drop_end(run_dir)  # died after its last checkpoint: resumable
+    newest = run_dir / CHECKPOINTS_DIR / "checkpoint-4"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a torn write
+    assert "model.safetensors is truncated" in checkpoint_problem(newest)
+    assert checkpoint_problem(run_dir / CHECKPOINTS_DIR / "checkpoint-2") is None
+
+    launched = runs.resume(run_dir)
+    assert launched.resume_from.name == "checkpoint-2"
+    assert "checkpoint-4 is unreadable" in launched.notes[0] and "checkpoint-2" in launched.notes[0]
+    info = wait_done(run_dir)
+    launched.process.wait()
+    assert info.status == "finished" and info.step == 4, info
+    warning = next(e for e in read_events(run_dir / EVENTS_FILE) if e.get("code") == "checkpoint_unreadable")
+    assert "truncated" in warning["message"]
+    assert checkpoint_problem(newest) is None  # written again by the resumed run
+
+
+def test_checkpoint_problems_name_the_broken_file(tmp_path):
+    from sftwizard.core.checkpoints import checkpoint_problem
+
+    ckpt = tmp_path / "checkpoint-3"
+    ckpt.mkdir()
+    assert "no trainer_state.json" in checkpoint_problem(ckpt)
+    (ckpt / "trainer_state.json").write_text('{"global_step": 3}')
+    assert "no weights file" in checkpoint_problem(ckpt)
+    (ckpt / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    assert "header length" in checkpoint_problem(ckpt)
+    (ckpt / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    (ckpt / "optimizer.pt").write_bytes(b"not a zip")
+    assert "optimizer.pt cannot be read" in checkpoint_problem(ckpt)
