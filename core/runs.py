@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -262,119 +263,201 @@ def _segments(events: list[dict]) -> list[list[dict]]:
     return segments
 
 
-def _last(events: list[dict], kind: str, field: str | None = None) -> dict | None:
-    for ev in reversed(events):
-        if ev.get("event") == kind and (field is None or ev.get(field) is not None):
-            return ev
-    return None
-
-
 def _number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def _time(ev: dict) -> float | None:
+    t = ev.get("time")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+
+class RunSummary:
+    """A run's numbers, kept up to date one event at a time: ``feed(events)`` as they are read,
+    ``info(run_dir, alive)`` whenever asked. Holds a few events, never the history, so a run of a
+    million lines is summarised in one pass in constant memory, and a viewer on a timer only reads
+    what was appended since (see ``_summary_of``)."""
+
+    def __init__(self) -> None:
+        self.first: dict | None = None  # the first event (start time, model, method)
+        self.step: int | None = None
+        self.max_steps: int | None = None
+        self.log: dict | None = None  # the last log with a loss
+        self.eval: dict | None = None  # the last eval with an eval loss
+        self.checkpoint: dict | None = None
+        self.resumes = 0
+        self.closed_duration = 0.0  # segments before the current one
+        self.seg_first: float | None = None  # the current segment: first event time, last, last end
+        self.seg_last: float | None = None
+        self.seg_end: dict | None = None
+        self.seg_log: dict | None = None  # the current segment's last log (live rates)
+        self.segments = 0
+
+    def feed(self, events: list[dict]) -> "RunSummary":
+        for ev in events:
+            kind, t = ev.get("event"), _time(ev)
+            if kind in SEGMENT_STARTS or self.segments == 0:
+                if self.segments:
+                    self.closed_duration += self._segment_duration(alive=False, now=0.0)
+                self.segments += 1
+                self.seg_first, self.seg_end, self.seg_log = t, None, None
+            if self.first is None:
+                self.first = ev
+            if self.seg_first is None:
+                self.seg_first = t
+            if t is not None:
+                self.seg_last = t
+            step = ev.get("step")
+            if isinstance(step, int) and not isinstance(step, bool) and kind not in PLACEHOLDER_STEPS:
+                self.step = step
+            m = ev.get("max_steps")
+            if isinstance(m, int) and not isinstance(m, bool) and m > 0:
+                self.max_steps = m
+            if kind == "resume":
+                self.resumes += 1
+            elif kind == "end":
+                self.seg_end = ev
+            elif kind == "log":
+                self.seg_log = ev
+                if ev.get("loss") is not None:
+                    self.log = ev
+            elif kind == "eval" and ev.get("eval_loss") is not None:
+                self.eval = ev
+            elif kind == "checkpoint":
+                self.checkpoint = ev
+        return self
+
+    def _segment_duration(self, alive: bool, now: float) -> float:
+        if self.seg_first is None:
+            return 0.0
+        end_time = _time(self.seg_end) if self.seg_end is not None else None
+        stop = end_time if end_time is not None else (now if alive else (self.seg_last or self.seg_first))
+        return max(0.0, stop - self.seg_first)
+
+    def info(self, run_dir: Path, alive: bool) -> RunInfo:
+        meta: dict[str, Any] = {}
+        try:
+            meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        if not isinstance(meta, dict):
+            meta = {}
+        end = self.seg_end
+        end_time = _time(end) if end is not None else None
+        if alive and end is not None and (end_time is None or not _spawned_after(run_dir, end_time)):
+            alive = False  # it recorded its end and is exiting
+        duration = self.closed_duration + self._segment_duration(alive, time.time())
+        step = self.step
+        reason = message = None
+        if alive:
+            status = "running"
+        elif end is not None:
+            status = end.get("status") if end.get("status") in STATUSES else "failed"
+            reason, message = end.get("reason"), end.get("message")
+        else:
+            status, reason = "lost", "lost"
+            where = f"at step {step}" if step is not None else "before its first step"
+            message = (f"the training process vanished {where} without recording an end "
+                       "(machine restart, or the whole process group killed)")
+        live = self.seg_log if status == "running" else None
+        first = self.first or {}
+        return RunInfo(
+            id=run_dir.name,
+            name=meta.get("name") or run_dir.name,
+            status=status,
+            step=step,
+            max_steps=self.max_steps,
+            last_loss=_number(self.log.get("loss")) if self.log else None,
+            eval_loss=_number(self.eval.get("eval_loss")) if self.eval else None,
+            started=_time(first) if self.first is not None else meta.get("created"),
+            ended=end_time if end is not None and not alive else None,
+            duration_s=round(duration, 1),
+            pid=_read_pid(run_dir),
+            dir=str(run_dir),
+            reason=reason,
+            message=message,
+            model=first.get("model"),
+            method=first.get("method"),
+            preset=meta.get("preset"),
+            last_checkpoint=self.checkpoint.get("path") if self.checkpoint else None,
+            best_checkpoint=end.get("best_checkpoint") if end is not None and status == "finished" else None,
+            resumes=self.resumes,
+            tokens_per_s=live.get("tokens_per_s") if live else None,
+            samples_per_s=live.get("samples_per_s") if live else None,
+            eta_s=live.get("eta_s") if live else None,
+        )
+
+
 def summarize(run_dir: Path, events: list[dict], alive: bool) -> RunInfo:
     """A run's status and numbers from its events and whether its process lives."""
-    meta: dict[str, Any] = {}
+    return RunSummary().feed(events).info(run_dir, alive)
+
+
+READ_CHUNK = 1 << 20  # bytes of events.jsonl parsed at a time
+
+
+@dataclass
+class _Followed:
+    inode: int
+    offset: int  # bytes consumed (complete lines only)
+    summary: RunSummary
+
+
+_SUMMARIES: dict[Path, _Followed] = {}  # run dir -> its summary so far and where it was read to
+_SUMMARIES_LOCK = threading.Lock()  # the TUI reads runs from worker threads
+
+
+def _summary_of(run_dir: Path) -> RunSummary:
+    """The run's summary, reading only what was appended to ``events.jsonl`` since the last call
+    (the whole file, in chunks, the first time or when it was replaced or shortened)."""
+    with _SUMMARIES_LOCK:
+        return _read_summary(run_dir)
+
+
+def _read_summary(run_dir: Path) -> RunSummary:
+    path = run_dir / EVENTS_FILE
     try:
-        meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        st = path.stat()
+    except OSError:
+        _SUMMARIES.pop(run_dir, None)
+        return RunSummary()
+    followed = _SUMMARIES.get(run_dir)
+    if followed is None or followed.inode != st.st_ino or st.st_size < followed.offset:
+        followed = _Followed(st.st_ino, 0, RunSummary())
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(followed.offset)
+            rest = b""
+            while True:
+                chunk = fh.read(READ_CHUNK)
+                if not chunk:
+                    break
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if cut:
+                    events, _ = parse_lines(data[:cut].decode("utf-8", errors="replace"))
+                    followed.summary.feed(events)
+                    followed.offset += cut
+    except OSError:
         pass
-    segments = _segments(events)
-    current = segments[-1] if segments else []
-    end = _last(current, "end")
-    if alive and end is not None and not _spawned_after(run_dir, end["time"]):
-        alive = False  # it recorded its end and is exiting
-    step = next((ev["step"] for ev in reversed(events)
-                 if isinstance(ev.get("step"), int) and ev.get("event") not in PLACEHOLDER_STEPS), None)
-    maxes = [ev.get("max_steps") for ev in events if isinstance(ev.get("max_steps"), int) and ev["max_steps"] > 0]
-    log = _last(events, "log", "loss")
-    ev_eval = _last(events, "eval", "eval_loss")
-    checkpoint = _last(events, "checkpoint")
-    now = time.time()
-
-    duration = 0.0
-    for i, seg in enumerate(segments):
-        seg_end = _last(seg, "end")
-        stop = seg_end["time"] if seg_end else (now if alive and i == len(segments) - 1 else seg[-1]["time"])
-        duration += max(0.0, stop - seg[0]["time"])
-
-    reason = message = None
-    if alive:
-        status = "running"
-    elif end is not None:
-        status = end.get("status") if end.get("status") in STATUSES else "failed"
-        reason, message = end.get("reason"), end.get("message")
-    else:
-        status, reason = "lost", "lost"
-        where = f"at step {step}" if step is not None else "before its first step"
-        message = (f"the training process vanished {where} without recording an end "
-                   "(machine restart, or the whole process group killed)")
-    live = _last(current, "log") if status == "running" else None
-    return RunInfo(
-        id=run_dir.name,
-        name=meta.get("name") or run_dir.name,
-        status=status,
-        step=step,
-        max_steps=maxes[-1] if maxes else None,
-        last_loss=_number(log.get("loss")) if log else None,
-        eval_loss=_number(ev_eval.get("eval_loss")) if ev_eval else None,
-        started=events[0]["time"] if events else meta.get("created"),
-        ended=end["time"] if end is not None and not alive else None,
-        duration_s=round(duration, 1),
-        pid=_read_pid(run_dir),
-        dir=str(run_dir),
-        reason=reason,
-        message=message,
-        model=(segments[0][0].get("model") if segments else None),
-        method=(segments[0][0].get("method") if segments else None),
-        preset=meta.get("preset"),
-        last_checkpoint=checkpoint.get("path") if checkpoint else None,
-        best_checkpoint=end.get("best_checkpoint") if end is not None and status == "finished" else None,
-        resumes=sum(1 for ev in events if ev.get("event") == "resume"),
-        tokens_per_s=live.get("tokens_per_s") if live else None,
-        samples_per_s=live.get("samples_per_s") if live else None,
-        eta_s=live.get("eta_s") if live else None,
-    )
+    _SUMMARIES[run_dir] = followed
+    return followed.summary
 
 
 def run_info(ref: str | os.PathLike) -> RunInfo:
     run_dir = find_run(ref)
     alive = is_alive(run_dir)  # before reading: an end written meanwhile is then seen
-    return summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive)
-
-
-_ENDED: dict[Path, tuple[tuple[int, int, int], RunInfo]] = {}  # run dir -> (events/pid stat, summary)
-
-
-def _stat_key(run_dir: Path) -> tuple[int, int, int]:
-    try:
-        st = (run_dir / EVENTS_FILE).stat()
-        size, mtime = st.st_size, st.st_mtime_ns
-    except OSError:
-        size, mtime = -1, 0
-    try:
-        pid_mtime = (run_dir / PID_FILE).stat().st_mtime_ns
-    except OSError:
-        pid_mtime = 0
-    return size, mtime, pid_mtime
+    return _summary_of(run_dir).info(run_dir, alive)
 
 
 def list_runs() -> list[RunInfo]:
-    """Every registered run, newest first. Runs that ended are summarised once and cached until
-    their files change, so a viewer can call this on a timer."""
+    """Every registered run, newest first. Each run's history is read once; later calls read only
+    what was appended, so a viewer can call this on a timer, whatever the runs' length."""
     infos = []
     for run_dir in registered_dirs():
         alive = is_alive(run_dir)
-        key = _stat_key(run_dir)
-        cached = _ENDED.get(run_dir)
-        if not alive and cached is not None and cached[0] == key:
-            infos.append(replace(cached[1]))  # a copy: callers may change theirs
-            continue
-        info = summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive)
-        if info.status != "running":
-            _ENDED[run_dir] = (key, replace(info))
-        infos.append(info)
+        infos.append(_summary_of(run_dir).info(run_dir, alive))
     infos.sort(key=lambda r: r.started or 0, reverse=True)
     return infos
 
@@ -512,10 +595,8 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
         time.sleep(0.05)
     if is_alive(run_dir):
         raise RunsError(f"run {run_dir.name} is still alive 10 s after SIGKILL (process group {pid})")
-    events = read_events(run_dir / EVENTS_FILE)
-    current = _segments(events)[-1] if events else []
-    if _last(current, "end") is None:
-        info = summarize(run_dir, events, alive=False)
+    if _summary_of(run_dir).seg_end is None:
+        info = _summary_of(run_dir).info(run_dir, alive=False)
         ckpt = f"; resume continues from {Path(info.last_checkpoint).name}" if info.last_checkpoint else ""
         with_writer(run_dir, lambda w: w.emit(
             "end", step=info.step, status="stopped", reason="killed",

@@ -18,7 +18,7 @@ from pathlib import Path
 from sftwizard.core.diagnosis import describe_exit
 from sftwizard.core.events import EVENTS_FILE, EventTail, read_events
 from sftwizard.core.runner import STOP_FILE
-from sftwizard.core.runs import LOG_FILE, _segments, summarize, with_writer
+from sftwizard.core.runs import LOG_FILE, _segments, _summary_of, with_writer
 
 
 def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
@@ -52,8 +52,7 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
         new = segments[-1] if segments else []
     if any(ev.get("event") == "end" for ev in new):
         return returncode
-    events = read_events(events_path)
-    info = summarize(run_dir, events, alive=False)
+    info = _summary_of(run_dir).info(run_dir, alive=False)
     reason, phrase, hint = describe_exit(returncode)
     where = f" at step {info.step}" if info.step is not None else " before training began"
     message = f"{phrase}{where}{hint}; details in {LOG_FILE}"

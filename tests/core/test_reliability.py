@@ -176,3 +176,58 @@ def test_checkpoint_problems_name_the_broken_file(tmp_path):
     (ckpt / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     (ckpt / "optimizer.pt").write_bytes(b"not a zip")
     assert "optimizer.pt cannot be read" in checkpoint_problem(ckpt)
+
+
+# --------------------------------------------------------------------------- 11
+
+def test_runs_reads_a_history_once_then_only_what_was_appended(tmp_path, monkeypatch):
+    """The summary is fed in chunks and kept: a second call reads no old line again."""
+    from sftwizard.core import events as events_mod
+    from sftwizard.core.events import EventWriter
+
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(runs, "READ_CHUNK", 4096)  # many chunks, lines cut across them
+    d = tmp_path / "20260101-000000-long"
+    d.mkdir()
+    (d / "config.yaml").write_text("{}\n")
+    runs.register(d)
+    writer = EventWriter(d / EVENTS_FILE)
+    writer.emit("start", step=0, model="m", method="full")
+    for i in range(1, 2001):
+        writer.emit("log", step=i, max_steps=3000, loss=3.0 - i / 1000)
+    writer.emit("end", step=2000, status="stopped", reason="stopped", message="on request")
+    parsed = []
+    real = events_mod.parse_lines
+    monkeypatch.setattr(runs, "parse_lines", lambda text: parsed.append(text.count("\n")) or real(text))
+    [info] = runs.list_runs()
+    assert (info.status, info.step, info.max_steps, info.last_loss) == ("stopped", 2000, 3000, pytest.approx(1.0))
+    assert sum(parsed) == 1 + 2002 and len(parsed) > 10  # the registry's line, then the history
+    full = runs.summarize(d, read_events(d / EVENTS_FILE), alive=False)
+    assert full == info  # the same numbers as from the whole list
+    parsed.clear()
+    writer.emit("resume", step=2000, resume_from="x/checkpoint-2000")
+    writer.emit("log", step=2001, max_steps=3000, loss=0.5)
+    writer.close()
+    [info] = runs.list_runs()
+    assert sum(parsed) == 1 + 2 and info.resumes == 1 and info.step == 2001 and info.status == "lost"
+
+
+def test_replaying_a_long_curve_is_linear(tmp_path):
+    """The curve doctor's work per event does not grow with the history (it was quadratic)."""
+    import time
+
+    from sftwizard.core.curve_doctor import diagnose_events
+
+    def history(n):
+        return [{"event": "log", "step": i, "loss": 2.0 + (i % 7) * 0.01, "learning_rate": 1e-4, "grad_norm": 1.0}
+                if i % 20 else {"event": "eval", "step": i, "eval_loss": 2.0 + (i % 40) * 0.01}
+                for i in range(1, n + 1)]
+
+    def seconds(n):
+        events = history(n)
+        t0 = time.perf_counter()
+        diagnose_events(events)
+        return time.perf_counter() - t0
+
+    small, large = seconds(5_000), seconds(40_000)
+    assert large < 8 * small * 2.5, (small, large)  # 8x the events: linear is ~8x, quadratic ~64x
