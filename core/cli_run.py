@@ -51,13 +51,11 @@ def preflight(cfg) -> None:
             resolve_model(cfg.model.id, allow_download=False)
         except ModelError as exc:
             raise UserError(str(exc)) from None
-    if cfg.method.type == "qlora":
-        from sftwizard.core.runner import Environment, RunnerError, check_runnable
+    from sftwizard.core.runnable import problems_here
 
-        try:
-            check_runnable(cfg, Environment.detect())
-        except RunnerError as exc:
-            raise UserError(str(exc)) from None
+    problems = problems_here(cfg)
+    if problems:
+        raise UserError(problems[0])
     for i, src in enumerate(list(cfg.data.sources) + ([cfg.data.eval_source] if cfg.data.eval_source else [])):
         if src.path.startswith("builtin:"):
             continue
@@ -158,13 +156,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     warnings: list[dict] = validation_warnings(cfg)
     # ----------------------------------------------------------------------------------------
+    from sftwizard.core.runnable import problems_here
+
+    not_here = problems_here(cfg)  # valid, but this machine cannot run it: `run` would refuse it
     if args.json:
-        print_json({"valid": True, "preset": str(path), "problems": [], "warnings": warnings})
+        print_json({"valid": True, "preset": str(path), "problems": [], "warnings": warnings,
+                    "runnable_problems": not_here})
     else:
-        print(f"{path}: valid")
+        print(f"{path}: valid" + (", but not runnable here:" if not_here else ""))
+        for problem in not_here:
+            print(f"  {problem}")
         for w in warnings:
             print(format_warning(w))
-    return 0
+    return EXIT_USER_ERROR if not_here else 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from sftwizard.core.efficiency import meter_fields, start_meter
 from sftwizard.core.events import EVENTS_FILE, EventWriter
 from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
 from sftwizard.core.metrics import GpuSampler, Throughput
+from sftwizard.core.runnable import Environment, runnable_problems  # noqa: F401 - Environment is part of the runner's API
 
 CONFIG_FILE = "config.yaml"
 STOP_FILE = "STOP"
@@ -48,43 +49,11 @@ class RunnerError(Exception):
     """A configuration that cannot run here (e.g. QLoRA without CUDA). One sentence."""
 
 
-@dataclass
-class Environment:
-    cuda: bool
-    bf16_supported: bool
-    device_count: int
-
-    @classmethod
-    def detect(cls) -> "Environment":
-        import torch
-
-        cuda = torch.cuda.is_available()
-        return cls(
-            cuda=cuda,
-            bf16_supported=bool(cuda and torch.cuda.is_bf16_supported()),
-            device_count=torch.cuda.device_count() if cuda else 0,
-        )
-
-
 def check_runnable(cfg: RunConfig, env: Environment) -> None:
-    """Refuse, before anything loads, what this machine cannot run."""
-    if cfg.method.type == "qlora" and not env.cuda:
-        raise RunnerError("method.type: QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use lora or full")
-    if cfg.method.type == "qlora":
-        import importlib.util
-
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise RunnerError("method.type: QLoRA needs bitsandbytes: pip install 'sft-wizard[gpu]'")
-    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
-    if dtype == "bf16" and env.cuda and not env.bf16_supported:
-        raise RunnerError("model.dtype: this GPU has no bf16 support (pre-Ampere); use fp16 or fp32")
-    if dtype == "fp16" and not env.cuda:
-        raise RunnerError("model.dtype: fp16 training needs a CUDA GPU; use fp32 (or bf16) on CPU")
-    if cfg.model.attn_implementation == "flash_attention_2":
-        import importlib.util
-
-        if not env.cuda or importlib.util.find_spec("flash_attn") is None:
-            raise RunnerError("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package")
+    """Refuse, before anything loads, what this machine cannot run (see core/runnable.py)."""
+    problems = runnable_problems(cfg, env)
+    if problems:
+        raise RunnerError(problems[0])
 
 
 def attn_implementation(cfg: RunConfig, env: Environment) -> str:

@@ -231,3 +231,61 @@ def test_replaying_a_long_curve_is_linear(tmp_path):
 
     small, large = seconds(5_000), seconds(40_000)
     assert large < 8 * small * 2.5, (small, large)  # 8x the events: linear is ~8x, quadratic ~64x
+
+
+# --------------------------------------------------------------------------- 12
+
+def _preset(tmp_path: Path, model_dtype: str | None = None, **training) -> Path:
+    """A preset file as a user writes it (not validated on the way, unlike config_from_dict)."""
+    import yaml
+
+    d = tiny_config(tmp_path / "runs", write_data(tmp_path / "data.jsonl", rows=16), max_steps=2).to_dict()
+    d["training"].update(training)
+    if model_dtype:
+        d["model"]["dtype"] = model_dtype
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(d), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ({"seed": -1}, "training.seed: must be >= 0"),
+    ({"padding_free": True}, "training.padding_free: without packing"),
+])
+def test_validate_refuses_settings_that_crashed_after_launch(tmp_path, capsys, setting, expected):
+    from sftwizard.core.cli import main as cli_main
+
+    preset = _preset(tmp_path, **setting)
+    assert cli_main(["validate", str(preset)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert cli_main(["run", str(preset)]) == 2
+    assert not list((tmp_path / "runs").glob("*"))  # refused before a run directory was made
+
+
+@pytest.mark.parametrize("model_dtype, training, expected", [
+    ("fp16", {}, "model.dtype: fp16 training needs a CUDA GPU"),
+    (None, {"report_to": "no_such_tracker_pkg"}, "training.report_to: no_such_tracker_pkg is not installed"),
+])
+def test_validate_says_what_this_machine_cannot_run(tmp_path, capsys, model_dtype, training, expected):
+    from sftwizard.core.cli import main as cli_main
+
+    preset = _preset(tmp_path, model_dtype, **training)
+    capsys.readouterr()
+    assert cli_main(["validate", str(preset), "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is True and len(out["runnable_problems"]) == 1 and expected in out["runnable_problems"][0]
+    assert cli_main(["run", str(preset)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_the_runner_refuses_with_the_same_sentence(tmp_path):
+    """The training process asks the same question (a config edited after validate)."""
+    from sftwizard.core.config import load_preset
+
+    cfg = load_preset(_preset(tmp_path, report_to="no_such_tracker_pkg"))  # as if installed at validate time
+    run_dir = runs.create_run(cfg)
+    assert execute(run_dir) == 1
+    end = read_events(run_dir / EVENTS_FILE)[-1]
+    assert end["reason"] == "config" and "no_such_tracker_pkg is not installed" in end["message"]
