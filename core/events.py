@@ -7,12 +7,15 @@ on a half-written last line: it is left for the next read.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from sftwizard.core.diskspace import release_reserve
 
 EVENTS_FILE = "events.jsonl"
 # Events after which a crash must not lose the line.
@@ -33,9 +36,16 @@ class EventWriter:
         line = json.dumps(record, default=_jsonable, ensure_ascii=False, allow_nan=True)
         if self._file_gone():
             self._recreate(step)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        if event in DURABLE:
+        try:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            if event in DURABLE:
+                os.fsync(self._fh.fileno())
+        except OSError as exc:
+            # A full disk: the run's reserve file (core/diskspace.py) makes room for the last lines.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not release_reserve(self.path.parent):
+                raise
+            self._fh.flush()  # what the failed flush left in the buffer
             os.fsync(self._fh.fileno())
         return record
 

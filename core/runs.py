@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sftwizard.core.checkpoints import checkpoint_problem
+from sftwizard.core.diskspace import LAUNCH_MIN_BYTES, disk_full_message, free_bytes, is_disk_full
 from sftwizard.core.config import RunConfig, apply_overrides, load_preset, save_preset
 from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_lines, read_events
 from sftwizard.core.paths import data_dir, default_runs_root
@@ -84,13 +85,44 @@ def create_run(cfg: RunConfig, preset_path: str | None = None) -> Path:
             n += 1
             run_id = f"{base}-{n}"
         run_dir = root / run_id
-        run_dir.mkdir(parents=True)
+        try:  # a run is registered only once its directory is complete (a full disk leaves nothing behind)
+            run_dir.mkdir(parents=True)
+            save_preset(cfg, run_dir / CONFIG_FILE)
+            meta = {"id": run_dir.name, "name": name, "preset": str(preset_path) if preset_path else None,
+                    "created": time.time()}
+            (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if is_disk_full(exc):
+                raise RunsError(disk_full_message(root)) from None
+            raise RunsError(f"run.output_root: cannot create a run directory in {root}: "
+                            f"{exc.strerror or exc}") from None
         register(run_dir)
-    save_preset(cfg, run_dir / CONFIG_FILE)
-    meta = {"id": run_dir.name, "name": name, "preset": str(preset_path) if preset_path else None,
-            "created": time.time()}
-    (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return run_dir
+
+
+def launch_space_problem(cfg: RunConfig) -> str | None:
+    """One sentence when the disk under run.output_root cannot hold the run's files and its first
+    checkpoint (estimated from the model folder's weights when it is on disk), else None."""
+    root = Path(cfg.run.output_root).expanduser() if cfg.run.output_root else default_runs_root()
+    free = free_bytes(root)
+    if free is None:
+        return None
+    need = LAUNCH_MIN_BYTES
+    what = "the run's files"
+    try:
+        from sftwizard.core.models import resolve_model
+
+        folder = resolve_model(cfg.model.id, cfg.model.revision, allow_download=False).path
+        weights = sum(p.stat().st_size for p in Path(folder).glob("*") if p.suffix in (".safetensors", ".bin"))
+        if weights:
+            need += weights * 3 if cfg.method.type == "full" else weights // 20  # weights + AdamW states / adapters
+            what = "the run's files and its first checkpoint"
+    except Exception:  # noqa: BLE001 - a model not on disk yet: the floor alone
+        pass
+    if free >= need:
+        return None
+    return f"run.output_root: {disk_full_message(root, need, what)}"
 
 
 @contextmanager
@@ -468,13 +500,16 @@ def find_run(ref: str | os.PathLike) -> Path:
     if not text:
         raise RunsError("no run given")
     path = Path(text).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).exists():
+    if path.is_dir() and any((path / f).exists() for f in (CONFIG_FILE, META_FILE, EVENTS_FILE)):
         return path.resolve()
     dirs = registered_dirs()
+    if path.is_dir() and path.resolve() in dirs:  # registered, even if never completed
+        return path.resolve()
     if text in ("last", "latest"):
         if not dirs:
             raise RunsError("there are no runs yet")
-        return max(dirs, key=lambda d: (d / CONFIG_FILE).stat().st_mtime)
+        complete = [d for d in dirs if (d / CONFIG_FILE).exists()] or dirs  # the newest usable run
+        return max(complete, key=_created)
     exact = [d for d in dirs if d.name == text]
     if exact:
         return exact[-1]
@@ -485,6 +520,15 @@ def find_run(ref: str | os.PathLike) -> Path:
         names = ", ".join(d.name for d in matches[:5])
         raise RunsError(f"{text!r} matches {len(matches)} runs ({names}); give more of the id")
     raise RunsError(f"no run {text!r} (see `sft-wizard runs`)")
+
+
+def _created(run_dir: Path) -> float:
+    for path in (run_dir / CONFIG_FILE, run_dir):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
 
 
 def history(ref: str | os.PathLike) -> list[dict[str, Any]]:
@@ -560,6 +604,9 @@ def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
 
 
 def launch(cfg: RunConfig, preset_path: str | None = None) -> Launched:
+    problem = launch_space_problem(cfg)
+    if problem:
+        raise RunsError(problem)
     run_dir = create_run(cfg, preset_path)
     return Launched(run_dir, spawn(run_dir))
 
@@ -658,6 +705,9 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
         raise RunsError(f"run {info.id} is still running (pid {info.pid}); stop it first")
     if info.status == "finished":
         raise RunsError(f"run {info.id} already finished; start a new run to train further")
+    if not (run_dir / CONFIG_FILE).exists():
+        raise RunsError(f"run {info.id} was never completed (no {CONFIG_FILE} in {run_dir}): nothing to resume; "
+                        "start a new run with `sft-wizard run`")
     cfg = load_preset(run_dir / CONFIG_FILE)
     if overrides:
         cfg = apply_overrides(cfg, overrides)

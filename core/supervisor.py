@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from sftwizard.core.diagnosis import describe_exit
+from sftwizard.core.diskspace import release_reserve
 from sftwizard.core.events import EVENTS_FILE, EventTail, read_events
 from sftwizard.core.runner import STOP_FILE
 from sftwizard.core.runs import LOG_FILE, _segments, _summary_of, with_writer
@@ -44,6 +45,13 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
     child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL, cwd=str(run_dir),
                              pass_fds=(lock_fd,) if lock_fd is not None else ())
     returncode = child.wait()
+    try:
+        return _record_exit(run_dir, events_path, offset, inode, returncode)
+    finally:
+        release_reserve(run_dir)  # the training process's room for the last events (core/diskspace.py)
+
+
+def _record_exit(run_dir: Path, events_path: Path, offset: int, inode: int | None, returncode: int) -> int:
     size, now_inode = _size_and_inode(events_path)
     if now_inode == inode and size >= offset:
         new = EventTail(events_path, offset=offset).poll()

@@ -289,3 +289,120 @@ def test_the_runner_refuses_with_the_same_sentence(tmp_path):
     assert execute(run_dir) == 1
     end = read_events(run_dir / EVENTS_FILE)[-1]
     assert end["reason"] == "config" and "no_such_tracker_pkg is not installed" in end["message"]
+
+
+# --------------------------------------------------------------------------- 4
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real small filesystem (tmpfs) to fill up; needs root, else the test is skipped.
+    ``resize(size)`` frees space the way a user would (here: by growing the filesystem)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+
+    def mount(size: str, remount: bool = False):
+        opts = f"remount,size={size}" if remount else f"size={size}"
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True)
+
+    if os.geteuid() != 0 or mount("64m").returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    from types import SimpleNamespace
+
+    try:
+        yield SimpleNamespace(path=mnt, resize=lambda size: mount(size, remount=True))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_stops_before_the_checkpoint_that_does_not_fit_then_resumes(tmp_path, small_disk):
+    from sftwizard.core.checkpoints import checkpoint_problem
+    from tests.core.test_runs import wait_done
+
+    cfg = tiny_config(small_disk.path, write_data(tmp_path / "data.jsonl", rows=16), max_steps=8, save_steps=2,
+                      save_total_limit=2)
+    run_dir = runs.create_run(cfg)
+    assert execute(run_dir) == 1  # 64 MiB: two checkpoints of ~24 MiB fit, the third does not
+    info = runs.run_info(run_dir)
+    assert info.status == "failed" and info.reason == "disk_full", info
+    assert "is full" in info.message and "MiB free" in info.message and "needed for checkpoint-" in info.message
+    kept = sorted(p.name for p in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"))
+    assert kept and all(checkpoint_problem(run_dir / CHECKPOINTS_DIR / k) is None for k in kept)
+    assert f"{kept[-1]} is the last complete checkpoint" in info.message
+
+    small_disk.resize("256m")  # space freed
+    launched = runs.resume(run_dir)
+    assert launched.resume_from.name == kept[-1]
+    final = wait_done(run_dir)
+    launched.process.wait()
+    assert final.status == "finished" and final.step == 8, final
+
+
+def test_enospc_while_writing_is_named_disk_full_and_the_end_is_still_written(tmp_path, small_disk, monkeypatch):
+    """The checkpoint estimate is too low (it says 0 bytes): the checkpoint write itself hits ENOSPC,
+    which torch reports as "[enforce fail at inline_container.cc] unexpected pos" (the issue's crash)."""
+    from sftwizard.core import runner
+
+    monkeypatch.setattr(runner, "checkpoint_estimate", lambda *a, **k: 0)
+    cfg = tiny_config(small_disk.path, write_data(tmp_path / "data.jsonl", rows=16), max_steps=8, save_steps=2)
+    run_dir = runs.create_run(cfg)
+    assert execute(run_dir) == 1
+    events = read_events(run_dir / EVENTS_FILE)
+    assert events[-1]["event"] == "end", "the end line was lost to the full disk"
+    assert events[-1]["reason"] == "disk_full" and "is full" in events[-1]["message"]
+    assert runs.run_info(run_dir).status == "failed"
+
+
+def test_starting_on_a_full_disk_is_one_sentence_and_leaves_no_run(tmp_path, small_disk, capsys, monkeypatch):
+    from sftwizard.core.cli import main as cli_main
+    from sftwizard.core.config import save_preset
+
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    small_disk.resize("4m")
+    preset = save_preset(tiny_config(small_disk.path, write_data(tmp_path / "data.jsonl", rows=16)), tmp_path / "p.yaml")
+    assert cli_main(["run", str(preset)]) == 2
+    err = capsys.readouterr().err
+    assert "run.output_root: the disk holding" in err and "is full" in err and "Traceback" not in err
+    assert runs.registered_dirs() == [] and not list(small_disk.path.iterdir())
+
+
+def test_a_run_directory_that_was_never_completed_is_read_without_a_traceback(tmp_path, capsys, monkeypatch):
+    """What a full disk at launch used to leave: a registered directory with no config.yaml."""
+    from sftwizard.core.cli import main as cli_main
+
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    complete = train_in_process(tmp_path, max_steps=2, save_steps=100)
+    broken = tmp_path / "runs" / "29990101-000000-broken"
+    broken.mkdir()
+    runs.register(broken)
+    assert runs.find_run("last") == complete  # the newest usable run
+    from sftwizard.core.merge import find_run_dir
+
+    assert find_run_dir("last") == complete  # `merge last`
+    capsys.readouterr()
+    for argv in (["runs"], ["attach", broken.name], ["stop", broken.name], ["resume", broken.name],
+                 ["report", broken.name, "--generations", "0"]):
+        rc = cli_main(argv)
+        out = capsys.readouterr()
+        assert "Traceback" not in out.err and rc in (0, 1, 2), (argv, rc, out.err)
+    assert cli_main(["resume", broken.name]) == 2
+    assert "never completed" in capsys.readouterr().err
+
+
+def test_create_run_leaves_nothing_when_the_disk_fills_while_writing(tmp_path, monkeypatch):
+    """ENOSPC injected at the write boundary (no root needed)."""
+    import errno
+
+    from sftwizard.core import config as config_mod
+
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    cfg = tiny_config(tmp_path / "runs", write_data(tmp_path / "data.jsonl", rows=16))
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "save_preset", full)
+    with pytest.raises(runs.RunsError, match="is full"):
+        runs.create_run(cfg)
+    assert runs.registered_dirs() == [] and not list((tmp_path / "runs").iterdir())
