@@ -178,7 +178,7 @@ class RunInfo:
     duration_s: float  # time spent in training processes, over all resumes
     pid: int | None
     dir: str
-    reason: str | None  # failed/stopped/lost: oom, nan, data, config, missing_dependency, killed, crash, stopped, lost
+    reason: str | None  # failed/stopped/lost: oom, nan, data, config, missing_dependency, killed, disk_full, crash, stopped, lost
     message: str | None  # one line
     model: str | None = None
     method: str | None = None
