@@ -217,6 +217,7 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        trials: list[tuple[Any, list[str]]] = []
         for arg in args:
             if arg is type(None):
                 continue
@@ -224,6 +225,15 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             out = _coerce(value, arg, path, trial)
             if not trial:
                 return out
+            trials.append((arg, trial))
+        # A mapping given for a section (or a list for a list): its own problems (an unknown key,
+        # a bad value inside) say more than "must be a mapping or null".
+        shaped = [t for arg, t in trials if (isinstance(value, dict) and (dataclasses.is_dataclass(arg)
+                                                                          or get_origin(arg) is dict))
+                  or (isinstance(value, list) and get_origin(arg) is list)]
+        if len(shaped) == 1:
+            problems.extend(shaped[0])
+            return None
         problems.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
         return None
     if origin is list:
