@@ -289,16 +289,19 @@ def test_packing_short_rows_pays():
     assert "packing_little_gain" not in codes(check_config(cfg, audit=audit))
 
 
-@pytest.mark.parametrize("settings", [["training.padding_free=true"],
+# padding_free without packing needs max_length: null (else TRL refuses it at launch; issue 15 item 12)
+@pytest.mark.parametrize("settings", [["training.padding_free=true", "training.max_length=null"],
                                       ["training.packing=true"],  # bfd packing is padding-free
-                                      ["training.padding_free=true", "model.attn_implementation=eager"]])
+                                      ["training.padding_free=true", "training.max_length=null",
+                                       "model.attn_implementation=eager"]])
 def test_padding_free_without_flash_attention(settings):
     w = only(check_config(cfg_with(*settings)), "padding_free_attention")
     assert w.setting == "model.attn_implementation" and w.suggested == "flash_attention_2"
 
 
 @pytest.mark.parametrize("settings", [[], ["training.packing=true", "training.packing_strategy=wrapped"],
-                                      ["training.padding_free=true", "model.attn_implementation=flash_attention_2"]])
+                                      ["training.padding_free=true", "training.max_length=null",
+                                       "model.attn_implementation=flash_attention_2"]])
 def test_padding_free_supported_or_off(settings):
     assert "padding_free_attention" not in codes(check_config(cfg_with(*settings)))
 
