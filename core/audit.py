@@ -108,7 +108,7 @@ def audit_dataset(tokenizer, examples: list[dict], template, cfg,
 
 
 def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
-    from sftwizard.core.templates import encode_examples
+    from sftwizard.core.templates import chose_no_loss, encode_examples, no_loss_reason
 
     t = cfg.training
     max_length = t.max_length
@@ -120,7 +120,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
     shares: list[float] = []
     trained_total = tokens_total = 0
     over = truncated_rows = tokens_lost = 0
-    zero_rows = stop_rows = conv_rows = 0
+    zero_rows = stop_rows = conv_rows = turns_lost = 0
     failed = 0
     row_problems: list[dict] = []
     counts: dict[str, int] = {}
@@ -173,10 +173,16 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
             tokens_total += kept_n
             trained_total += trained
             shares.append(trained / kept_n if kept_n else 0.0)
-            if trained == 0:
+            if trained == 0 and not chose_no_loss(examples[row]):
                 zero_rows += 1
-                note("no_trained_tokens", row, "no token carries loss" + (
-                    "; SFTTrainer drops this row" if not t.packing else ""), "warning")
+                if any(n.get("code") == "turn_not_found" for n in out.get("notes") or []):
+                    turns_lost += 1
+                note("no_trained_tokens", row, no_loss_reason(out, None if split else max_length) + (
+                    "; data.on_bad_rows: drop leaves it out" if cfg.data.on_bad_rows == "drop"
+                    else "; training stops at this row (data.on_bad_rows: stop)"))
+            for n_ in out.get("notes") or []:
+                if n_.get("severity") == "warning":
+                    note(n_["code"], row, n_["message"], "warning")
             is_conv = "messages" in examples[row] or isinstance(examples[row].get("prompt"), list)
             if trained:
                 conv_rows += 1
@@ -211,6 +217,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
         "trained_share_per_row": {k: (round(v, 4) if isinstance(v, float) else v)
                                   for k, v in percentiles(shares).items()},
         "rows_with_no_trained_tokens": zero_rows,
+        "rows_with_turns_not_found": turns_lost,
         "eos_coverage": round(stop_rows / conv_rows, 4) if conv_rows else 0.0,
         "padding": {
             "batch_size": bs,

@@ -10,6 +10,7 @@ character of a span, via ``char_to_token``). ``templates.encode_example`` is the
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,7 +135,8 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools=None, extra=None):
+def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools=None, extra=None,
+                render_full=None):
     """Character spans of each assistant turn in ``full``, found without generation markers.
 
     A turn starts where the conversation before it, rendered with the generation prompt, ends
@@ -142,8 +144,15 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
     conversation up to and including it stops agreeing with ``full`` — when that rendering is
     not a prefix (templates that re-render earlier turns, or close the last turn differently),
     the content end is found with a sentinel and the end-of-turn text shared by both renderings
-    is kept. Returns (spans, notes); spans are (start, end, message index).
+    is kept. When neither the prompt nor the conversation before the turn is a prefix (a template
+    that moves the system prompt, e.g. to the last user turn), the turn starts where the rendering
+    first depends on its content. ``render_full(messages)`` renders a whole conversation the way
+    ``full`` was rendered (default: the template as it is). Returns (spans, notes); spans are
+    (start, end, message index).
     """
+    if render_full is None:
+        def render_full(msgs):
+            return render_chat(tokenizer, template, msgs, tools=tools, extra=extra)[0]
     spans: list[tuple[int, int, int]] = []
     notes: list[dict] = []
     last = len(messages) - 1
@@ -159,19 +168,25 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
             # the generation prompt may hold what the rendered turn does not (e.g. an opening <think>):
             # the turn starts where the prompt and the conversation part ways, past the turns before it
             before = render_chat(tokenizer, template, messages[:i], tools=tools, extra=extra)[0] if i else ""
-            if not full.startswith(before):
-                notes.append(_note(
-                    "turn_not_found", f"message {i}: the rendering before this assistant turn differs from the "
-                    "full conversation (template not prefix-preserving); this turn carries no loss", "warning"))
-                continue
-            start = _token_safe(tokenizer, full, len(before) + _common_prefix(prompt[len(before):], full[len(before):]))
-            notes.append(_note("generation_prompt_differs", f"message {i}: the generation prompt differs from the "
-                               f"rendered turn; the turn starts after {full[len(before):start]!r}", "info"))
+            if full.startswith(before):
+                start = _token_safe(tokenizer, full,
+                                    len(before) + _common_prefix(prompt[len(before):], full[len(before):]))
+                notes.append(_note("generation_prompt_differs", f"message {i}: the generation prompt differs from "
+                                   f"the rendered turn; the turn starts after {full[len(before):start]!r}", "info"))
+            else:
+                found_start = _content_start(tokenizer, render_full, messages, i, full)
+                if found_start is None:
+                    notes.append(_note(
+                        "turn_not_found", f"message {i}: the rendering before this assistant turn differs from the "
+                        "full conversation and its content cannot be found in it; this turn carries no loss",
+                        "warning"))
+                    continue
+                start = found_start
         upto = full if i == last else render_chat(tokenizer, template, messages[: i + 1], tools=tools, extra=extra)[0]
         if full.startswith(upto):
             end = len(upto)
         else:
-            found = _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra)
+            found = _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra, render_full)
             if found is None:
                 notes.append(_note("turn_not_found", f"message {i}: cannot locate this assistant turn in the "
                                    "rendering; it carries no loss", "warning"))
@@ -189,14 +204,29 @@ def infer_spans(tokenizer, template: str, messages: list[dict], full: str, tools
     return spans, notes
 
 
-def _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra) -> tuple[int, bool] | None:
+def _content_start(tokenizer, render_full, messages, i, full) -> int | None:
+    """Where ``full`` first depends on message ``i``'s content (its start), or None."""
+    marked = [dict(m) for m in messages]
+    marked[i]["content"] = _SENTINEL
+    try:
+        full_m = render_full(marked)
+    except TemplateError:
+        return None
+    at = _common_prefix(full, full_m)
+    if full_m.find(_SENTINEL, at) < 0:
+        return None
+    return _token_safe(tokenizer, full, at)
+
+
+def _aligned_end(tokenizer, template, messages, i, full, upto, tools, extra, render_full=None) -> tuple[int, bool] | None:
     """(end of turn ``i`` in ``full``, whether ``full`` renders the turn differently) or None."""
     content = messages[i].get("content")
     if not isinstance(content, str):
         return None
     marked = [dict(m) for m in messages]
     marked[i]["content"] = content + _SENTINEL
-    full_m = render_chat(tokenizer, template, marked, tools=tools, extra=extra)[0]
+    full_m = (render_full(marked) if render_full is not None
+              else render_chat(tokenizer, template, marked, tools=tools, extra=extra)[0])
     upto_m = full_m if i == len(messages) - 1 else render_chat(
         tokenizer, template, marked[: i + 1], tools=tools, extra=extra
     )[0]
@@ -273,16 +303,27 @@ def render_example(tokenizer, example: dict, template, *, assistant_only_loss: b
     if isinstance(tools, str):
         tools = json.loads(tools)
     extra = dict(example.get("chat_template_kwargs") or {})
+    behaviour = getattr(template, "behaviour", None)
+    notes: list[dict] = []
+    messages = normalize_reasoning(messages, behaviour, getattr(template, "reasoning_mode", "template"), notes)
+    if prompt is not None:
+        prompt = messages[:len(prompt)]
     weights = [m.get("weight") for m in messages]
     has_zero = any(w is not None and not w for w, m in zip(weights, messages) if m.get("role") == "assistant")
     need_spans = aol or has_zero
-    notes: list[dict] = []
     spans: list[tuple[int, int, int]] = []
     tpl = template.template
+    render_full = None
+    if behaviour is not None and behaviour.system == "last_user":
+        def render_full(msgs):
+            return serving_text(tokenizer, tpl, msgs, tools=tools, extra=extra)
     if need_spans and template.has_generation_markers:
         text, gen = render_chat(tokenizer, tpl, messages, with_indices=True, tools=tools, extra=extra)
         assistant_idx = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         gen = _merge_adjacent(gen)
+        header = getattr(behaviour, "header", None)
+        if header:  # the model never generates its own header: it is not trained
+            gen = [(s + len(header) if text.startswith(header, s) and s + len(header) < e else s, e) for s, e in gen]
         if len(gen) == len(assistant_idx):
             spans = [(s, e, i) for (s, e), i in zip(gen, assistant_idx)]
         elif not has_zero:
@@ -293,15 +334,105 @@ def render_example(tokenizer, example: dict, template, *, assistant_only_loss: b
                 f"({len(assistant_idx)}), so per-message weight cannot be applied"
             )
     else:
-        text, _ = render_chat(tokenizer, tpl, messages, tools=tools, extra=extra)
+        text = (render_full(messages) if render_full is not None
+                else render_chat(tokenizer, tpl, messages, tools=tools, extra=extra)[0])
         if need_spans:
-            spans, notes = infer_spans(tokenizer, tpl, messages, text, tools=tools, extra=extra)
+            spans, found = infer_spans(tokenizer, tpl, messages, text, tools=tools, extra=extra,
+                                       render_full=render_full)
+            notes.extend(found)
+    _check_tool_calls(messages, text)
     weighted = [(s, e, 0 if (i >= 0 and weights[i] is not None and not weights[i]) else 1) for s, e, i in spans]
     mode = "assistant" if aol else ("all_but" if has_zero else "all")
     prompt_text = None
     if col and prompt is not None:
         prompt_text, _ = render_chat(tokenizer, tpl, prompt, add_generation_prompt=True, tools=tools, extra=extra)
     return Rendered(text, False, mode, weighted, prompt_text, False, notes)
+
+
+_THINK_BLOCK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
+
+
+def _reasoning_of(message: dict) -> tuple[str | None, str | None, str]:
+    """(the form reasoning takes in this message, the reasoning, the answer without it)."""
+    content = message.get("content")
+    content = content if isinstance(content, str) else ""
+    for key in ("reasoning_content", "thinking"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return key, value, content
+    found = _THINK_BLOCK.match(content)
+    if found:
+        return "content", found.group(1).strip("\n"), content[found.end():]
+    return None, None, content
+
+
+def normalize_reasoning(messages: list[dict], behaviour, mode: str, notes: list[dict]) -> list[dict]:
+    """Assistant reasoning handed to the template in the form it reads (``template.reasoning``).
+
+    Reasoning comes as a ``<think>`` block opening the content, a ``reasoning_content`` field or
+    gpt-oss's ``thinking`` field. ``drop`` removes it; ``template`` moves it to the field the
+    template renders (``behaviour.reasoning_field``), or notes that the template cannot show it.
+    """
+    out = []
+    target = getattr(behaviour, "reasoning_field", None)
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            out.append(m)
+            continue
+        form, reasoning, answer = _reasoning_of(m)
+        if form is None or (mode != "drop" and form == target):
+            out.append(m)
+            continue
+        m = {k: v for k, v in m.items() if k not in ("reasoning_content", "thinking")}
+        if mode == "drop":
+            m["content"] = answer
+        elif target is None:
+            if form != "content":
+                notes.append(_note("reasoning_not_rendered", f"message {i}: this template does not render the "
+                                   f"{form!r} field, so its reasoning is not trained (set template.reasoning: drop "
+                                   "to say so, or put it in the content as a <think> block)", "warning"))
+            else:
+                m["content"] = messages[i]["content"]
+        elif target == "content":
+            m["content"] = f"<think>\n{reasoning}\n</think>\n\n{answer}"
+        else:
+            m["content"] = answer
+            m[target] = reasoning
+        out.append(m)
+    return out
+
+
+def serving_text(tokenizer, template: str, messages: list[dict], *, tools=None, extra=None) -> str:
+    """The conversation as the model sees it at inference for its last answer.
+
+    For templates that write the system prompt only before the last user turn (Mistral's), the
+    plain rendering of a conversation that ends with an answer has no system prompt at all. Here
+    it is the generation prompt of the last answer (system prompt in place) followed by that
+    answer as the template renders it. Other conversations render as they are.
+    """
+    plain = render_chat(tokenizer, template, messages, tools=tools, extra=extra)[0]
+    k = len(messages) - 1
+    if k < 1 or messages[k].get("role") != "assistant" or messages[0].get("role") != "system":
+        return plain
+    prompt = render_chat(tokenizer, template, messages[:k], add_generation_prompt=True, tools=tools, extra=extra)[0]
+    rest = messages[1:]
+    base = render_chat(tokenizer, template, rest[:-1], add_generation_prompt=True, tools=tools, extra=extra)[0]
+    if not plain.startswith(base):
+        return plain
+    return prompt + plain[len(base):]
+
+
+def _check_tool_calls(messages: list[dict], text: str) -> None:
+    """A template that cannot show an assistant's tool call would train it as an empty answer."""
+    for i, m in enumerate(messages):
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function", call) if isinstance(call, dict) else {}
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if name and name not in text:
+                raise TemplateError(
+                    f"message {i}: this chat template does not render tool calls (the call to {name!r} is missing "
+                    "from the rendering), so the turn would train as an empty answer; use a template with tool "
+                    "support, or leave tool-calling rows out")
 
 
 # --------------------------------------------------------------------------- tokens and masks
@@ -382,6 +513,8 @@ def tokens_and_masks(tokenizer, rendered: list[Rendered | None], *, details: boo
             if n:
                 mask[0] = 0  # nothing predicts the first token
             item: dict[str, Any] = {"input_ids": ids, "assistant_masks": mask}
+            if r.notes:
+                item["notes"] = list(r.notes)
             if details:
                 item.update(text=r.text, notes=list(r.notes), spans=list(r.spans), prompt_tokens=prompt_len,
                             prompt_tokens_expected=len(prompt_ids.get(i, [])))

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftwizard.core.masks import TemplateError, example_kind, loss_flags, render_chat
+from sftwizard.core.masks import TemplateError, example_kind, loss_flags
 
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
-_SENTINEL = "\ue000sys\ue000"
 
 
 @dataclass
@@ -41,6 +40,7 @@ class Preview:
             "text": self.text,
             "tokens": self.tokens,
             "template_source": self.template_source,
+            "template_reason": self.template.get("reason"),
             "template": self.template,
             "problems": self.problems,
             "counts": self.counts,
@@ -90,42 +90,17 @@ def template_problems(tokenizer, template) -> list[dict]:
             "since padding never carries loss", "info"))
     if tokenizer.eos_token is None:
         problems.append(_problem("missing_eos_token", "the tokenizer has no EOS token", "error"))
-    tpl = template.template or ""
-    if "strftime_now" in tpl or "date_string" in tpl:
-        problems.append(_problem(
-            "template_injects_date",
-            "the template writes today's date into the prompt: rows carry the date they were tokenized on"))
-    if tpl:
-        injected = _default_system_prompt(tokenizer, tpl)
-        if injected:
-            problems.append(_problem(
-                "default_system_prompt",
-                f"the template injects a default system prompt when a row has none: {injected!r}", "info",
-                injected=injected))
+    behaviour = getattr(template, "behaviour", None)
+    problems.extend(dict(f) for f in (behaviour.findings if behaviour is not None else []))
     for note in template.notes:
         if template.source != "none":
             problems.append(_problem("template_note", note, "info"))
     return problems
 
 
-def _default_system_prompt(tokenizer, tpl: str) -> str | None:
-    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    try:
-        bare = render_chat(tokenizer, tpl, convo)[0]
-        with_sys = render_chat(tokenizer, tpl, [{"role": "system", "content": _SENTINEL}, *convo])[0]
-    except TemplateError:
-        return None
-    if _SENTINEL not in with_sys:
-        return None
-    pre, post = with_sys.split(_SENTINEL, 1)
-    if bare.startswith(pre) and bare.endswith(post) and len(bare) > len(pre) + len(post):
-        return bare[len(pre):len(bare) - len(post)].strip() or None
-    return None
-
-
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:
     """Row ``row`` of ``cfg``'s data (or of ``examples``) as it will be trained."""
-    from sftwizard.core.templates import encode_examples, prepare_tokenizer, resolve_template
+    from sftwizard.core.templates import chose_no_loss, encode_examples, prepare_tokenizer, resolve_template
 
     if tokenizer is None:
         tokenizer = load_preview_tokenizer(cfg)
@@ -170,7 +145,17 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
         else [p for p in template_problems(tokenizer, template) if p["code"] in ("missing_pad_token", "missing_eos_token")]
     problems.extend(dict(note) for note in out.get("notes", []))
     dropped = False
-    if trained == 0:
+    if trained == 0 and kind in ("messages", "conversational_prompt_completion") and not chose_no_loss(example):
+        from sftwizard.core.templates import no_loss_reason
+
+        dropped = True
+        drop = cfg.data.on_bad_rows == "drop"
+        problems.append(_problem(
+            "no_trained_tokens",
+            no_loss_reason(out, None if split else limit) + (
+                "; data.on_bad_rows: drop leaves this row out of training" if drop else
+                "; training stops at this row (set data.on_bad_rows: drop to leave such rows out)"), "error"))
+    elif trained == 0:
         dropped = not t.packing
         problems.append(_problem(
             "no_trained_tokens",

@@ -181,6 +181,7 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
                            for w in curve],
         "generations": [],
         "generation_error": None,
+        "skipped_events": events.skipped,
     }
     if generations > 0:
         if cfg is None:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 from sftwizard.core.checkpoints import checkpoint_problem
 from sftwizard.core.diskspace import LAUNCH_MIN_BYTES, disk_full_message, free_bytes, is_disk_full
 from sftwizard.core.config import RunConfig, apply_overrides, load_preset, save_preset
-from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_lines, read_events
+from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_events, parse_lines, read_events
 from sftwizard.core.paths import data_dir, default_runs_root
 from sftwizard.core.runner import CHECKPOINTS_DIR, CONFIG_FILE, STOP_FILE
 
@@ -189,6 +189,7 @@ class RunInfo:
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     eta_s: float | None = None
+    skipped_events: int = 0  # complete lines of events.jsonl that were not events (torn, or another shape)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -324,8 +325,10 @@ class RunSummary:
         self.seg_end: dict | None = None
         self.seg_log: dict | None = None  # the current segment's last log (live rates)
         self.segments = 0
+        self.skipped = 0  # complete lines that were not events (core/events.py)
 
     def feed(self, events: list[dict]) -> "RunSummary":
+        self.skipped += getattr(events, "skipped", 0)
         for ev in events:
             kind, t = ev.get("event"), _time(ev)
             if kind in SEGMENT_STARTS or self.segments == 0:
@@ -417,6 +420,7 @@ class RunSummary:
             tokens_per_s=live.get("tokens_per_s") if live else None,
             samples_per_s=live.get("samples_per_s") if live else None,
             eta_s=live.get("eta_s") if live else None,
+            skipped_events=self.skipped,
         )
 
 
@@ -468,7 +472,7 @@ def _read_summary(run_dir: Path) -> RunSummary:
                 cut = data.rfind(b"\n") + 1
                 rest = data[cut:]
                 if cut:
-                    events, _ = parse_lines(data[:cut].decode("utf-8", errors="replace"))
+                    events, _ = parse_events(data[:cut].decode("utf-8", errors="replace"))
                     followed.summary.feed(events)
                     followed.offset += cut
     except OSError:

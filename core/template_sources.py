@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sftwizard.core.masks import TemplateError
+from sftwizard.core.template_probe import TemplateBehaviour, cross_check, probe_template
 
 TEMPLATE_SOURCES = ("tokenizer", "trl-training", "file", "inferred", "chatml", "none")
 
@@ -43,6 +44,9 @@ class ResolvedTemplate:
     has_generation_markers: bool
     notes: list[str] = field(default_factory=list)
     path: str | None = None  # for source "file"
+    reason: str | None = None  # why this source and method were chosen (one sentence)
+    behaviour: TemplateBehaviour = field(default_factory=TemplateBehaviour)
+    reasoning_mode: str = "template"  # template.reasoning: template | drop
 
     @property
     def method(self) -> str:
@@ -69,7 +73,10 @@ class ResolvedTemplate:
             "description": self.describe(),
             "has_generation_markers": self.has_generation_markers,
             "path": self.path,
+            "reason": self.reason,
             "notes": list(self.notes),
+            "behaviour": self.behaviour.to_dict(),
+            "reasoning_mode": self.reasoning_mode,
         }
 
 
@@ -147,10 +154,47 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
     """Pick the template for training and preview, following ``template.source`` (``auto`` by default).
 
     ``auto``: the tokenizer's own template when it has ``{% generation %}`` markers; else TRL's
-    training template when TRL knows this template; else the inferred method on the tokenizer's
-    template; ``none`` when the tokenizer has no template (conversational data then fails with
-    a sentence offering ChatML).
+    training template when TRL knows this template *and* it renders the probe conversations
+    exactly as the model's own template does (``template_probe.cross_check``); else the inferred
+    method on the tokenizer's template; ``none`` when the tokenizer has no template
+    (conversational data then fails with a sentence offering ChatML). The result carries what
+    probing found (system prompt placement, reasoning, a header inside the generation block) and
+    the reason for the choice.
     """
+    resolved = _resolve_source(tokenizer, section)
+    resolved.behaviour = _probe_cached(tokenizer, resolved.template, resolved.has_generation_markers)
+    resolved.reasoning_mode = getattr(section, "reasoning", "template") or "template"
+    if resolved.reason is None:
+        resolved.reason = _default_reason(resolved)
+    return resolved
+
+
+def _default_reason(t: ResolvedTemplate) -> str:
+    return {
+        "tokenizer": "the tokenizer's template marks assistant turns with {% generation %} blocks",
+        "trl-training": "TRL knows this template and its training version renders the same text with markers",
+        "file": "template.path names a Jinja file",
+        "inferred": "the template has no {% generation %} markers: assistant turns are found by rendering",
+        "chatml": "template.source is chatml",
+        "none": "the tokenizer has no chat template",
+    }[t.source]
+
+
+_PROBES: dict[tuple, TemplateBehaviour] = {}
+
+
+def _probe_cached(tokenizer, template: str | None, markers: bool) -> TemplateBehaviour:
+    """``probe_template`` once per (template, special tokens)."""
+    key = (template, markers, tuple(sorted(tokenizer.special_tokens_map.items(), key=str)))
+    found = _PROBES.get(key)
+    if found is None:
+        found = _PROBES[key] = probe_template(tokenizer, template, markers=markers)
+        if len(_PROBES) > 64:
+            _PROBES.pop(next(iter(_PROBES)))
+    return found
+
+
+def _resolve_source(tokenizer, section=None) -> ResolvedTemplate:
     source = getattr(section, "source", "auto") or "auto"
     path = getattr(section, "path", None)
     own = _own_template(tokenizer)
@@ -216,16 +260,26 @@ def resolve_template(tokenizer, section=None) -> ResolvedTemplate:
                 "template.source: TRL cannot patch this tokenizer's chat template "
                 "(it only knows a list of templates by exact text); use template.source: inferred or auto"
             )
-        return ResolvedTemplate("trl-training", trl_template, True, [
-            "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
-        ])
+        notes = ["TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."]
+        differs = cross_check(tokenizer, own, trl_template)
+        if differs:
+            notes.append(f"Train/serve mismatch you chose: TRL's training template {differs.removeprefix('it ')}, "
+                         "unlike the model's own template at inference.")
+        return ResolvedTemplate("trl-training", trl_template, True, notes,
+                                reason="template.source is trl-training")
     if trl_template is not None:
-        return ResolvedTemplate("trl-training", trl_template, True, [
-            "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
-        ])
+        differs = cross_check(tokenizer, own, trl_template)
+        if differs is None:
+            return ResolvedTemplate("trl-training", trl_template, True, [
+                "TRL's training template replaces the tokenizer's (same format, with {% generation %} markers)."
+            ])
+        why = (f"TRL's training template was not used: {differs}; the model's own template is used and "
+               "assistant turns are found by rendering")
+        return ResolvedTemplate("inferred", own, False, [why], reason=why)
     return ResolvedTemplate("inferred", own, False, [
         "TRL cannot patch this template: assistant turns are inferred by rendering growing prefixes."
-    ])
+    ], reason="TRL has no training version of this template, which has no {% generation %} markers: "
+              "assistant turns are found by rendering")
 
 
 def _trl_training_template(tokenizer) -> tuple[str | None, str | None]:

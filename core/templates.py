@@ -23,6 +23,7 @@ Heavy libraries (transformers, trl, datasets) are imported inside functions.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable
 
 from sftwizard.core.masks import (
@@ -157,26 +158,28 @@ def build_dataset(
         for offset, out in enumerate(outs):
             if out is None:
                 continue
+            kept = out["assistant_masks"][:limit] if limit else out["assistant_masks"]
+            if not any(kept) and not chose_no_loss(chunk[offset]):
+                why = no_loss_reason(out, limit)
+                problem = Problem(code="no_trained_tokens", severity="error", row=start + offset, message=why)
+                problems.append(problem)
+                if on_bad != "drop":
+                    raise TemplateError(
+                        f"row {start + offset}: {why}; fix the row or set data.on_bad_rows: drop to leave such "
+                        "rows out with a report", problems[before:])
+                continue
+            any_trained = any_trained or any(kept)
             ids_col.append(out["input_ids"])
             mask_col.append(out["assistant_masks"])
-            kept = out["assistant_masks"][:limit] if limit else out["assistant_masks"]
-            if any(kept):
-                any_trained = True
-            else:
-                problems.append(Problem(
-                    code="no_trained_tokens", severity="warning", row=start + offset,
-                    message="no token carries loss" + (
-                        " after truncation at max_length; SFTTrainer drops this row" if not t.packing else ""),
-                ))
         if progress is not None:
             progress(min(start + batch_size, total), total)
     if report is not None:
         report.extend(problems)
     if problems:
-        dropped = sum(1 for p in problems if p.code == "template_error")
-        empty = len(problems) - dropped
-        _log.warning("building the dataset: %d rows left out (the template refused them), %d rows with no "
-                     "trained token; first: %s", dropped, empty, problems[0].sentence())
+        refused = sum(1 for p in problems if p.code == "template_error")
+        empty = sum(1 for p in problems if p.code == "no_trained_tokens")
+        _log.warning("building the dataset: %d rows left out (the template refused them), %d rows left out "
+                     "(no trained token); first: %s", refused, empty, problems[0].sentence())
     if not ids_col:
         raise TemplateError("the dataset has no rows left to train on", problems)
     if not any_trained:
@@ -185,6 +188,24 @@ def build_dataset(
             "the template, and training.max_length)", problems,
         )
     return Dataset.from_dict({"input_ids": ids_col, "assistant_masks": mask_col})
+
+
+def chose_no_loss(example: dict) -> bool:
+    """Every assistant turn has weight 0: the row is context only, by the user's choice."""
+    turns = [m for m in example.get("messages") or [] if m.get("role") == "assistant"]
+    return bool(turns) and all(m.get("weight") is not None and not m.get("weight") for m in turns)
+
+
+def no_loss_reason(out: dict, limit: int | None) -> str:
+    """Why an encoded row has no token that carries loss (one clause)."""
+    lost = [n for n in out.get("notes") or [] if n.get("code") == "turn_not_found"]
+    if lost:
+        why = re.sub(r"; (it|this turn) carries no loss$", "", lost[0]["message"])
+        return f"no token carries loss ({why})"
+    if limit and any(out["assistant_masks"][limit:]):
+        return (f"no token carries loss within training.max_length {limit} (the answers start after it); "
+                "raise training.max_length")
+    return "no token carries loss (no assistant turn was found in the rendering)"
 
 
 def sft_mask_kwargs(cfg, template: ResolvedTemplate) -> dict[str, Any]:

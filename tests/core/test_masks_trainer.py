@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from sftwizard.core.config import RunConfig
-from sftwizard.core.templates import render_preview, resolve_template
+from sftwizard.core.templates import TemplateError, render_preview, resolve_template
 from tests.fixtures.tokenizers import FOREIGN_FAMILIES, TRL_FAMILIES, conversations, make_tokenizer
 from tests.fixtures.trainer import build_trainer, isolated_home, trained_sequences
 
@@ -76,9 +76,15 @@ def test_truncation_matches_trainer(family, packing, tmp_path):
     """A max_length that cuts into assistant turns, and leaves some rows with nothing trained."""
     tokenizer = make_tokenizer(family)
     examples = conversations(family)
-    lengths = [len(render_preview(_config(packing, 4096), i, tokenizer=tokenizer, examples=examples).tokens)
-               for i in range(len(examples))]
-    cfg = _config(packing, max_length=sorted(lengths)[1] - 3)
+    whole = [render_preview(_config(packing, 4096), i, tokenizer=tokenizer, examples=examples)
+             for i in range(len(examples))]
+    limit = sorted(len(p.tokens) for p in whole)[1] - 3
+    cfg = _config(packing, max_length=limit)
+    if any(not any(t["trained"] for t in p.tokens[:limit]) for p in whole):
+        # rows left with no trained token are an error at the first one, or left out with a report
+        with pytest.raises(TemplateError, match=r"row \d+: no token carries loss within training.max_length"):
+            _check(tokenizer, examples, cfg, tmp_path)
+    cfg.data.on_bad_rows = "drop"
     previews = _check(tokenizer, examples, cfg, tmp_path)
     codes = {p["code"] for preview in previews for p in preview.problems}
     assert "truncated_assistant" in codes or "truncated" in codes

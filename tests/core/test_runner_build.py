@@ -88,7 +88,7 @@ def test_load_best_model_at_end_makes_the_final_model_the_lowest_eval_loss_check
         "method": {"type": "full"},
         "data": {"sources": [{"path": str(data)}], "eval_source": {"path": str(_write(tmp_path / "e.jsonl", rows))}},
         "training": {"per_device_train_batch_size": 2, "max_length": 128, "max_steps": 6, "report_to": "none",
-                     "learning_rate": 1.0, "lr_scheduler_type": "constant", "warmup_ratio": 0.0,
+                     "learning_rate": 1.0, "lr_scheduler_type": "constant", "warmup_ratio": 0.0, "seed": 1,
                      "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2, "save_total_limit": 1,
                      "load_best_model_at_end": True},
     })

@@ -19,6 +19,7 @@ from tests.fixtures.tokenizers import (
     SINGLE,
     TOOL_CONVERSATION,
     TOOL_FAMILIES,
+    NO_TOOL_FAMILIES,
     TRL_FAMILIES,
     conversations,
     make_tokenizer,
@@ -33,11 +34,18 @@ def _strip_weights(messages):
     return [{k: v for k, v in m.items() if k != "weight"} for m in messages]
 
 
-@pytest.mark.parametrize("family", TRL_FAMILIES)
+# TRL's training version of these renders exactly what the model's own template renders; for Qwen3
+# and the R1 distill it does not (think blocks in every turn), so the cross-check refuses it.
+TRL_SAME_TEXT = [f for f in TRL_FAMILIES if f not in ("qwen3", "deepseek_r1_distill")]
+
+
+@pytest.mark.parametrize("family", TRL_SAME_TEXT)
 def test_auto_uses_trl_training_template_and_matches_apply_chat_template(family):
+    """Same tokens as apply_chat_template; same mask, less the assistant header TRL's markers may cover."""
     tok = make_tokenizer(family)
     template = resolve_template(tok, TemplateSection())
     assert template.source == "trl-training" and template.has_generation_markers
+    header = template.behaviour.header
     for example in SINGLE + MULTI[:2]:
         example = conversations(family)[(SINGLE + MULTI).index(example)]
         out = encode_example(tok, example, template, assistant_only_loss=True, completion_only_loss=None)
@@ -46,7 +54,19 @@ def test_auto_uses_trl_training_template_and_matches_apply_chat_template(family)
         assert out["input_ids"] == ref["input_ids"]
         expected = list(ref["assistant_masks"])
         expected[0] = 0
-        assert out["assistant_masks"] == expected
+        untrained = [i for i, (a, b) in enumerate(zip(out["assistant_masks"], expected)) if a != b]
+        assert all(expected[i] == 1 and out["assistant_masks"][i] == 0 for i in untrained)
+        dropped = tok.decode([out["input_ids"][i] for i in untrained])
+        turns = sum(1 for m in example["messages"] if m["role"] == "assistant")
+        assert dropped == ((header or "") * turns if untrained else ""), (family, dropped, header)
+
+
+@pytest.mark.parametrize("family", ["qwen3", "deepseek_r1_distill"])
+def test_trl_training_template_that_renders_other_text_is_refused(family):
+    tok = make_tokenizer(family)
+    template = resolve_template(tok, TemplateSection())
+    assert template.source == "inferred" and template.template == tok.chat_template
+    assert "TRL's training template was not used" in template.reason
 
 
 def test_tokenizer_template_with_markers_is_used_as_is():
@@ -100,6 +120,31 @@ def test_inferred_method_agrees_with_trl_masks(family):
         own = encode_example(tok, example, inferred, assistant_only_loss=True, completion_only_loss=None)
         assert _trained_text(tok, own).replace("<think>\n\n</think>\n\n", "") == \
             _trained_text(tok, ours).replace("<think>\n\n</think>\n\n", "")
+
+
+@pytest.mark.parametrize("family", TOOL_FAMILIES)
+def test_tool_calls_are_trained_and_tool_results_are_not(family):
+    tok = make_tokenizer(family)
+    template = resolve_template(tok, TemplateSection())
+    out = encode_example(tok, TOOL_CONVERSATION, template, assistant_only_loss=True, completion_only_loss=None)
+    trained = _trained_text(tok, out)
+    assert "get_weather" in trained and '"city"' in trained  # the call the assistant makes
+    assert "sunny<" not in trained.replace("The weather today is sunny.", "")  # not the tool's result
+    assert "The weather today is sunny." in trained
+
+
+@pytest.mark.parametrize("family", NO_TOOL_FAMILIES)
+def test_template_without_tool_support_refuses_tool_call_rows(family):
+    """Llama 3.0 / Phi-3 render a tool-calling turn as an empty answer: a row problem, never silent."""
+    tok = make_tokenizer(family)
+    template = resolve_template(tok, TemplateSection())
+    with pytest.raises(TemplateError, match="does not render tool calls.*'get_weather'"):
+        encode_example(tok, TOOL_CONVERSATION, template, assistant_only_loss=True, completion_only_loss=None)
+    cfg = RunConfig()
+    cfg.data.on_bad_rows = "drop"
+    report: list = []
+    ds = build_dataset(tok, [TOOL_CONVERSATION, SINGLE[0]], template, cfg, report=report)
+    assert len(ds) == 1 and [p.row for p in report if p.code == "template_error"] == [0]
 
 
 def test_no_chat_template_offers_chatml_with_consequences():

@@ -90,8 +90,7 @@ class MethodStep(Step):
             return None
         from sftwizard.core.runnable import Environment, runnable_problems
 
-        problems = [p for p in runnable_problems(ctx.config, Environment.from_hardware(ctx.hardware))
-                    if p.startswith(("method.", "model."))]  # this step's settings; the rest at launch
+        problems = runnable_problems(ctx.config, Environment.from_hardware(ctx.hardware))
         return problems[0] if problems else None
 
     def blocking_reason(self) -> str | None:
