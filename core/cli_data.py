@@ -104,6 +104,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if args.max_length <= 0:
             raise UserError(f"--max-length: must be > 0, got {args.max_length}")
         cfg.training.max_length = args.max_length
+        if not args.model:
+            note("--max-length has no effect without --model (the token audit needs a tokenizer)")
     if args.model:
         from sftwizard.core.preview import load_preview_tokenizer
 
@@ -197,6 +199,7 @@ def _preview_config(args):
             src.roles.update(roles)
             if args.format != "auto":
                 src.format = args.format
+    _note_conflicts(args)
     t = cfg.training
     if args.max_length is not None:
         if args.max_length <= 0:
@@ -216,6 +219,33 @@ def _preview_config(args):
     if args.system_prompt is not None:
         cfg.template.system_prompt = args.system_prompt
     return cfg
+
+
+# flag -> the setting it overrides (a --set of the same setting loses to the flag)
+FLAG_SETTINGS = {"max_length": "training.max_length", "assistant_only_loss": "training.assistant_only_loss",
+                 "completion_only_loss": "training.completion_only_loss", "packing": "training.packing",
+                 "template_source": "template.source", "template_file": "template.path",
+                 "system_prompt": "template.system_prompt", "data": "data.sources"}
+
+
+def note(message: str) -> None:
+    """A conflict resolved one way: said on stderr (stdout may be JSON)."""
+    print(f"sft-wizard: note: {message}", file=sys.stderr)
+
+
+def _note_conflicts(args) -> None:
+    """Options that contradict each other are resolved as documented, never silently."""
+    if args.template_file and args.template_source and args.template_source != "file":
+        note(f"--template-file {args.template_file} is used; --template-source {args.template_source} is ignored")
+    flags = {"--" + name.replace("_", "-"): setting for name, setting in FLAG_SETTINGS.items()
+             if getattr(args, name, None) is not None}
+    for item in getattr(args, "overrides", None) or []:
+        key = item.split("=", 1)[0].strip()
+        for flag, setting in flags.items():
+            if key == setting or key.startswith(setting + "."):
+                note(f"{flag} overrides --set {item}")
+    if args.preset and args.data:
+        note(f"--data {args.data} replaces the preset's data.sources")
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

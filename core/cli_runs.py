@@ -190,6 +190,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     before = runs.run_info(args.run)
     launched = runs.resume(before.dir, overrides=args.overrides)
+    for note in launched.notes:
+        print(f"sft-wizard: {note}", file=sys.stderr)
     print(f"run {launched.id} resumes from {launched.resume_from.name} ({launched.run_dir})", file=sys.stderr)
     if args.detach:
         print(launched.id)

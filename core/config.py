@@ -133,7 +133,7 @@ class TrainingSection:
     bf16: bool | None = None  # None: follows model.dtype
     fp16: bool | None = None
     optim: str = "adamw_torch"
-    seed: int = 42
+    seed: int = field(default=42, metadata=_check(lambda v: 0 <= v < 2 ** 32, "must be >= 0 and < 2**32 (numpy's range)"))
     logging_steps: float = field(default=10, metadata=_check(positive, "must be > 0"))
     eval_strategy: Literal["no", "steps", "epoch"] = "no"
     eval_steps: float | None = field(default=None, metadata=_check(positive, "must be > 0"))
@@ -233,6 +233,7 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        trials: list[tuple[Any, list[str]]] = []
         for arg in args:
             if arg is type(None):
                 continue
@@ -240,6 +241,15 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             out = _coerce(value, arg, path, trial)
             if not trial:
                 return out
+            trials.append((arg, trial))
+        # A mapping given for a section (or a list for a list): its own problems (an unknown key,
+        # a bad value inside) say more than "must be a mapping or null".
+        shaped = [t for arg, t in trials if (isinstance(value, dict) and (dataclasses.is_dataclass(arg)
+                                                                          or get_origin(arg) is dict))
+                  or (isinstance(value, list) and get_origin(arg) is list)]
+        if len(shaped) == 1:
+            problems.extend(shaped[0])
+            return None
         problems.append(f"{path}: must be {_type_name(tp)}, got {_shown(value)}")
         return None
     if origin is list:
@@ -316,6 +326,9 @@ def _cross_checks(cfg: RunConfig) -> list[str]:
         problems.append("template.path: needed when template.source is 'file'")
     if cfg.training.bf16 and cfg.training.fp16:
         problems.append("training.fp16: bf16 and fp16 cannot both be on")
+    if cfg.training.padding_free and not cfg.training.packing and cfg.training.max_length is not None:
+        problems.append("training.padding_free: without packing TRL cannot enforce max_length; turn on "
+                        "training.packing, or set training.max_length: null (rows already short enough)")
     if cfg.training.max_steps == 0 or cfg.training.max_steps < -1:
         problems.append(f"training.max_steps: must be -1 (use epochs) or > 0, got {cfg.training.max_steps}")
     if cfg.training.eval_strategy != "no" and cfg.data.eval_source is None and cfg.data.eval_fraction == 0:

@@ -31,6 +31,7 @@ flood its events file.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from typing import Any, Callable
@@ -71,6 +72,9 @@ class CurveDoctor:
         self.logs: list[tuple[int, float, float | None]] = []  # (step, loss, lr)
         self.evals: list[tuple[int, float]] = []  # (step, eval_loss)
         self.grad_norms: list[float] = []
+        self._best: tuple[int, float] | None = None  # kept as evals come: best_eval is O(1)
+        self._log_steps: list[int] = []  # steps of self.logs, for bisect while they only grow
+        self._steps_sorted = True
         self.checkpoints: dict[int, str] = {}
         self.peak_lr = 0.0
         self.should_stop = False
@@ -84,9 +88,7 @@ class CurveDoctor:
     @property
     def best_eval(self) -> tuple[int, float] | None:
         """(step, eval loss) of the lowest eval loss so far (the earliest on ties)."""
-        if not self.evals:
-            return None
-        return min(self.evals, key=lambda e: (e[1], e[0]))
+        return self._best
 
     def best_checkpoint(self) -> str | None:
         best = self.best_eval
@@ -124,7 +126,11 @@ class CurveDoctor:
             out.extend(self._check_spike(step, grad, lr))
         if loss is None:
             return out
-        self.logs.append((int(step or 0), loss, lr))
+        step_n = int(step or 0)
+        if self._log_steps and step_n < self._log_steps[-1]:
+            self._steps_sorted = False  # a resume logged earlier steps again
+        self.logs.append((step_n, loss, lr))
+        self._log_steps.append(step_n)
         out.extend(self._check_collapse(step, event))
         out.extend(self._check_plateau(step, lr))
         return out
@@ -135,13 +141,20 @@ class CurveDoctor:
             return []
         if not math.isfinite(loss):
             return self._non_finite(step, ["eval loss"], event)
-        self.evals.append((int(step or 0), loss))
+        entry = (int(step or 0), loss)
+        self.evals.append(entry)
+        if self._best is None or (entry[1], entry[0]) < (self._best[1], self._best[0]):
+            self._best = entry
         return self._check_overfit(step)
 
     # ----------------------------------------------------------------- rules
     def _train_loss_at(self, step: int) -> float | None:
         """Mean of the last TRAIN_WINDOW train losses logged at or before ``step``."""
-        upto = [loss for s, loss, _ in self.logs if s <= step][-TRAIN_WINDOW:]
+        if self._steps_sorted:
+            end = bisect.bisect_right(self._log_steps, step)
+            upto = [loss for _, loss, _ in self.logs[max(0, end - TRAIN_WINDOW):end]]
+        else:
+            upto = [loss for s, loss, _ in self.logs if s <= step][-TRAIN_WINDOW:]
         return sum(upto) / len(upto) if upto else None
 
     def _check_overfit(self, step) -> list[dict]:
@@ -175,7 +188,7 @@ class CurveDoctor:
     def _check_plateau(self, step, lr) -> list[dict]:
         if len(self.logs) < 2 * PLATEAU_WINDOW:
             return []
-        losses = [loss for _, loss, _ in self.logs]
+        losses = [loss for _, loss, _ in self.logs[-2 * PLATEAU_WINDOW:]]  # the windows only: O(1) per log
         before = sum(losses[-2 * PLATEAU_WINDOW:-PLATEAU_WINDOW]) / PLATEAU_WINDOW
         last = sum(losses[-PLATEAU_WINDOW:]) / PLATEAU_WINDOW
         improving = before > 0 and (before - last) / before >= PLATEAU_MIN_IMPROVEMENT
@@ -187,8 +200,8 @@ class CurveDoctor:
         if lr is not None and self.peak_lr > 0 and lr < PLATEAU_LR_FLOOR * self.peak_lr:
             return []
         self._fired.add("plateau")
-        first = sum(losses[:PLATEAU_WINDOW]) / PLATEAU_WINDOW
-        never = len(losses) <= 3 * PLATEAU_WINDOW and last >= first * (1 - PLATEAU_MIN_IMPROVEMENT)
+        first = sum(loss for _, loss, _ in self.logs[:PLATEAU_WINDOW]) / PLATEAU_WINDOW
+        never = len(self.logs) <= 3 * PLATEAU_WINDOW and last >= first * (1 - PLATEAU_MIN_IMPROVEMENT)
         start_step = self.logs[-2 * PLATEAU_WINDOW][0]
         why = ("since the start: the learning rate may be far too low, or the data gives nothing to learn "
                "(masked labels, constant answers)" if never else

@@ -158,7 +158,7 @@ def _scan(source, *, stop: bool, progress: Callable[[int, int | None], None] | N
             break
         report.rows += 1
         if isinstance(value, Problem):
-            value.source = located.display
+            value.source = where.get("file", located.display)  # a folder's shard, else the source
             value.line, value.row = where.get("line"), where.get("row")
             found = [value]
             example = None
@@ -167,7 +167,8 @@ def _scan(source, *, stop: bool, progress: Callable[[int, int | None], None] | N
             example, row_problems = convert_row(row, fmt, roles)
             found = [
                 Problem(p.code, p.message, line=where.get("line"), row=where.get("row"),
-                        field=mapping.get(p.field, p.field) if p.field else None, source=located.display)
+                        field=mapping.get(p.field, p.field) if p.field else None,
+                        source=where.get("file", located.display))
                 for p in row_problems
             ]
         if example is None:
@@ -283,8 +284,11 @@ def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=No
             origin = report.origin_of(p["row"])
             report.problems.append(Problem(p["code"], p["message"], line=origin.get("line"), row=origin.get("row"),
                                            field=p.get("field"), severity=p.get("severity", "error"),
-                                           source=report.source))
+                                           source=origin.get("file", report.source)))
         report.audit = audit
+        refused = int(audit.get("rows_failed") or 0)  # rows the template cannot render: training leaves them out
+        report.dropped_rows += refused
+        report.converted_rows -= refused
         if on_bad_rows != "drop":
             _raise_for_problems(report)  # rows the template refuses stop like malformed rows
     elif examples:

@@ -370,7 +370,43 @@ def _load_hub(located: Located, source):
         raise DataError(f"{located.path}: cannot load split {split!r}: {text}") from None
 
 
+SPLIT_WORDS = ("train", "test", "validation", "valid", "eval", "dev")
+
+
+def folder_shards(folder: str, split: str | None) -> list[Path] | None:
+    """The data files of a plain folder for ``split``, in order, when we can read them ourselves
+    (so a bad line is named by file and line); None for a saved dataset or anything else, which
+    ``datasets`` loads. Files named after splits are picked by name; otherwise every file is train."""
+    root = Path(folder)
+    if (root / "dataset_info.json").exists() or (root / "dataset_dict.json").exists():
+        return None
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    data = [p for p in files if p.suffix.lower() in LOCAL_SUFFIXES]
+    if not data or any(p.suffix.lower() not in LOCAL_SUFFIXES and p.suffix.lower() not in (".md", ".txt", ".yaml")
+                       for p in files):
+        return None
+    split = split or "train"
+    named = [p for p in data if any(w in p.relative_to(root).as_posix().lower() for w in SPLIT_WORDS)]
+    if not named:
+        return data if split == "train" else None
+    wanted = [p for p in named if split.lower() in p.relative_to(root).as_posix().lower()]
+    return wanted or None
+
+
+def _iter_shards(shards: list[Path]) -> Iterator[tuple[dict, Any]]:
+    """Every shard's rows, each place naming its file (``{"file", "line"}`` or ``{"file", "row"}``)."""
+    for shard in shards:
+        kind = LOCAL_SUFFIXES[shard.suffix.lower()]
+        for where, value in iter_source(Located(kind, str(shard), str(shard)), None):
+            yield {**where, "file": str(shard)}, value
+
+
 def iter_source(located: Located, source) -> Iterator[tuple[dict, Any]]:
+    if located.kind == "dir":
+        shards = folder_shards(located.path, getattr(source, "split", None))
+        if shards:
+            return _iter_shards(shards)
     if located.kind == "jsonl":
         return _iter_jsonl(located.path)
     if located.kind == "json":

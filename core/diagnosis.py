@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sftwizard.core.config import RunConfig
 
-REASONS = ("oom", "nan", "data", "config", "missing_dependency", "killed", "crash")
+REASONS = ("oom", "nan", "data", "config", "missing_dependency", "killed", "disk_full", "crash")
 
 OPTIONAL_PACKAGES = {"bitsandbytes": "bitsandbytes", "flash_attn": "flash-attn", "liger_kernel": "liger-kernel",
                      "deepspeed": "deepspeed"}
@@ -73,7 +73,7 @@ def _cuda_memory_gib() -> float | None:
 def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[str, str]:
     """(reason code, one line) for an exception raised while training.
 
-    Codes: oom, nan, missing_dependency, data, config, crash."""
+    Codes: oom, nan, missing_dependency, disk_full, data, config, crash."""
     chain = list(_chain(exc))
     names = {type(e).__name__ for e in chain}
     text = f"{type(exc).__name__}: {exc}"
@@ -88,6 +88,13 @@ def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[
 
                 top = missing.split(".")[0]
                 return "missing_dependency", f"missing package {top!r}: {install_command(top)}"
+    from sftwizard.core.diskspace import disk_full_message, is_disk_full
+
+    if is_disk_full(exc):
+        from sftwizard.core.paths import default_runs_root
+
+        root = getattr(getattr(cfg, "run", None), "output_root", None) or default_runs_root()
+        return "disk_full", disk_full_message(root)
     if names & {"DataError", "TemplateError"}:
         return "data", _first_line(next(e for e in chain if type(e).__name__ in {"DataError", "TemplateError"}))
     if names & {"ModelError", "RunnerError", "ConfigError"}:

@@ -10,12 +10,15 @@ viewer, nor hides the rest of the run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from sftwizard.core.diskspace import release_reserve
 
 EVENTS_FILE = "events.jsonl"
 # Events after which a crash must not lose the line.
@@ -34,15 +37,63 @@ class EventWriter:
     def emit(self, event: str, step: int | None = None, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), "step": step, **fields}
         line = json.dumps(record, default=_jsonable, ensure_ascii=False, allow_nan=True)
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        if event in DURABLE:
+        if self._file_gone():
+            self._recreate(step)
+        try:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            if event in DURABLE:
+                os.fsync(self._fh.fileno())
+        except OSError as exc:
+            # A full disk: the run's reserve file (core/diskspace.py) makes room for the last lines.
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not release_reserve(self.path.parent):
+                raise
+            self._fh.flush()  # what the failed flush left in the buffer
             os.fsync(self._fh.fileno())
         return record
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+    def _file_gone(self) -> bool:
+        """True when our file was deleted or replaced under us: lines written now would be lost."""
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def _recreate(self, step: int | None) -> None:
+        """Put the file back with what was written so far (still readable through our open
+        descriptor on Linux), then say what happened in a ``warning`` event."""
+        self._fh.flush()
+        old = b""
+        try:
+            with open(f"/proc/self/fd/{self._fh.fileno()}", "rb") as fh:
+                old = fh.read()
+        except OSError:
+            pass  # no /proc: the new file starts empty
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        self._fh.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        if os.path.getsize(self.path) > 0 and not _ends_with_newline(self.path):
+            self._fh.write("\n")  # a file someone else put there: keep our lines whole
+        self._fh.flush()
+        with open(self.path, "ab") as raw:
+            raw.write(old)
+        restored = old.count(b"\n")
+        kept = (f"re-created with the {restored} events written before" if restored
+                else "re-created; the events written before could not be recovered")
+        record = {"event": "warning", "time": round(time.time(), 3), "step": step, "source": "events",
+                  "code": "events_file_recreated", "restored_events": restored,
+                  "message": f"{self.path.name} was deleted or replaced while the run was writing it; {kept}"}
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sftwizard.core.config import RunConfig, resolved_precision
+from sftwizard.core.trackers import tracker_problem
 from sftwizard.core.hardware import (OPTIONAL_LIBRARIES, install_command, supports_bf16,
                                      supports_flash_attention_2, torch_device_capability)
 
@@ -138,6 +139,9 @@ def runnable_problems(cfg: RunConfig, env: Environment) -> list[str]:
             out.append("training.use_liger_kernel: Liger's Triton kernels need a CUDA GPU; set it to false")
         if not env.has("liger_kernel"):
             out.append(f"training.use_liger_kernel: needs liger-kernel: {install_command('liger_kernel')}")
+    tracker = tracker_problem(t.report_to)  # transformers raises at launch for a tracker not installed
+    if tracker:
+        out.append(tracker)
     return out
 
 

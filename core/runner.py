@@ -25,6 +25,8 @@ from sftwizard.core.runnable import Environment, runnable_notes, runnable_proble
 from sftwizard.core.efficiency import logical_numel, meter_fields, start_meter
 from sftwizard.core.events import EVENTS_FILE, EventWriter
 from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
+from sftwizard.core.diskspace import (LOW_FREE_BYTES, RESERVE_BYTES, checkpoint_estimate, disk_full_message, free_bytes, lay_reserve,
+                                      newest_checkpoint, release_reserve, weights_bytes)
 from sftwizard.core.metrics import GpuSampler, Throughput
 
 CONFIG_FILE = "config.yaml"
@@ -302,6 +304,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._stop_file = run_dir / STOP_FILE
             self._throughput: Throughput | None = None
             self.diverged: dict[str, Any] | None = None
+            self.disk_full: dict[str, Any] | None = None
             self.stop_requested = False
             self._gpu_emitted = time.time()
 
@@ -366,6 +369,27 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
+            if control.should_save and _is_main_process():
+                self._check_room(state, control, kw.get("model"))
+
+        def _check_room(self, state, control, model) -> None:
+            """A checkpoint is only started when the disk can hold it (and the final events)."""
+            checkpoints = run_dir / CHECKPOINTS_DIR
+            need = checkpoint_estimate(checkpoints, model) + RESERVE_BYTES
+            free = free_bytes(checkpoints)
+            if free is None or free >= need:
+                return
+            control.should_save = False
+            control.should_training_stop = True
+            kept = newest_checkpoint(checkpoints)
+            self.disk_full = {
+                "step": state.global_step, "need_bytes": need, "free_bytes": free,
+                "message": disk_full_message(
+                    run_dir, need, f"checkpoint-{state.global_step}",
+                    fix=(f"training stopped at step {state.global_step} without saving; "
+                         + (f"{kept.name} is the last complete checkpoint; " if kept else "")
+                         + f"free space there, then `sft-wizard resume {run_dir.name}`")),
+            }
 
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -405,6 +429,23 @@ def _checkpoint_step(path: str | None) -> int:
         return int(Path(path).name.rsplit("-", 1)[1]) if path else 0
     except (IndexError, ValueError):
         return 0
+
+
+def _checkpoint_reached_the_end(trainer, checkpoint: str) -> bool:
+    """True when ``checkpoint`` was saved at the run's last step (``max_steps``, or the recorded
+    last step of the same number of epochs)."""
+    import json
+
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        done = int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    args = trainer.args
+    if args.max_steps and args.max_steps > 0:
+        return done >= args.max_steps
+    same_epochs = state.get("num_train_epochs") == args.num_train_epochs
+    return same_epochs and isinstance(state.get("max_steps"), int) and 0 < state["max_steps"] <= done
 
 
 # ---- multi-process runs (accelerate launch, issue 7): only the main process writes events and files.
@@ -471,6 +512,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.time()
+    if _is_main_process():
+        lay_reserve(run_dir)  # room for the last events if the disk fills up (core/diskspace.py)
     gpu: GpuSampler | None = None
     clean_exit = False
     try:
@@ -501,7 +544,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             writer.emit("warning", step=0, source="data", code="rows_left_out",
                         message=f"{len(prepared.problems)} rows left out of training: {first}",
                         problems=[p.to_dict() for p in prepared.problems[:50]])
-        trainer.train(resume_from_checkpoint=resume_from)
+        if resume_from and _checkpoint_reached_the_end(trainer, resume_from):
+            # Saved at max_steps: train() would still run one more step; the checkpoint is the result.
+            trainer._load_from_checkpoint(resume_from)
+            trainer.state.global_step = _checkpoint_step(resume_from)
+            trainer.state.max_steps = trainer.state.global_step
+        else:
+            trainer.train(resume_from_checkpoint=resume_from)
         step = trainer.state.global_step
         duration = round(time.time() - started, 2)
         if callback.diverged:
@@ -510,6 +559,14 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                     f"training.learning_rate (now {cfg.training.learning_rate:g}) or max_grad_norm, or check the data")
             writer.emit("error", step=step, reason="nan", message=line)
             writer.emit("end", step=step, status="failed", reason="nan", message=line, duration_s=duration)
+            return 1
+        if callback.disk_full:
+            d = callback.disk_full
+            writer.emit("error", step=step, reason="disk_full", message=d["message"],
+                        need_bytes=d["need_bytes"], free_bytes=d["free_bytes"])
+            writer.emit("end", step=step, status="failed", reason="disk_full", message=d["message"],
+                        duration_s=round(time.time() - started, 2))
+            clean_exit = True
             return 1
         stop_asked = callback.stop_requested or (run_dir / STOP_FILE).exists()
         (run_dir / STOP_FILE).unlink(missing_ok=True)
@@ -521,6 +578,18 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             clean_exit = True
             return 0
         final = run_dir / FINAL_DIR
+        need = weights_bytes(trainer.model) + RESERVE_BYTES
+        free = free_bytes(run_dir)
+        if free is not None and free < need:
+            kept = newest_checkpoint(run_dir / CHECKPOINTS_DIR)
+            line = disk_full_message(run_dir, need, "the final model", fix=(
+                f"trained to step {step} but not saved; " + (f"{kept.name} holds the last checkpoint; " if kept else "")
+                + "free space there, then `sft-wizard resume " + run_dir.name + "`"))
+            writer.emit("error", step=step, reason="disk_full", message=line, need_bytes=need, free_bytes=free)
+            writer.emit("end", step=step, status="failed", reason="disk_full", message=line,
+                        duration_s=round(time.time() - started, 2))
+            clean_exit = True
+            return 1
         trainer.save_model(str(final))
         if _is_main_process():
             prepared.tokenizer.save_pretrained(str(final))
@@ -532,6 +601,11 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code
         reason, line = classify_failure(exc, cfg)
+        if reason == "crash" and _is_main_process() and (free_bytes(run_dir) or 0) < LOW_FREE_BYTES:
+            reason = "disk_full"  # torch's writer reports ENOSPC as "inline_container.cc … unexpected pos"
+        if reason == "disk_full":
+            line = disk_full_message(run_dir, fix="the last complete checkpoint is kept; free space there, then "
+                                                  f"`sft-wizard resume {run_dir.name}`")
         traceback.print_exc()
         writer.emit("error", step=None, reason=reason, message=line, exception=type(exc).__name__)
         writer.emit("end", step=None, status="failed", reason=reason, message=line,
@@ -541,6 +615,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         if gpu is not None:
             gpu.stop()
         writer.close()
+        if _is_main_process():
+            release_reserve(run_dir)  # the end is written (a killed process leaves it to the supervisor)
         _shutdown_distributed(wait=clean_exit)
 
 

@@ -25,14 +25,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from sftwizard.core.checkpoints import checkpoint_problem
+from sftwizard.core.diskspace import LAUNCH_MIN_BYTES, disk_full_message, free_bytes, is_disk_full
 from sftwizard.core.config import RunConfig, apply_overrides, load_preset, save_preset
-from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_lines, read_events
+from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_events, parse_lines, read_events
 from sftwizard.core.paths import data_dir, default_runs_root
 from sftwizard.core.runner import CHECKPOINTS_DIR, CONFIG_FILE, STOP_FILE
 
@@ -44,6 +47,7 @@ except ImportError:  # pragma: no cover - Windows: liveness falls back to the pi
 LOG_FILE = "train.log"
 META_FILE = "meta.json"
 PID_FILE = "pid"
+PROCESS_FILE = "process.json"  # the supervisor's pid, start time and command line, to prove it is ours
 LOCK_FILE = "run.lock"
 STATUSES = ("running", "finished", "stopped", "failed", "lost")
 SEGMENT_STARTS = ("start", "resume")
@@ -81,13 +85,44 @@ def create_run(cfg: RunConfig, preset_path: str | None = None) -> Path:
             n += 1
             run_id = f"{base}-{n}"
         run_dir = root / run_id
-        run_dir.mkdir(parents=True)
+        try:  # a run is registered only once its directory is complete (a full disk leaves nothing behind)
+            run_dir.mkdir(parents=True)
+            save_preset(cfg, run_dir / CONFIG_FILE)
+            meta = {"id": run_dir.name, "name": name, "preset": str(preset_path) if preset_path else None,
+                    "created": time.time()}
+            (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if is_disk_full(exc):
+                raise RunsError(disk_full_message(root)) from None
+            raise RunsError(f"run.output_root: cannot create a run directory in {root}: "
+                            f"{exc.strerror or exc}") from None
         register(run_dir)
-    save_preset(cfg, run_dir / CONFIG_FILE)
-    meta = {"id": run_dir.name, "name": name, "preset": str(preset_path) if preset_path else None,
-            "created": time.time()}
-    (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return run_dir
+
+
+def launch_space_problem(cfg: RunConfig) -> str | None:
+    """One sentence when the disk under run.output_root cannot hold the run's files and its first
+    checkpoint (estimated from the model folder's weights when it is on disk), else None."""
+    root = Path(cfg.run.output_root).expanduser() if cfg.run.output_root else default_runs_root()
+    free = free_bytes(root)
+    if free is None:
+        return None
+    need = LAUNCH_MIN_BYTES
+    what = "the run's files"
+    try:
+        from sftwizard.core.models import resolve_model
+
+        folder = resolve_model(cfg.model.id, cfg.model.revision, allow_download=False).path
+        weights = sum(p.stat().st_size for p in Path(folder).glob("*") if p.suffix in (".safetensors", ".bin"))
+        if weights:
+            need += weights * 3 if cfg.method.type == "full" else weights // 20  # weights + AdamW states / adapters
+            what = "the run's files and its first checkpoint"
+    except Exception:  # noqa: BLE001 - a model not on disk yet: the floor alone
+        pass
+    if free >= need:
+        return None
+    return f"run.output_root: {disk_full_message(root, need, what)}"
 
 
 @contextmanager
@@ -143,7 +178,7 @@ class RunInfo:
     duration_s: float  # time spent in training processes, over all resumes
     pid: int | None
     dir: str
-    reason: str | None  # failed/stopped/lost: oom, nan, data, config, missing_dependency, killed, crash, stopped, lost
+    reason: str | None  # failed/stopped/lost: oom, nan, data, config, missing_dependency, killed, disk_full, crash, stopped, lost
     message: str | None  # one line
     model: str | None = None
     method: str | None = None
@@ -183,6 +218,56 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _process_identity(pid: int) -> dict[str, Any] | None:
+    """What identifies a live process beyond its (reusable) pid: its start time in clock ticks
+    since boot and its command line (Linux /proc; None elsewhere or when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = int(stat.rsplit(")", 1)[1].split()[19])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"pid": pid, "start_ticks": start, "cmdline": [a for a in cmdline if a]}
+
+
+def _record_process(run_dir: Path, pid: int) -> None:
+    identity = _process_identity(pid)
+    if identity is not None:
+        (run_dir / PROCESS_FILE).write_text(json.dumps(identity), encoding="utf-8")
+
+
+def _proven_ours(run_dir: Path, pid: int | None) -> bool:
+    """True when ``pid`` is this run's supervisor as recorded at spawn (same start time and
+    command line): a pid alone may have been reused by any process since."""
+    if not pid:
+        return False
+    try:
+        recorded = json.loads((run_dir / PROCESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    now = _process_identity(pid)
+    return (isinstance(recorded, dict) and now is not None and recorded.get("pid") == pid
+            and recorded.get("start_ticks") == now["start_ticks"] and recorded.get("cmdline") == now["cmdline"])
+
+
+def _lock_held(run_dir: Path) -> bool | None:
+    """Whether someone holds the run's lock; None when there is no lock file to ask."""
+    lock = run_dir / LOCK_FILE
+    if fcntl is None or not lock.exists():
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock
+    return False
+
+
 def _spawned_after(run_dir: Path, when: float) -> bool:
     try:
         return (run_dir / PID_FILE).stat().st_mtime > when
@@ -191,18 +276,14 @@ def _spawned_after(run_dir: Path, when: float) -> bool:
 
 
 def is_alive(run_dir: Path) -> bool:
-    """True while the run's supervisor or training process is alive (they hold ``run.lock``)."""
-    lock = run_dir / LOCK_FILE
-    if fcntl is None or not lock.exists():
-        return _pid_alive(_read_pid(run_dir))
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops our probe lock
-    return False
+    """True while the run's supervisor or training process is alive (they hold ``run.lock``).
+    Without a lock file (deleted, or no flock here) only a process proven to be the run's
+    supervisor counts: a bare pid may belong to anything by now."""
+    held = _lock_held(run_dir)
+    if held is not None:
+        return held
+    pid = _read_pid(run_dir)
+    return _pid_alive(pid) and _proven_ours(run_dir, pid)
 
 
 def _segments(events: list[dict]) -> list[list[dict]]:
@@ -215,120 +296,204 @@ def _segments(events: list[dict]) -> list[list[dict]]:
     return segments
 
 
-def _last(events: list[dict], kind: str, field: str | None = None) -> dict | None:
-    for ev in reversed(events):
-        if ev.get("event") == kind and (field is None or ev.get(field) is not None):
-            return ev
-    return None
-
-
 def _number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def _time(ev: dict) -> float | None:
+    t = ev.get("time")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+
+class RunSummary:
+    """A run's numbers, kept up to date one event at a time: ``feed(events)`` as they are read,
+    ``info(run_dir, alive)`` whenever asked. Holds a few events, never the history, so a run of a
+    million lines is summarised in one pass in constant memory, and a viewer on a timer only reads
+    what was appended since (see ``_summary_of``)."""
+
+    def __init__(self) -> None:
+        self.first: dict | None = None  # the first event (start time, model, method)
+        self.step: int | None = None
+        self.max_steps: int | None = None
+        self.log: dict | None = None  # the last log with a loss
+        self.eval: dict | None = None  # the last eval with an eval loss
+        self.checkpoint: dict | None = None
+        self.resumes = 0
+        self.closed_duration = 0.0  # segments before the current one
+        self.seg_first: float | None = None  # the current segment: first event time, last, last end
+        self.seg_last: float | None = None
+        self.seg_end: dict | None = None
+        self.seg_log: dict | None = None  # the current segment's last log (live rates)
+        self.segments = 0
+        self.skipped = 0  # complete lines that were not events (core/events.py)
+
+    def feed(self, events: list[dict]) -> "RunSummary":
+        self.skipped += getattr(events, "skipped", 0)
+        for ev in events:
+            kind, t = ev.get("event"), _time(ev)
+            if kind in SEGMENT_STARTS or self.segments == 0:
+                if self.segments:
+                    self.closed_duration += self._segment_duration(alive=False, now=0.0)
+                self.segments += 1
+                self.seg_first, self.seg_end, self.seg_log = t, None, None
+            if self.first is None:
+                self.first = ev
+            if self.seg_first is None:
+                self.seg_first = t
+            if t is not None:
+                self.seg_last = t
+            step = ev.get("step")
+            if isinstance(step, int) and not isinstance(step, bool) and kind not in PLACEHOLDER_STEPS:
+                self.step = step
+            m = ev.get("max_steps")
+            if isinstance(m, int) and not isinstance(m, bool) and m > 0:
+                self.max_steps = m
+            if kind == "resume":
+                self.resumes += 1
+            elif kind == "end":
+                self.seg_end = ev
+            elif kind == "log":
+                self.seg_log = ev
+                if ev.get("loss") is not None:
+                    self.log = ev
+            elif kind == "eval" and ev.get("eval_loss") is not None:
+                self.eval = ev
+            elif kind == "checkpoint":
+                self.checkpoint = ev
+        return self
+
+    def _segment_duration(self, alive: bool, now: float) -> float:
+        if self.seg_first is None:
+            return 0.0
+        end_time = _time(self.seg_end) if self.seg_end is not None else None
+        stop = end_time if end_time is not None else (now if alive else (self.seg_last or self.seg_first))
+        return max(0.0, stop - self.seg_first)
+
+    def info(self, run_dir: Path, alive: bool) -> RunInfo:
+        meta: dict[str, Any] = {}
+        try:
+            meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        if not isinstance(meta, dict):
+            meta = {}
+        end = self.seg_end
+        end_time = _time(end) if end is not None else None
+        if alive and end is not None and (end_time is None or not _spawned_after(run_dir, end_time)):
+            alive = False  # it recorded its end and is exiting
+        duration = self.closed_duration + self._segment_duration(alive, time.time())
+        step = self.step
+        reason = message = None
+        if alive:
+            status = "running"
+        elif end is not None:
+            status = end.get("status") if end.get("status") in STATUSES else "failed"
+            reason, message = end.get("reason"), end.get("message")
+        else:
+            status, reason = "lost", "lost"
+            where = f"at step {step}" if step is not None else "before its first step"
+            message = (f"the training process vanished {where} without recording an end "
+                       "(machine restart, or the whole process group killed)")
+        live = self.seg_log if status == "running" else None
+        first = self.first or {}
+        return RunInfo(
+            id=run_dir.name,
+            name=meta.get("name") or run_dir.name,
+            status=status,
+            step=step,
+            max_steps=self.max_steps,
+            last_loss=_number(self.log.get("loss")) if self.log else None,
+            eval_loss=_number(self.eval.get("eval_loss")) if self.eval else None,
+            started=_time(first) if self.first is not None else meta.get("created"),
+            ended=end_time if end is not None and not alive else None,
+            duration_s=round(duration, 1),
+            pid=_read_pid(run_dir),
+            dir=str(run_dir),
+            reason=reason,
+            message=message,
+            model=first.get("model"),
+            method=first.get("method"),
+            preset=meta.get("preset"),
+            last_checkpoint=self.checkpoint.get("path") if self.checkpoint else None,
+            best_checkpoint=end.get("best_checkpoint") if end is not None and status == "finished" else None,
+            resumes=self.resumes,
+            tokens_per_s=live.get("tokens_per_s") if live else None,
+            samples_per_s=live.get("samples_per_s") if live else None,
+            eta_s=live.get("eta_s") if live else None,
+            skipped_events=self.skipped,
+        )
+
+
 def summarize(run_dir: Path, events: list[dict], alive: bool) -> RunInfo:
     """A run's status and numbers from its events and whether its process lives."""
-    meta: dict[str, Any] = {}
+    return RunSummary().feed(events).info(run_dir, alive)
+
+
+READ_CHUNK = 1 << 20  # bytes of events.jsonl parsed at a time
+
+
+@dataclass
+class _Followed:
+    inode: int
+    offset: int  # bytes consumed (complete lines only)
+    summary: RunSummary
+
+
+_SUMMARIES: dict[Path, _Followed] = {}  # run dir -> its summary so far and where it was read to
+_SUMMARIES_LOCK = threading.Lock()  # the TUI reads runs from worker threads
+
+
+def _summary_of(run_dir: Path) -> RunSummary:
+    """The run's summary, reading only what was appended to ``events.jsonl`` since the last call
+    (the whole file, in chunks, the first time or when it was replaced or shortened)."""
+    with _SUMMARIES_LOCK:
+        return _read_summary(run_dir)
+
+
+def _read_summary(run_dir: Path) -> RunSummary:
+    path = run_dir / EVENTS_FILE
     try:
-        meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        st = path.stat()
+    except OSError:
+        _SUMMARIES.pop(run_dir, None)
+        return RunSummary()
+    followed = _SUMMARIES.get(run_dir)
+    if followed is None or followed.inode != st.st_ino or st.st_size < followed.offset:
+        followed = _Followed(st.st_ino, 0, RunSummary())
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(followed.offset)
+            rest = b""
+            while True:
+                chunk = fh.read(READ_CHUNK)
+                if not chunk:
+                    break
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if cut:
+                    events, _ = parse_events(data[:cut].decode("utf-8", errors="replace"))
+                    followed.summary.feed(events)
+                    followed.offset += cut
+    except OSError:
         pass
-    segments = _segments(events)
-    current = segments[-1] if segments else []
-    end = _last(current, "end")
-    if alive and end is not None and not _spawned_after(run_dir, end["time"]):
-        alive = False  # it recorded its end and is exiting
-    step = next((ev["step"] for ev in reversed(events)
-                 if isinstance(ev.get("step"), int) and ev.get("event") not in PLACEHOLDER_STEPS), None)
-    maxes = [ev.get("max_steps") for ev in events if isinstance(ev.get("max_steps"), int) and ev["max_steps"] > 0]
-    log = _last(events, "log", "loss")
-    ev_eval = _last(events, "eval", "eval_loss")
-    checkpoint = _last(events, "checkpoint")
-    now = time.time()
-
-    duration = 0.0
-    for i, seg in enumerate(segments):
-        seg_end = _last(seg, "end")
-        stop = seg_end["time"] if seg_end else (now if alive and i == len(segments) - 1 else seg[-1]["time"])
-        duration += max(0.0, stop - seg[0]["time"])
-
-    reason = message = None
-    if alive:
-        status = "running"
-    elif end is not None:
-        status = end.get("status") if end.get("status") in STATUSES else "failed"
-        reason, message = end.get("reason"), end.get("message")
-    else:
-        status, reason = "lost", "lost"
-        where = f"at step {step}" if step is not None else "before its first step"
-        message = (f"the training process vanished {where} without recording an end "
-                   "(machine restart, or the whole process group killed)")
-    live = _last(current, "log") if status == "running" else None
-    return RunInfo(
-        id=run_dir.name,
-        name=meta.get("name") or run_dir.name,
-        status=status,
-        step=step,
-        max_steps=maxes[-1] if maxes else None,
-        last_loss=_number(log.get("loss")) if log else None,
-        eval_loss=_number(ev_eval.get("eval_loss")) if ev_eval else None,
-        started=events[0]["time"] if events else meta.get("created"),
-        ended=end["time"] if end is not None and not alive else None,
-        duration_s=round(duration, 1),
-        pid=_read_pid(run_dir),
-        dir=str(run_dir),
-        reason=reason,
-        message=message,
-        model=(segments[0][0].get("model") if segments else None),
-        method=(segments[0][0].get("method") if segments else None),
-        preset=meta.get("preset"),
-        last_checkpoint=checkpoint.get("path") if checkpoint else None,
-        best_checkpoint=end.get("best_checkpoint") if end is not None and status == "finished" else None,
-        resumes=sum(1 for ev in events if ev.get("event") == "resume"),
-        tokens_per_s=live.get("tokens_per_s") if live else None,
-        samples_per_s=live.get("samples_per_s") if live else None,
-        eta_s=live.get("eta_s") if live else None,
-        skipped_events=getattr(events, "skipped", 0),
-    )
+    _SUMMARIES[run_dir] = followed
+    return followed.summary
 
 
 def run_info(ref: str | os.PathLike) -> RunInfo:
     run_dir = find_run(ref)
     alive = is_alive(run_dir)  # before reading: an end written meanwhile is then seen
-    return summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive)
-
-
-_ENDED: dict[Path, tuple[tuple[int, int, int], RunInfo]] = {}  # run dir -> (events/pid stat, summary)
-
-
-def _stat_key(run_dir: Path) -> tuple[int, int, int]:
-    try:
-        st = (run_dir / EVENTS_FILE).stat()
-        size, mtime = st.st_size, st.st_mtime_ns
-    except OSError:
-        size, mtime = -1, 0
-    try:
-        pid_mtime = (run_dir / PID_FILE).stat().st_mtime_ns
-    except OSError:
-        pid_mtime = 0
-    return size, mtime, pid_mtime
+    return _summary_of(run_dir).info(run_dir, alive)
 
 
 def list_runs() -> list[RunInfo]:
-    """Every registered run, newest first. Runs that ended are summarised once and cached until
-    their files change, so a viewer can call this on a timer."""
+    """Every registered run, newest first. Each run's history is read once; later calls read only
+    what was appended, so a viewer can call this on a timer, whatever the runs' length."""
     infos = []
     for run_dir in registered_dirs():
         alive = is_alive(run_dir)
-        key = _stat_key(run_dir)
-        cached = _ENDED.get(run_dir)
-        if not alive and cached is not None and cached[0] == key:
-            infos.append(replace(cached[1]))  # a copy: callers may change theirs
-            continue
-        info = summarize(run_dir, read_events(run_dir / EVENTS_FILE), alive)
-        if info.status != "running":
-            _ENDED[run_dir] = (key, replace(info))
-        infos.append(info)
+        infos.append(_summary_of(run_dir).info(run_dir, alive))
     infos.sort(key=lambda r: r.started or 0, reverse=True)
     return infos
 
@@ -339,13 +504,16 @@ def find_run(ref: str | os.PathLike) -> Path:
     if not text:
         raise RunsError("no run given")
     path = Path(text).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).exists():
+    if path.is_dir() and any((path / f).exists() for f in (CONFIG_FILE, META_FILE, EVENTS_FILE)):
         return path.resolve()
     dirs = registered_dirs()
+    if path.is_dir() and path.resolve() in dirs:  # registered, even if never completed
+        return path.resolve()
     if text in ("last", "latest"):
         if not dirs:
             raise RunsError("there are no runs yet")
-        return max(dirs, key=lambda d: (d / CONFIG_FILE).stat().st_mtime)
+        complete = [d for d in dirs if (d / CONFIG_FILE).exists()] or dirs  # the newest usable run
+        return max(complete, key=_created)
     exact = [d for d in dirs if d.name == text]
     if exact:
         return exact[-1]
@@ -356,6 +524,15 @@ def find_run(ref: str | os.PathLike) -> Path:
         names = ", ".join(d.name for d in matches[:5])
         raise RunsError(f"{text!r} matches {len(matches)} runs ({names}); give more of the id")
     raise RunsError(f"no run {text!r} (see `sft-wizard runs`)")
+
+
+def _created(run_dir: Path) -> float:
+    for path in (run_dir / CONFIG_FILE, run_dir):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
 
 
 def history(ref: str | os.PathLike) -> list[dict[str, Any]]:
@@ -386,6 +563,7 @@ class Launched:
     run_dir: Path
     process: subprocess.Popen  # the run's supervisor (leader of its process group)
     resume_from: Path | None = None
+    notes: list[str] = field(default_factory=list)  # what resume had to decide (an unreadable checkpoint passed over)
 
     @property
     def id(self) -> str:
@@ -425,10 +603,14 @@ def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
     finally:
         os.close(lock_fd)  # the children hold the lock now
     (run_dir / PID_FILE).write_text(str(proc.pid), encoding="utf-8")
+    _record_process(run_dir, proc.pid)
     return proc
 
 
 def launch(cfg: RunConfig, preset_path: str | None = None) -> Launched:
+    problem = launch_space_problem(cfg)
+    if problem:
+        raise RunsError(problem)
     run_dir = create_run(cfg, preset_path)
     return Launched(run_dir, spawn(run_dir))
 
@@ -450,6 +632,10 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
             time.sleep(0.2)
         return run_info(run_dir)
     pid = _read_pid(run_dir)
+    if not (_lock_held(run_dir) or _proven_ours(run_dir, pid)):
+        raise RunsError(f"run {run_dir.name}: pid {pid} cannot be proven to be this run's process (no held "
+                        f"{LOCK_FILE}, and its start time or command line differ from {PROCESS_FILE}); "
+                        "nothing was signalled")
     if pid:
         try:
             os.killpg(pid, signal.SIGKILL)  # the supervisor leads the run's process group
@@ -460,10 +646,8 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
         time.sleep(0.05)
     if is_alive(run_dir):
         raise RunsError(f"run {run_dir.name} is still alive 10 s after SIGKILL (process group {pid})")
-    events = read_events(run_dir / EVENTS_FILE)
-    current = _segments(events)[-1] if events else []
-    if _last(current, "end") is None:
-        info = summarize(run_dir, events, alive=False)
+    if _summary_of(run_dir).seg_end is None:
+        info = _summary_of(run_dir).info(run_dir, alive=False)
         ckpt = f"; resume continues from {Path(info.last_checkpoint).name}" if info.last_checkpoint else ""
         with_writer(run_dir, lambda w: w.emit(
             "end", step=info.step, status="stopped", reason="killed",
@@ -494,9 +678,10 @@ def _complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resume_point(run_dir: Path, events: list[dict]) -> tuple[Path | None, dict | None]:
-    """The newest complete checkpoint, and the fingerprint of the process that wrote it."""
-    complete = _complete_checkpoints(run_dir)
+def resume_point(run_dir: Path, events: list[dict], before: int | None = None) -> tuple[Path | None, dict | None]:
+    """The newest complete checkpoint (before step ``before`` if given), and the fingerprint of
+    the process that wrote it."""
+    complete = [(s, p) for s, p in _complete_checkpoints(run_dir) if before is None or s < before]
     if not complete:
         return None, None
     fingerprint_of: dict[str, dict | None] = {}
@@ -524,11 +709,23 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
         raise RunsError(f"run {info.id} is still running (pid {info.pid}); stop it first")
     if info.status == "finished":
         raise RunsError(f"run {info.id} already finished; start a new run to train further")
+    if not (run_dir / CONFIG_FILE).exists():
+        raise RunsError(f"run {info.id} was never completed (no {CONFIG_FILE} in {run_dir}): nothing to resume; "
+                        "start a new run with `sft-wizard run`")
     cfg = load_preset(run_dir / CONFIG_FILE)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    checkpoint, recorded = resume_point(run_dir, read_events(run_dir / EVENTS_FILE))
+    events = read_events(run_dir / EVENTS_FILE)
+    checkpoint, recorded = resume_point(run_dir, events)
+    passed_over: list[tuple[Path, str]] = []  # unreadable checkpoints, newest first, with why
+    while checkpoint is not None and (why := checkpoint_problem(checkpoint)):
+        passed_over.append((checkpoint, why))
+        checkpoint, recorded = resume_point(run_dir, events, before=_step_of(checkpoint))
     if checkpoint is None:
+        if passed_over:
+            bad = "; ".join(f"{p.name}: {why}" for p, why in passed_over)
+            raise RunsError(f"run {info.id} has no readable checkpoint to resume from ({bad}); "
+                            "start it again with `sft-wizard run`")
         where = f"at step {info.step}" if info.step is not None else "before its first step"
         raise RunsError(f"run {info.id} has no complete checkpoint to resume from (it ended {where}, "
                         "before its first save); start it again with `sft-wizard run`")
@@ -543,11 +740,21 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
                             + " changed since that checkpoint; start a new run instead")
     if overrides:
         save_preset(cfg, run_dir / CONFIG_FILE)
-    step = int(checkpoint.name.rsplit("-", 1)[1])
+    step = _step_of(checkpoint)
     for later_step, later in _later_checkpoint_dirs(run_dir, step):
-        shutil.rmtree(later, ignore_errors=True)  # half-written by the process that died
+        shutil.rmtree(later, ignore_errors=True)  # half-written or unreadable: training writes them again
     (run_dir / STOP_FILE).unlink(missing_ok=True)
-    return Launched(run_dir, spawn(run_dir, resume_from=str(checkpoint)), checkpoint)
+    notes = [f"{p.name} is unreadable ({why}), so the run resumes from {checkpoint.name} instead "
+             f"and trains steps {step + 1}–{_step_of(p)} again; {p.name} was removed" for p, why in passed_over]
+    if notes:
+        with_writer(run_dir, lambda w: [w.emit("warning", step=step, source="resume", code="checkpoint_unreadable",
+                                               message=note, checkpoint=str(p))
+                                        for note, (p, _) in zip(notes, passed_over)])
+    return Launched(run_dir, spawn(run_dir, resume_from=str(checkpoint)), checkpoint, notes)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
 
 
 def _later_checkpoint_dirs(run_dir: Path, step: int) -> list[tuple[int, Path]]:

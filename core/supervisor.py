@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from sftwizard.core.diagnosis import describe_exit
+from sftwizard.core.diskspace import release_reserve
 from sftwizard.core.events import EVENTS_FILE, EventTail, read_events
 from sftwizard.core.runner import STOP_FILE
-from sftwizard.core.runs import LOG_FILE, summarize, with_writer
+from sftwizard.core.runs import LOG_FILE, _segments, _summary_of, with_writer
 
 
 def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
@@ -48,7 +49,7 @@ def training_env(run_dir: Path) -> dict[str, str]:
 def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> int:
     """Run the training process; if it dies without an ``end`` event, record how it died."""
     events_path = run_dir / EVENTS_FILE
-    offset = events_path.stat().st_size if events_path.exists() else 0
+    offset, inode = _size_and_inode(events_path)
 
     def forward(signum, frame):  # `kill PID` on the supervisor = graceful stop
         (run_dir / STOP_FILE).touch()
@@ -59,12 +60,22 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
     child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL, cwd=str(run_dir),
                              env=training_env(run_dir), pass_fds=(lock_fd,) if lock_fd is not None else ())
     returncode = child.wait()
-    tail = EventTail(events_path, offset=offset)
-    new = tail.poll()
+    try:
+        return _record_exit(run_dir, events_path, offset, inode, returncode)
+    finally:
+        release_reserve(run_dir)  # the training process's room for the last events (core/diskspace.py)
+
+
+def _record_exit(run_dir: Path, events_path: Path, offset: int, inode: int | None, returncode: int) -> int:
+    size, now_inode = _size_and_inode(events_path)
+    if now_inode == inode and size >= offset:
+        new = EventTail(events_path, offset=offset).poll()
+    else:  # deleted and re-created meanwhile (see EventWriter): this process's events are its last segment
+        segments = _segments(read_events(events_path))
+        new = segments[-1] if segments else []
     if any(ev.get("event") == "end" for ev in new):
         return returncode
-    events = read_events(events_path)
-    info = summarize(run_dir, events, alive=False)
+    info = _summary_of(run_dir).info(run_dir, alive=False)
     reason, phrase, hint = describe_exit(returncode)
     where = f" at step {info.step}" if info.step is not None else " before training began"
     message = f"{phrase}{where}{hint}; details in {LOG_FILE}"
@@ -74,6 +85,14 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
         w.emit("end", step=info.step, status="failed", reason=reason, message=message, returncode=returncode),
     ))
     return returncode if returncode > 0 else 1
+
+
+def _size_and_inode(path: Path) -> tuple[int, int | None]:
+    try:
+        st = path.stat()
+    except OSError:
+        return 0, None
+    return st.st_size, st.st_ino
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -289,9 +289,9 @@ def test_packing_short_rows_pays():
     assert "packing_little_gain" not in codes(check_config(cfg, audit=audit))
 
 
-@pytest.mark.parametrize("settings", [["training.padding_free=true"],
+@pytest.mark.parametrize("settings", [["training.padding_free=true", "training.max_length=null"],
                                       ["training.packing=true"],  # bfd packing is padding-free
-                                      ["training.padding_free=true", "model.attn_implementation=eager"]])
+                                      ["training.padding_free=true", "training.max_length=null", "model.attn_implementation=eager"]])
 def test_padding_free_without_flash_attention_and_several_rows_per_forward(settings):
     w = only(check_config(cfg_with("training.per_device_train_batch_size=4", *settings)), "padding_free_attention")
     assert w.setting == "training.per_device_train_batch_size" and w.suggested == 1
@@ -313,7 +313,7 @@ def test_padding_free_with_remote_code_warns_whatever_the_batch():
 
 
 @pytest.mark.parametrize("settings", [[], ["training.packing=true", "training.packing_strategy=wrapped"],
-                                      ["training.padding_free=true", "model.attn_implementation=flash_attention_2",
+                                      ["training.padding_free=true", "training.max_length=null", "model.attn_implementation=flash_attention_2",
                                        "training.per_device_train_batch_size=8"],
                                       ["training.packing=true", "training.per_device_train_batch_size=1",
                                        "training.per_device_eval_batch_size=1"]])

@@ -376,6 +376,9 @@ async def test_the_stop_key_asks_a_live_run_to_stop(make_app, tmp_path):
     stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # the run's process
     try:
         (run_dir / "pid").write_text(str(stand_in.pid))
+        from sftwizard.core.runs import _record_process
+
+        _record_process(run_dir, stand_in.pid)  # what spawn records: a bare pid proves nothing (issue 15 item 13)
         app = make_app()
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
