@@ -51,6 +51,13 @@ def preflight(cfg) -> None:
             resolve_model(cfg.model.id, allow_download=False)
         except ModelError as exc:
             raise UserError(str(exc)) from None
+    else:
+        from sftwizard.core.models import check_download
+
+        try:  # a hub model not in the cache: the repo exists, we may read it, and it fits on the disk
+            check_download(cfg.model.id, cfg.model.revision, weights=True)
+        except ModelError as exc:
+            raise UserError(str(exc)) from None
     if cfg.method.type == "qlora":
         from sftwizard.core.runner import Environment, RunnerError, check_runnable
 
@@ -72,6 +79,7 @@ def preflight(cfg) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sftwizard.core import runs
+    from sftwizard.core.cli_progress import EventPrinter
     from sftwizard.core.events import EventTail
     from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
 
@@ -87,34 +95,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"run {run_dir.name}  ({run_dir})", file=sys.stderr)
     tail = EventTail(run_dir / EVENTS_FILE)
+    printer = EventPrinter(format_event)  # one updating line per phase on a terminal
     end = None
     interrupted = 0
-    while end is None:
-        try:
-            for ev in tail.poll():
-                print_event(ev)
-                if ev.get("event") == "end":
-                    end = ev
-            if end is None:
-                if launched.process.poll() is not None:
-                    time.sleep(0.2)
-                    for ev in tail.poll():
-                        print_event(ev)
-                        if ev.get("event") == "end":
-                            end = ev
-                    if end is None:
-                        end = {"status": "failed", "reason": "crash",
-                               "message": f"the training process exited with code {launched.process.returncode}; "
-                                          f"see {run_dir / 'train.log'}"}
-                    break
-                time.sleep(0.25)
-        except KeyboardInterrupt:
-            interrupted += 1
-            if interrupted == 1:
-                (run_dir / STOP_FILE).touch()
-                print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
-            else:
-                runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
+    try:
+        while end is None:
+            try:
+                for ev in tail.poll():
+                    printer(ev)
+                    if ev.get("event") == "end":
+                        end = ev
+                if end is None:
+                    if launched.process.poll() is not None:
+                        time.sleep(0.2)
+                        for ev in tail.poll():
+                            printer(ev)
+                            if ev.get("event") == "end":
+                                end = ev
+                        if end is None:
+                            end = {"status": "failed", "reason": "crash",
+                                   "message": f"the training process exited with code {launched.process.returncode}; "
+                                              f"see {run_dir / 'train.log'}"}
+                        break
+                    time.sleep(0.25)
+            except KeyboardInterrupt:
+                interrupted += 1
+                if interrupted == 1:
+                    (run_dir / STOP_FILE).touch()
+                    print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
+                else:
+                    runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
+    finally:
+        printer.close()
     status = end.get("status")
     if status == "finished":
         from sftwizard.core.event_lines import best_checkpoint_text
@@ -137,12 +149,6 @@ def format_event(ev: dict) -> str | None:
     if ev.get("event") in ("start", "resume", "end", "error"):
         return None
     return event_line(ev)
-
-
-def print_event(ev: dict) -> None:
-    line = format_event(ev)
-    if line:
-        print(line, flush=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

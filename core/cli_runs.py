@@ -51,6 +51,16 @@ def _step(info) -> str:
     return f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step)
 
 
+def _status(info) -> str:
+    """"running", or "running: download 7%" while a run is not yet training."""
+    phase = info.phase
+    if not phase:
+        return info.status
+    done, total = phase.get("done"), phase.get("total")
+    share = f" {100 * done / total:.0f}%" if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total else ""
+    return f"{info.status}: {phase.get('name')}{share}"
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from sftwizard.core.runs import list_runs
 
@@ -63,7 +73,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "STATUS", "STEP", "LOSS", "STARTED", "DURATION", "PID", "DIRECTORY")]
     for info in infos:
-        rows.append((info.id, info.status, _step(info),
+        rows.append((info.id, _status(info), _step(info),
                      f"{info.last_loss:.4f}" if info.last_loss is not None else "-",
                      _when(info.started), format_duration(info.duration_s),
                      str(info.pid) if info.pid and info.status == "running" else "-", info.dir))
@@ -90,30 +100,30 @@ def format_history_event(ev: dict) -> str | None:
     return format_event(ev)
 
 
-def print_history_event(ev: dict) -> None:
-    line = format_history_event(ev)
-    if line:
-        print(line, flush=True)
-
-
 def _follow(run_dir: Path, from_start: bool, on_interrupt) -> None:
     """Print events as they are written until the run's processes are gone."""
     from sftwizard.core.events import EVENTS_FILE, EventTail
     from sftwizard.core.runs import is_alive
 
+    from sftwizard.core.cli_progress import EventPrinter
+
     path = run_dir / EVENTS_FILE
     tail = EventTail(path, offset=0 if from_start or not path.exists() else path.stat().st_size)
-    while True:
-        try:
-            alive = is_alive(run_dir)
-            for ev in tail.poll():
-                print_history_event(ev)
-            if not alive:
-                return
-            time.sleep(0.3)
-        except KeyboardInterrupt:
-            if not on_interrupt():
-                return
+    printer = EventPrinter(format_history_event)  # one updating line per phase on a terminal
+    try:
+        while True:
+            try:
+                alive = is_alive(run_dir)
+                for ev in tail.poll():
+                    printer(ev)
+                if not alive:
+                    return
+                time.sleep(0.3)
+            except KeyboardInterrupt:
+                if not on_interrupt():
+                    return
+    finally:
+        printer.close()
 
 
 def _outcome(info) -> int:
@@ -143,8 +153,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
     info = runs.run_info(run_dir)
     print(f"run {info.id}  {info.status}  ({info.dir})", file=sys.stderr)
     if args.no_follow or info.status != "running":
+        from sftwizard.core.cli_progress import EventPrinter
+
+        printer = EventPrinter(format_history_event, live=False)  # a history: phases as plain lines
         for ev in runs.history(run_dir):
-            print_history_event(ev)
+            printer(ev)
         return _outcome(info)
 
     def detach() -> bool:

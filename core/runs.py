@@ -154,6 +154,7 @@ class RunInfo:
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     eta_s: float | None = None
+    phase: dict | None = None  # running, not yet (or no longer) training: {name, done, total, unit, eta_s}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,7 +288,19 @@ def summarize(run_dir: Path, events: list[dict], alive: bool) -> RunInfo:
         tokens_per_s=live.get("tokens_per_s") if live else None,
         samples_per_s=live.get("samples_per_s") if live else None,
         eta_s=live.get("eta_s") if live else None,
+        phase=_phase_of(current) if status == "running" else None,
     )
+
+
+def _phase_of(events: list[dict]) -> dict | None:
+    """The phase a running process is in, unless it is training (its step says that)."""
+    from sftwizard.core.phases import current_phase
+
+    ev = current_phase(events)
+    if ev is None or ev.get("phase") == "train":
+        return None
+    return {"name": ev.get("phase"), "done": ev.get("done"), "total": ev.get("total"), "unit": ev.get("unit"),
+            "eta_s": ev.get("eta_s")}
 
 
 def run_info(ref: str | os.PathLike) -> RunInfo:

@@ -24,6 +24,7 @@ from sftwizard.core.metrics import format_duration
 from sftwizard.tui import services
 from sftwizard.tui.widgets.log_pane import LogPane
 from sftwizard.tui.widgets.loss_chart import LossChart
+from sftwizard.tui.widgets.phase_bar import PhaseBar
 
 TICK_S = 0.25
 
@@ -52,6 +53,7 @@ class RunStats:
     first_log: tuple[float, int] | None = None  # (time, step)
     last_time: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    phase: dict | None = None  # the latest event of the phase under way (download, load … train)
 
     @property
     def eta_s(self) -> float | None:
@@ -115,6 +117,7 @@ class RunMonitor(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("no run yet", id="run-stats")
+        yield PhaseBar(id="run-phase")
         with Vertical(id="run-panes"):
             yield LossChart(id="loss-chart")
             yield LogPane(id="run-log")
@@ -231,8 +234,13 @@ class RunMonitor(Vertical):
                 s.step = int(ev["step"])
             if ev.get("max_steps"):
                 s.max_steps = int(ev["max_steps"])
+            if kind == "phase":
+                s.phase = None if ev.get("state") == "end" else ev
+                if ev.get("state") == "progress":
+                    continue  # the bar shows it; the log keeps the phase's begin and end
             if kind in ("start", "resume"):  # a new process: whatever ended before is history
                 s.status, s.reason, s.warning = "running", None, None
+                s.phase = None
                 s.first_log = None  # the ETA's rate starts again with the new process
             elif kind in ("prepared", "train_begin") and s.status in ("starting", "idle"):
                 s.status = "running"
@@ -270,6 +278,7 @@ class RunMonitor(Vertical):
             elif kind == "error":
                 s.reason = ev.get("message") or ev.get("reason")
             elif kind == "end":
+                s.phase = None
                 if ev.get("message"):
                     s.reason = ev["message"]
                 if ev.get("final_dir"):
@@ -322,3 +331,4 @@ class RunMonitor(Vertical):
         if s.reason and self.finished and s.status != "finished":
             text += f"\n[$error]{escape(s.reason)}[/]"
         self.query_one("#run-stats", Static).update(text)
+        self.query_one(PhaseBar).show(None if self.finished else s.phase)
