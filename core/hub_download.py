@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,13 @@ def explain_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model"
     from sftwizard.core.hub import hub_token
 
     what = "dataset" if repo_type == "dataset" else "model"
+    chain = []
+    while exc is not None and exc not in chain:  # a dry run wraps the Hub's answer in a DryRunError
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    known = (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError)
+    exc = next((e for e in chain if isinstance(e, known)), None) or next(
+        (e for e in chain if "Connect" in type(e).__name__ or "Timeout" in type(e).__name__), chain[0])
     if isinstance(exc, GatedRepoError):
         if hub_token():
             return (f"{repo_id} is gated and your Hub account has no access yet: accept its terms at "
@@ -117,6 +125,21 @@ def _storage(repo_id: str, repo_type: str) -> Path:
     return Path(constants.HF_HUB_CACHE).expanduser() / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
 
 
+@contextmanager
+def _no_hub_bars():
+    """huggingface_hub's own progress bars off while we report progress ourselves (they would draw
+    on the user's terminal during the preflight, and fill train.log with carriage returns)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
 def plan_download(repo_id: str, revision: str | None = None, *, allow_patterns: list[str] | None = None,
                   repo_type: str = "model") -> DownloadPlan:
     """What a download of ``repo_id`` would fetch, checked against the free disk space.
@@ -126,8 +149,9 @@ def plan_download(repo_id: str, revision: str | None = None, *, allow_patterns: 
     from huggingface_hub import snapshot_download
 
     try:
-        infos = snapshot_download(repo_id, revision=revision, repo_type=repo_type, allow_patterns=allow_patterns,
-                                  dry_run=True)
+        with _no_hub_bars():
+            infos = snapshot_download(repo_id, revision=revision, repo_type=repo_type,
+                                      allow_patterns=allow_patterns, dry_run=True)
     except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one sentence
         raise DownloadError(explain_hub_error(exc, repo_id, repo_type, revision)) from exc
     storage = _storage(repo_id, repo_type)
@@ -196,8 +220,9 @@ def download(plan: DownloadPlan, phase=None) -> Path:
     if watcher is not None:
         watcher.start()
     try:
-        path = snapshot_download(plan.repo_id, revision=plan.commit or plan.revision, repo_type=plan.repo_type,
-                                 allow_patterns=plan.allow_patterns)
+        with _no_hub_bars():
+            path = snapshot_download(plan.repo_id, revision=plan.commit or plan.revision, repo_type=plan.repo_type,
+                                     allow_patterns=plan.allow_patterns)
     except Exception as exc:  # noqa: BLE001 - one sentence; the stack goes to the log by the caller
         raise DownloadError(explain_hub_error(exc, plan.repo_id, plan.repo_type, plan.revision)) from exc
     finally:
