@@ -40,6 +40,9 @@ class FakeReport:
     ram_total_mib: int | None = 8192
     notes: list = field(default_factory=list)
 
+    def best_gpu(self):  # as HardwareReport: CUDA's device 0 (no CUDA_VISIBLE_DEVICES in the tests)
+        return self.gpus[0] if self.gpus else None
+
 
 def cpu_report():
     """This machine as the tests pretend it is: 2 cores, no GPU — the same everywhere."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.suggester import SuggestFromList
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from sftwizard.core.config import BUILTIN_MODEL
+from sftwizard.core.model_catalog import format_params as _count
 from sftwizard.tui.steps.base import Step, WizardContext
 from sftwizard.tui.steps.fields import ConfigField
 
@@ -21,13 +23,23 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _count(n: int | None) -> str:
-    if not n:
-        return "?"
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.2f}{suffix}"
-    return str(n)
+WHERE = {"builtin": "builtin demo", "cache": "HF cache", "local": "folder", "known": "on the Hub"}
+BADGES = {"fits": "[$success]✓ fits[/]", "tight": "[$warning]~ tight[/]", "does not fit": "[$error]✗ does not fit[/]"}
+
+
+def fit_text(choice) -> str:
+    """The fit badge for the draft's method on the detected GPU, or why there is none."""
+    if choice.fit is not None:
+        return BADGES[choice.fit] + f" [dim]{choice.total_gib:.1f} GiB[/]"
+    if choice.problem:
+        return "[dim]? no config here[/]" if choice.source == "known" else "[$error]✗ unreadable[/]"
+    return "[dim]no GPU[/]"
+
+
+def choice_label(choice, width: int) -> str:
+    """One row (Textual markup): id, parameters, size on disk (or where it is), and the fit badge."""
+    size = _size(choice.size_bytes) if choice.size_bytes else WHERE.get(choice.source, choice.source)
+    return f"{escape(choice.id.ljust(width))}  {_count(choice.params):>6}  {size:>11}  {fit_text(choice)}"
 
 
 class ModelStep(Step):
@@ -38,6 +50,8 @@ class ModelStep(Step):
 
     class Changed(Step.Changed):
         pass
+
+    _shown: list = []  # the rows the list holds: rebuilt only when they change
 
     def compose(self) -> ComposeResult:
         yield ConfigField("model.id", "Model", "text", placeholder="builtin:tiny-chat, org/name or /path/to/folder",
@@ -50,6 +64,9 @@ class ModelStep(Step):
         return self.query_one(ConfigField).control
 
     def _choices(self, context: WizardContext) -> list[tuple[str, str]]:
+        if context.model_choices is not None:
+            width = max(len(c.id) for c in context.model_choices)
+            return [(c.id, choice_label(c, width)) for c in context.model_choices]
         out = [(BUILTIN_MODEL, f"{BUILTIN_MODEL}  (builtin demo, ~2M params, CPU-friendly)")]
         out += [(m.id, f"{m.id}  ({_size(m.size_bytes)} in the HF cache)") for m in context.cached_models]
         return out
@@ -61,7 +78,8 @@ class ModelStep(Step):
         needle = control.value.strip().lower()
         shown = [(c, label) for c, label in choices if not needle or needle in c.lower() or c == context.config.model.id]
         options = self.query_one("#model-choices", OptionList)
-        if [o.id for o in options.options] != [c for c, _ in shown]:
+        if self._shown != shown:
+            self._shown = shown
             options.set_options([Option(label, id=c) for c, label in shown])
         self.query_one("#model-facts", Static).update(self._facts_text(context))
 
