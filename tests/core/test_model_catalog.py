@@ -43,8 +43,8 @@ def test_each_badge_is_the_verdict_of_estimate_for_the_same_settings(t4, capsys,
         assert (row["fit"] == "fits") == est["fits"]
         assert row["fit"] == ("fits" if est["fits"] else "tight" if est["headroom_gib"] >= 0 else "does not fit")
         assert row["params"] == est["total_params"]
-    assert rows["builtin:tiny-chat"]["fit"] == "fits" and rows[LLAMA_8B]["fit"] == "does not fit"
-    assert rows[QWEN_1_5B]["fit"] == ("fits" if flags[1] == "qlora" else "does not fit")
+    expected = "fits" if flags[1] == "qlora" else "does not fit"  # QLoRA at 512 x 2 fits even the 8B on a T4
+    assert rows["builtin:tiny-chat"]["fit"] == "fits" and rows[LLAMA_8B]["fit"] == rows[QWEN_1_5B]["fit"] == expected
 
 
 def test_well_known_models_are_offered_by_id_and_say_why_they_have_no_badge_offline(t4, capsys):
