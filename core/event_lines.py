@@ -94,6 +94,8 @@ def phase_progress_text(ev: dict) -> str:
 def phase_line(ev: dict) -> str | None:
     """A ``phase`` event: "download  1.2 GB / 16.1 GB  7%  85.3 MB/s  ETA 3m12s", "tokenize done in 4s"."""
     name = ev.get("phase") or "?"
+    if ev.get("what"):
+        name += f" {ev['what']}"
     state = ev.get("state")
     if state == "begin":
         total = ev.get("total")

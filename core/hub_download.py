@@ -162,14 +162,19 @@ def plan_download(repo_id: str, revision: str | None = None, *, allow_patterns: 
             plan.missing.append((info.filename, int(info.file_size or 0)))
         else:
             plan.cached_bytes += int(info.file_size or 0)
-    plan.free_bytes = _free_bytes(storage)
-    need = plan.need_bytes - _partial_bytes(storage)  # an interrupted download resumes where it was
+    check_room(plan)
+    return plan
+
+
+def check_room(plan: DownloadPlan, extra_bytes: int = 0) -> None:
+    """DownloadError unless the disk of the cache has room for the missing files (+ ``extra_bytes``)."""
+    plan.free_bytes = _free_bytes(plan.storage)
+    need = plan.need_bytes - _partial_bytes(plan.storage) + extra_bytes  # an interrupted download resumes
     if plan.free_bytes is not None and need > plan.free_bytes:
         raise DownloadError(
-            f"not enough disk space to download {repo_id}: it needs {format_bytes(need)} and "
-            f"{_disk_name(storage)} has {format_bytes(plan.free_bytes)} free; free some space or point HF_HOME "
-            "at a bigger disk")
-    return plan
+            f"not enough disk space to download {plan.repo_id}: it needs {format_bytes(need)} and "
+            f"{_disk_name(plan.storage)} has {format_bytes(plan.free_bytes)} free; free some space or point "
+            "HF_HOME at a bigger disk")
 
 
 def _disk_name(storage: Path) -> str:
@@ -204,33 +209,40 @@ def arrived_bytes(storage: Path, before: set[str]) -> int:
     return total
 
 
+@contextmanager
+def watching(storage: Path, phase=None):
+    """While the body downloads into ``storage``, report the bytes arriving to ``phase``."""
+    if phase is None:
+        yield
+        return
+    before = _blob_names(storage)
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(POLL_S):
+            phase.update(arrived_bytes(storage, before))
+
+    watcher = threading.Thread(target=poll, name="download-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+    phase.update(arrived_bytes(storage, before))
+
+
 def download(plan: DownloadPlan, phase=None) -> Path:
     """Fetch the plan's files into the cache; ``phase`` (a phases.Phase in bytes) hears the progress.
     Returns the snapshot folder."""
     from huggingface_hub import snapshot_download
 
-    before = _blob_names(plan.storage)
-    done = threading.Event()
-
-    def poll() -> None:
-        while not done.wait(POLL_S):
-            phase.update(arrived_bytes(plan.storage, before))
-
-    watcher = threading.Thread(target=poll, name="download-progress", daemon=True) if phase is not None else None
-    if watcher is not None:
-        watcher.start()
     try:
-        with _no_hub_bars():
+        with watching(plan.storage, phase), _no_hub_bars():
             path = snapshot_download(plan.repo_id, revision=plan.commit or plan.revision, repo_type=plan.repo_type,
                                      allow_patterns=plan.allow_patterns)
     except Exception as exc:  # noqa: BLE001 - one sentence; the stack goes to the log by the caller
         raise DownloadError(explain_hub_error(exc, plan.repo_id, plan.repo_type, plan.revision)) from exc
-    finally:
-        done.set()
-        if watcher is not None:
-            watcher.join()
-    if phase is not None:
-        phase.update(arrived_bytes(plan.storage, before))
     return Path(path)
 
 
@@ -245,3 +257,45 @@ def fetch(repo_id: str, revision: str | None = None, *, allow_patterns: list[str
     path = download(plan, phase)
     phase.end()
     return path
+
+
+# --------------------------------------------------------------------------- hub datasets
+
+def _dataset_files(builder) -> list[str]:
+    """The hf:// URLs of every data file the builder's config reads (all its splits)."""
+    files = getattr(builder.config, "data_files", None) or {}
+    out: list[str] = []
+    for urls in files.values():
+        out += [str(u) for u in urls]
+    return out
+
+
+def plan_dataset(builder, repo_id: str) -> DownloadPlan:
+    """What loading ``builder`` (a datasets builder of a Hub dataset) will download, with the disk
+    checked for it twice over (the files, then their prepared Arrow copy)."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    commit = None
+    paths: list[str] = []
+    for url in _dataset_files(builder):
+        # hf://datasets/org/name@<commit>/path/in/repo
+        _, _, after = url.removeprefix("hf://datasets/").partition("@")
+        rev, _, path = after.partition("/")
+        commit = commit or rev or None
+        if path:
+            paths.append(path)
+    plan = DownloadPlan(repo_id, "dataset", None, commit, _storage(repo_id, "dataset"))
+    if not paths:
+        return plan
+    try:
+        infos = HfApi().get_paths_info(repo_id, paths, repo_type="dataset", revision=commit)
+    except Exception as exc:  # noqa: BLE001 - one sentence
+        raise DownloadError(explain_hub_error(exc, repo_id, "dataset")) from exc
+    for info in infos:
+        size = int(getattr(info, "size", 0) or 0)
+        if isinstance(try_to_load_from_cache(repo_id, info.path, revision=commit, repo_type="dataset"), str):
+            plan.cached_bytes += size
+        else:
+            plan.missing.append((info.path, size))
+    check_room(plan, extra_bytes=plan.need_bytes)  # the prepared Arrow copy takes about as much again
+    return plan

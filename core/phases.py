@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Callable, Literal, get_args
 
 PhaseName = Literal["download", "load", "quantize", "tokenize", "pack", "train", "save", "merge"]
@@ -30,9 +32,11 @@ PROGRESS_INTERVAL_S = 0.5  # at most 2 progress events a second per phase
 class Phase:
     """One phase in progress. ``update(done)`` from any thread; ``end()`` once."""
 
-    def __init__(self, reporter: "PhaseReporter", name: str, total: int | None, unit: str) -> None:
+    def __init__(self, reporter: "PhaseReporter", name: str, total: int | None, unit: str,
+                 what: str | None = None) -> None:
         self.reporter = reporter
         self.name = name
+        self.what = what
         self.total = total
         self.unit = unit
         self.done = 0
@@ -48,7 +52,8 @@ class Phase:
         if self.total and rate > 0 and self.done <= self.total:
             eta = round((self.total - self.done) / rate, 1)
         return {"phase": self.name, "done": self.done, "total": self.total, "unit": self.unit,
-                "rate": round(rate, 3), "eta_s": eta, "elapsed_s": round(now - self.started, 3)}
+                "rate": round(rate, 3), "eta_s": eta, "elapsed_s": round(now - self.started, 3),
+                **({"what": self.what} if self.what else {})}
 
     def update(self, done: int, total: int | None = None, *, force: bool = False) -> None:
         """The count so far (never goes back: a smaller number is ignored)."""
@@ -102,12 +107,13 @@ class PhaseReporter:
         self._durations: dict[str, float] = {}
         self._open: dict[str, Phase] = {}
 
-    def begin(self, name: str, total: int | None = None, unit: str = "steps") -> Phase:
+    def begin(self, name: str, total: int | None = None, unit: str = "steps", what: str | None = None) -> Phase:
+        """Open a phase; ``what`` names its object when a run has several (the dataset downloaded)."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r} (one of {', '.join(PHASES)})")
         if unit not in UNITS:
             raise ValueError(f"unknown unit {unit!r} (one of {', '.join(UNITS)})")
-        phase = Phase(self, name, total, unit)
+        phase = Phase(self, name, total, unit, what)
         self._open[name] = phase
         self.emit(state="begin", **phase.fields(phase.started))
         return phase
@@ -115,6 +121,15 @@ class PhaseReporter:
     def emit(self, **fields: Any) -> None:
         if self._emit is not None:
             self._emit("phase", step=None, **fields)
+
+    @contextmanager
+    def active(self):
+        """Make this the reporter that code deep in the call (a Hub dataset's reader) reports to."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
 
     def finished(self, phase: Phase, duration: float) -> None:
         self._open.pop(phase.name, None)
@@ -127,6 +142,14 @@ class PhaseReporter:
         for name, phase in self._open.items():
             out[name] = round(out.get(name, 0.0) + now - phase.started, 3)
         return out
+
+
+_ACTIVE: ContextVar[PhaseReporter | None] = ContextVar("sftwizard_phases", default=None)
+
+
+def active_reporter() -> PhaseReporter | None:
+    """The reporter of the training process in this context (None in the TUI, the CLI's inspect…)."""
+    return _ACTIVE.get()
 
 
 def current_phase(events: list[dict]) -> dict | None:

@@ -242,7 +242,8 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True, phases=phases)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, reports = resolve_data(cfg)
+    with phases.active():  # a Hub dataset's download is reported from deep in the readers
+        train_examples, eval_examples, reports = resolve_data(cfg)
     problems = [p for r in reports if r is not None for p in r.problems]
     # The data is tokenized before the weights load: a bad row stops the run in seconds, not after minutes.
     tokenize = phases.begin("tokenize", total=len(train_examples) + len(eval_examples), unit="rows")
