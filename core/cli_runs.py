@@ -51,17 +51,8 @@ def _step(info) -> str:
     return f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step)
 
 
-def _status(info) -> str:
-    """"running", or "running: download 7%" while a run is not yet training."""
-    phase = info.phase
-    if not phase:
-        return info.status
-    done, total = phase.get("done"), phase.get("total")
-    share = f" {100 * done / total:.0f}%" if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total else ""
-    return f"{info.status}: {phase.get('name')}{share}"
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
+    from sftwizard.core.event_lines import run_status_text
     from sftwizard.core.runs import list_runs
 
     infos = list_runs()
@@ -73,7 +64,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "STATUS", "STEP", "LOSS", "STARTED", "DURATION", "PID", "DIRECTORY")]
     for info in infos:
-        rows.append((info.id, _status(info), _step(info),
+        rows.append((info.id, run_status_text(info.status, info.phase), _step(info),
                      f"{info.last_loss:.4f}" if info.last_loss is not None else "-",
                      _when(info.started), format_duration(info.duration_s),
                      str(info.pid) if info.pid and info.status == "running" else "-", info.dir))

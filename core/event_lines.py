@@ -154,3 +154,13 @@ def as_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def run_status_text(status: str, phase: dict | None) -> str:
+    """"running", or "running: download 7%" for a run not yet training (a RunInfo's status and phase)."""
+    if not phase:
+        return status
+    done, total = phase.get("done"), phase.get("total")
+    share = (f" {100 * done / total:.0f}%" if isinstance(done, (int, float)) and isinstance(total, (int, float))
+             and total else "")
+    return f"{status}: {phase.get('name')}{share}"
