@@ -75,6 +75,10 @@ def preflight(cfg) -> None:
             raise UserError(f"{src.path}: no such data file")
         if p.is_file() and p.stat().st_size == 0:
             raise UserError(f"{src.path}: the data file is empty")
+        if not local_like and not p.exists():
+            from sftwizard.core.data_readers import check_hub_dataset
+
+            check_hub_dataset(src)  # a Hub dataset: its config, split and room on the disk (DataError)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -239,13 +239,40 @@ def _offline() -> bool:
     return any(os.environ.get(k, "0").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def check_hub_dataset(source) -> None:
+    """Before a run starts: a Hub dataset's config, split and the disk room for it (DataError, one
+    sentence); nothing for local files, builtin data or in offline mode. Downloads no data file."""
+    try:
+        located = locate(source)
+    except DataError:
+        return  # a local path's own problem: the run's preflight says it
+    if located.kind == "hub" and not _offline():
+        _checked_builder(located.path, source.name, source.split or "train")
+
+
 def _load_hub_checked(repo_id: str, name: str | None, split: str):
     """A Hub dataset: its config and split checked (a sentence listing the ones that exist), the
     disk checked for its files, then loaded with a ``download`` phase when a run is reporting."""
+    from sftwizard.core.hub_download import watching
+    from sftwizard.core.phases import active_reporter
+
+    builder, plan = _checked_builder(repo_id, name, split)
+    reporter = active_reporter()
+    phase = (reporter.begin("download", total=plan.need_bytes, unit="bytes", what=repo_id)
+             if reporter is not None and plan.missing else None)
+    with watching(plan.storage, phase):
+        builder.download_and_prepare()  # what load_dataset does, with the bytes watched
+    if phase is not None:
+        phase.end()
+    return builder.as_dataset(split=split)
+
+
+def _checked_builder(repo_id: str, name: str | None, split: str):
+    """(datasets builder, hub_download.DownloadPlan) of a Hub dataset whose config and split exist
+    and whose files fit on the disk; DataError otherwise."""
     import datasets
 
-    from sftwizard.core.hub_download import DownloadError, plan_dataset, watching
-    from sftwizard.core.phases import active_reporter
+    from sftwizard.core.hub_download import DownloadError, plan_dataset
 
     try:
         builder = datasets.load_dataset_builder(repo_id, name)
@@ -256,17 +283,9 @@ def _load_hub_checked(repo_id: str, name: str | None, split: str):
         raise DataError(f"{repo_id}: no split {split!r}{_in_config(name)}; it has {_names(splits)} "
                         "(set data.sources[].split)")
     try:
-        plan = plan_dataset(builder, repo_id)
+        return builder, plan_dataset(builder, repo_id)
     except DownloadError as exc:
         raise DataError(str(exc)) from exc
-    reporter = active_reporter()
-    phase = (reporter.begin("download", total=plan.need_bytes, unit="bytes", what=repo_id)
-             if reporter is not None and plan.missing else None)
-    with watching(plan.storage, phase):
-        builder.download_and_prepare()  # what load_dataset does, with the bytes watched
-    if phase is not None:
-        phase.end()
-    return builder.as_dataset(split=split)
 
 
 def _in_config(name: str | None) -> str:

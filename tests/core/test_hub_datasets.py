@@ -89,3 +89,16 @@ def test_a_dataset_too_big_for_the_disk_is_refused_before_its_download(hub, monk
         f"the Hugging Face cache ({tmp_path / 'hf' / 'hub'}) has 5 KB free; free some space or point HF_HOME at a "
         "bigger disk")
     assert not [m for m, p, _ in hub.log if m == "GET" and p.endswith(".jsonl")]
+
+
+def test_run_refuses_a_missing_split_before_starting_a_process(hub, tmp_path, capsys):
+    from sftwizard.core.cli import main
+
+    preset = tmp_path / "hubdata.yaml"
+    preset.write_text("model:\n  id: builtin:tiny-chat\ndata:\n  sources:\n    - path: org/chat\n      split: dev\n"
+                      "training:\n  max_steps: 1\nrun:\n  name: hubdata\n", encoding="utf-8")
+    assert main(["run", str(preset)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("sft-wizard: error: org/chat: no split 'dev'; it has 'train', 'test' "
+                   "(set data.sources[].split)")
+    assert not [m for m, p, _ in hub.log if m == "GET" and p.endswith(".jsonl")]
