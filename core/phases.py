@@ -40,6 +40,7 @@ class Phase:
         self.total = total
         self.unit = unit
         self.done = 0
+        self.initial = 0  # what was done before this process (a resumed run's steps): not in the rate
         self.started = reporter.clock()
         self.ended: float | None = None
         self._last_emit = self.started
@@ -47,7 +48,7 @@ class Phase:
 
     def fields(self, now: float) -> dict[str, Any]:
         elapsed = max(now - self.started, 1e-9)
-        rate = self.done / elapsed if self.done else 0.0
+        rate = (self.done - self.initial) / elapsed if self.done > self.initial else 0.0
         eta = None
         if self.total and rate > 0 and self.done <= self.total:
             eta = round((self.total - self.done) / rate, 1)
@@ -107,13 +108,16 @@ class PhaseReporter:
         self._durations: dict[str, float] = {}
         self._open: dict[str, Phase] = {}
 
-    def begin(self, name: str, total: int | None = None, unit: str = "steps", what: str | None = None) -> Phase:
-        """Open a phase; ``what`` names its object when a run has several (the dataset downloaded)."""
+    def begin(self, name: str, total: int | None = None, unit: str = "steps", what: str | None = None,
+              done: int = 0) -> Phase:
+        """Open a phase; ``what`` names its object when a run has several (the dataset downloaded);
+        ``done`` is where it starts (a resumed run's steps)."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r} (one of {', '.join(PHASES)})")
         if unit not in UNITS:
             raise ValueError(f"unknown unit {unit!r} (one of {', '.join(UNITS)})")
         phase = Phase(self, name, total, unit, what)
+        phase.done = phase.initial = int(done)
         self._open[name] = phase
         self.emit(state="begin", **phase.fields(phase.started))
         return phase

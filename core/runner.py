@@ -327,9 +327,8 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
                         num_train_epochs=args.num_train_epochs, samples_per_step=_samples_per_step(args))
             self._efficiency = start_meter(args, kw.get("model"))  # efficiency fields of `log` events
-            self._train_phase = phases.begin("train", total=state.max_steps, unit="steps") if phases else None
-            if self._train_phase is not None and state.global_step:
-                self._train_phase.update(state.global_step)  # resumed: the steps already done
+            self._train_phase = (phases.begin("train", total=state.max_steps, unit="steps", done=state.global_step)
+                                 if phases else None)  # resumed: from the checkpoint's step
 
         def on_train_end(self, args, state, control, **kw):
             if getattr(self, "_train_phase", None) is not None:

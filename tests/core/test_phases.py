@@ -66,6 +66,14 @@ def test_counts_never_go_back_and_durations_add_up():
     assert set(PHASES) == {"download", "load", "quantize", "tokenize", "pack", "train", "save", "merge"}
 
 
+def test_a_resumed_phase_starts_where_it_was_and_its_rate_counts_only_new_work():
+    rep, events, clock = reporter(interval=0.0)
+    train = rep.begin("train", total=100, unit="steps", done=40)
+    clock.now += 10
+    train.update(50)
+    assert events[0]["done"] == 40 and events[-1]["rate"] == 1.0 and events[-1]["eta_s"] == 50.0
+
+
 def test_the_current_phase_is_the_latest_one_not_ended():
     begin = {"event": "phase", "phase": "load", "state": "begin"}
     assert current_phase([{"event": "start"}, begin]) is begin
