@@ -130,9 +130,10 @@ def model_choices(cfg: RunConfig, hardware) -> list:
     from huggingface_hub import constants
 
     folder = cfg.model.id if _Path(cfg.model.id).expanduser().is_dir() else None
-    return _core("model_catalog", "list_models")(
-        cfg, hardware=hardware, folders=[folder] if folder else [], fetch=not constants.is_offline_mode(),
-        cached=cached_models())
+    with _MODEL_LOCK:  # it resolves models too (the builtin one is built on first use): one thread at a time
+        return _core("model_catalog", "list_models")(
+            cfg, hardware=hardware, folders=[folder] if folder else [], fetch=not constants.is_offline_mode(),
+            cached=cached_models())
 
 
 # --------------------------------------------------------------------------- data & templates
