@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import RunConfig
+from sftwizard.core.config import BUILTIN_MODEL, RunConfig
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -130,10 +130,11 @@ def model_choices(cfg: RunConfig, hardware) -> list:
     from huggingface_hub import constants
 
     folder = cfg.model.id if _Path(cfg.model.id).expanduser().is_dir() else None
-    with _MODEL_LOCK:  # it resolves models too (the builtin one is built on first use): one thread at a time
-        return _core("model_catalog", "list_models")(
-            cfg, hardware=hardware, folders=[folder] if folder else [], fetch=not constants.is_offline_mode(),
-            cached=cached_models())
+    with _MODEL_LOCK:  # the builtin model is built on first use: by one thread, then only found
+        _core("models", "resolve_model")(BUILTIN_MODEL)
+    return _core("model_catalog", "list_models")(
+        cfg, hardware=hardware, folders=[folder] if folder else [], fetch=not constants.is_offline_mode(),
+        cached=cached_models())
 
 
 # --------------------------------------------------------------------------- data & templates
