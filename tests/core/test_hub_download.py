@@ -235,6 +235,9 @@ async def test_the_run_screen_shows_each_phase_as_a_bar_as_the_events_arrive(dow
                         if bar.phase is not None and bar.phase.get("time") == json.loads(line)["time"]:
                             break
                     seen.append((bar.phase["phase"], bar.query_one("ProgressBar").progress))
+        log = "\n".join(monitor.query_one("LogPane").lines)
+        ready = [line for line in log.splitlines() if line.startswith("ready to train after ")]
+        assert len(ready) == 1 and all(f"{name} " in ready[0] for name in ("download", "tokenize", "load")), log
         names = [name for name, _ in seen]
         assert names.index("load") < names.index("train"), names
         train = [p for name, p in seen if name == "train"]

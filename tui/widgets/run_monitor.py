@@ -54,6 +54,7 @@ class RunStats:
     last_time: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     phase: dict | None = None  # the latest event of the phase under way (download, load … train)
+    phase_times: dict[str, float] = field(default_factory=dict)  # phases ended before training, in seconds
 
     @property
     def eta_s(self) -> float | None:
@@ -236,11 +237,13 @@ class RunMonitor(Vertical):
                 s.max_steps = int(ev["max_steps"])
             if kind == "phase":
                 s.phase = None if ev.get("state") == "end" else ev
-                if ev.get("state") == "progress":
-                    continue  # the bar shows it; the log keeps the phase's begin and end
+                line = self._phase_log_line(ev)
+                if line:
+                    lines.append(line)
+                continue  # the bar shows the phase under way; the log one line of what came before training
             if kind in ("start", "resume"):  # a new process: whatever ended before is history
                 s.status, s.reason, s.warning = "running", None, None
-                s.phase = None
+                s.phase, s.phase_times = None, {}
                 s.first_log = None  # the ETA's rate starts again with the new process
             elif kind in ("prepared", "train_begin") and s.status in ("starting", "idle"):
                 s.status = "running"
@@ -297,6 +300,18 @@ class RunMonitor(Vertical):
             else:
                 self.status = s.status
         self.refresh_stats()
+
+    def _phase_log_line(self, ev: dict) -> str | None:
+        """"ready to train after download 3m12s · tokenize 4s · load 41s" when training begins
+        (one line however many phases came first); None for every other phase event."""
+        s = self.stats
+        if ev.get("state") == "end" and isinstance(ev.get("duration_s"), (int, float)):
+            s.phase_times[str(ev.get("phase"))] = float(ev["duration_s"])
+        if ev.get("state") != "begin" or ev.get("phase") != "train" or not s.phase_times:
+            return None
+        parts = " · ".join(f"{name} {format_duration(sec)}" for name, sec in s.phase_times.items())
+        s.phase_times = {}
+        return f"ready to train after {parts}"
 
     def _set_end(self, status: str) -> None:
         self.stats.status = status
