@@ -69,6 +69,8 @@ def amount(value: Any, unit: str | None) -> str:
         from sftwizard.core.hub_download import format_bytes
 
         return format_bytes(value)
+    if unit and value == 1 and unit.endswith("s"):
+        unit = unit[:-1]  # 1 shard, 1 file
     return f"{value:,.0f} {unit or ''}".rstrip()
 
 

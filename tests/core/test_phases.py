@@ -91,6 +91,8 @@ def test_a_phase_has_one_readable_line_per_state():
     assert event_line({"event": "phase", "phase": "load", "state": "begin", "total": 4, "unit": "shards"}) == \
         "load … 4 shards"
     assert event_line({"event": "phase", "phase": "load", "state": "end", "duration_s": 75}) == "load done in 1m15s"
+    assert event_line({"event": "phase", "phase": "save", "state": "begin", "total": 1, "unit": "files"}) == \
+        "save … 1 file"
     assert event_line({"event": "phase", "state": "progress", "done": "?", "total": None}) == "?  ?"
 
 
