@@ -230,10 +230,12 @@ async def test_the_run_screen_shows_each_phase_as_a_bar_as_the_events_arrive(dow
                 fh.write(line)
                 fh.flush()
                 if '"state": "progress"' in line or '"begin"' in line:
-                    for _ in range(40):
+                    when = json.loads(line)["time"]
+                    for _ in range(200):  # the monitor reads the file on a timer: at most 10 s here
                         await pilot.pause(0.05)
-                        if bar.phase is not None and bar.phase.get("time") == json.loads(line)["time"]:
+                        if bar.phase is not None and bar.phase.get("time") == when:
                             break
+                    assert bar.phase is not None and bar.phase.get("time") == when, (line, bar.phase)
                     seen.append((bar.phase["phase"], bar.query_one("ProgressBar").progress))
         log = "\n".join(monitor.query_one("LogPane").lines)
         ready = [line for line in log.splitlines() if line.startswith("ready to train after ")]
