@@ -212,9 +212,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
-    for folder in args.folder:
-        from pathlib import Path
+    from pathlib import Path
 
+    for folder in args.folder:
         if not (Path(folder).expanduser() / "config.json").is_file():
             raise UserError(f"--folder {folder}: no config.json there")
     cfg = config_for_estimate(args, need_model=False)
@@ -245,7 +245,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         elif r.problem:
             verdict = f"? {r.problem}"
         else:
-            verdict = "-"
+            verdict = f"peak {r.total_gib:.1f} GiB" if r.total_gib is not None else "-"
         out.write(f"{r.id:<{width}}  {params:>6}  {size:>10}  {verdict}\n")
     return 0
 
