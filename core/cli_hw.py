@@ -232,10 +232,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                     "gpu_memory_gib": memory, "settings": settings, "models": [r.to_dict() for r in rows]})
         return 0
     out = sys.stdout
-    where = (f"{gpu.name if gpu is not None else 'the given memory'} ({memory:.1f} GiB)" if memory is not None
+    where = (f"fit on {gpu.name if gpu is not None else 'the given memory'} ({memory:.1f} GiB)" if memory is not None
              else "no GPU here (pass --gpu-memory-gib to check the fit)")
-    out.write(f"fit for {cfg.method.type}, max_length {t.max_length}, micro-batch {t.per_device_train_batch_size} "
-              f"on {where}\n")
+    out.write(f"{cfg.method.type}, max_length {t.max_length}, micro-batch {t.per_device_train_batch_size} — "
+              f"{where}\n")
     width = max(len(r.id) for r in rows)
     for r in rows:
         size = format_bytes(r.size_bytes) if r.size_bytes else {"known": "on the Hub"}.get(r.source, r.source)
