@@ -24,6 +24,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("preset", nargs="?", help="a preset YAML file, or the name of a shipped/user preset")
     p.add_argument("--model", help="model id, hub id or local folder (config.json is enough)")
+    _add_setting_flags(p)
+    p.add_argument("--probe", action="store_true",
+                   help="also measure: 3 optimizer steps on this CUDA GPU at the longest sequence; "
+                        "saved beside the preset as NAME.probe.json")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser(
+        "models",
+        help="models to start from (builtin, HF cache, folders, well-known ids) and whether each fits here",
+        description="Each model with its parameters, size on disk and a fit badge (fits / tight / does not fit) "
+                    "from the memory estimator, for the settings of PRESET (or the defaults) and the flags, on this "
+                    "machine's GPU — the verdict `estimate` gives.",
+    )
+    p.add_argument("preset", nargs="?", help="a preset YAML file whose settings (method, lengths…) to assume")
+    p.add_argument("--folder", action="append", default=[], metavar="PATH", help="also list this model folder")
+    p.add_argument("--fetch", action="store_true",
+                   help="fetch the config.json (a few KB) of well-known models not in the cache, to size them")
+    _add_setting_flags(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_models, model=None)
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """The settings a memory estimate depends on, as flags (`estimate` and `models`)."""
     p.add_argument("--method", choices=["full", "lora", "qlora"])
     p.add_argument("--lora-r", type=int, metavar="N")
     p.add_argument("--lora-targets", metavar="all-linear|q_proj,v_proj,...")
@@ -38,11 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
                    help="memory to fit in (default: free memory of this machine's first GPU)")
-    p.add_argument("--probe", action="store_true",
-                   help="also measure: 3 optimizer steps on this CUDA GPU at the longest sequence; "
-                        "saved beside the preset as NAME.probe.json")
-    add_json_flag(p)
-    p.set_defaults(func=cmd_estimate)
 
 
 # --------------------------------------------------------------------------- hw
@@ -119,7 +139,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def config_for_estimate(args: argparse.Namespace):
+def config_for_estimate(args: argparse.Namespace, *, need_model: bool = True):
     """The RunConfig the flags describe: a preset (or the defaults) with the flags applied."""
     from sftwizard.core.config import RunConfig, apply_overrides, load_preset
 
@@ -127,7 +147,7 @@ def config_for_estimate(args: argparse.Namespace):
         from sftwizard.core.presets import find_preset
 
         cfg = load_preset(find_preset(args.preset))
-    elif args.model:
+    elif args.model or not need_model:
         cfg = RunConfig()
     else:
         raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
@@ -136,16 +156,14 @@ def config_for_estimate(args: argparse.Namespace):
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from sftwizard.core.estimator import estimate_for
-    from sftwizard.core.hardware import probe_hardware
+    from sftwizard.core.estimator import estimate_config
     from sftwizard.core.models import model_facts
 
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
     cfg = config_for_estimate(args)
     facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
-    hardware = probe_hardware()
-    est = estimate_for(facts, cfg, hardware, gpu_memory_gib=args.gpu_memory_gib)
+    est = estimate_config(cfg, facts=facts, gpu_memory_gib=args.gpu_memory_gib)
     measured = _probe(args, cfg, facts) if args.probe else None
     if args.json:
         d = est.to_dict()
@@ -185,6 +203,53 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             out.write(f"probe {measured['status']}: {measured['message']}\n")
         if measured.get("saved_to"):
             out.write(f"saved to {measured['saved_to']}\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- models
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from sftwizard.core.hardware import probe_hardware
+    from sftwizard.core.hub_download import format_bytes
+    from sftwizard.core.model_catalog import format_params, list_models
+
+    if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
+        raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
+    from pathlib import Path
+
+    for folder in args.folder:
+        if not (Path(folder).expanduser() / "config.json").is_file():
+            raise UserError(f"--folder {folder}: no config.json there")
+    cfg = config_for_estimate(args, need_model=False)
+    hardware = probe_hardware()
+    gpu = hardware.best_gpu()
+    memory = args.gpu_memory_gib if args.gpu_memory_gib is not None else (
+        round(gpu.usable_memory_mib / 1024, 2) if gpu is not None else None)
+    rows = list_models(cfg, hardware=hardware, folders=args.folder, fetch=args.fetch,
+                       gpu_memory_gib=args.gpu_memory_gib)
+    t = cfg.training
+    settings = {"method": cfg.method.type, "max_length": t.max_length, "micro_batch": t.per_device_train_batch_size,
+                "gradient_checkpointing": t.gradient_checkpointing}
+    if args.json:
+        print_json({"gpu": {"name": gpu.name, "memory_gib": memory} if gpu is not None else None,
+                    "gpu_memory_gib": memory, "settings": settings, "models": [r.to_dict() for r in rows]})
+        return 0
+    out = sys.stdout
+    where = (f"fit on {gpu.name if gpu is not None else 'the given memory'} ({memory:.1f} GiB)" if memory is not None
+             else "no GPU here (pass --gpu-memory-gib to check the fit)")
+    out.write(f"{cfg.method.type}, max_length {t.max_length}, micro-batch {t.per_device_train_batch_size} — "
+              f"{where}\n")
+    width = max(len(r.id) for r in rows)
+    for r in rows:
+        size = format_bytes(r.size_bytes) if r.size_bytes else {"known": "on the Hub"}.get(r.source, r.source)
+        params = format_params(r.params)
+        if r.fit:
+            verdict = f"{r.fit} ({r.total_gib:.1f} GiB)"
+        elif r.problem:
+            verdict = f"? {r.problem}"
+        else:
+            verdict = f"peak {r.total_gib:.1f} GiB" if r.total_gib is not None else "-"
+        out.write(f"{r.id:<{width}}  {params:>6}  {size:>10}  {verdict}\n")
     return 0
 
 

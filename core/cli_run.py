@@ -55,6 +55,13 @@ def preflight(cfg) -> None:
             resolve_model(cfg.model.id, allow_download=False)
         except ModelError as exc:
             raise UserError(str(exc)) from None
+    else:
+        from sftwizard.core.models import check_download
+
+        try:  # a hub model not in the cache: the repo exists, we may read it, and it fits on the disk
+            check_download(cfg.model.id, cfg.model.revision, weights=True)
+        except ModelError as exc:
+            raise UserError(str(exc)) from None
     from sftwizard.core.runnable import Environment, runnable_problems, runs_anywhere
 
     if not runs_anywhere(cfg):  # only then is torch imported to look at this machine
@@ -71,10 +78,15 @@ def preflight(cfg) -> None:
             raise UserError(f"{src.path}: no such data file")
         if p.is_file() and p.stat().st_size == 0:
             raise UserError(f"{src.path}: the data file is empty")
+        if not local_like and not p.exists():
+            from sftwizard.core.data_readers import check_hub_dataset
+
+            check_hub_dataset(src)  # a Hub dataset: its config, split and room on the disk (DataError)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sftwizard.core import runs
+    from sftwizard.core.cli_progress import EventPrinter
     from sftwizard.core.events import EventTail
     from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
 
@@ -90,34 +102,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"run {run_dir.name}  ({run_dir})", file=sys.stderr)
     tail = EventTail(run_dir / EVENTS_FILE)
+    printer = EventPrinter(format_event)  # one updating line per phase on a terminal
     end = None
     interrupted = 0
-    while end is None:
-        try:
-            for ev in tail.poll():
-                print_event(ev)
-                if ev.get("event") == "end":
-                    end = ev
-            if end is None:
-                if launched.process.poll() is not None:
-                    time.sleep(0.2)
-                    for ev in tail.poll():
-                        print_event(ev)
-                        if ev.get("event") == "end":
-                            end = ev
-                    if end is None:
-                        end = {"status": "failed", "reason": "crash",
-                               "message": f"the training process exited with code {launched.process.returncode}; "
-                                          f"see {run_dir / 'train.log'}"}
-                    break
-                time.sleep(0.25)
-        except KeyboardInterrupt:
-            interrupted += 1
-            if interrupted == 1:
-                (run_dir / STOP_FILE).touch()
-                print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
-            else:
-                runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
+    try:
+        while end is None:
+            try:
+                for ev in tail.poll():
+                    printer(ev)
+                    if ev.get("event") == "end":
+                        end = ev
+                if end is None:
+                    if launched.process.poll() is not None:
+                        time.sleep(0.2)
+                        for ev in tail.poll():
+                            printer(ev)
+                            if ev.get("event") == "end":
+                                end = ev
+                        if end is None:
+                            end = {"status": "failed", "reason": "crash",
+                                   "message": f"the training process exited with code {launched.process.returncode}; "
+                                              f"see {run_dir / 'train.log'}"}
+                        break
+                    time.sleep(0.25)
+            except KeyboardInterrupt:
+                interrupted += 1
+                if interrupted == 1:
+                    (run_dir / STOP_FILE).touch()
+                    print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
+                else:
+                    runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
+    finally:
+        printer.close()
     status = end.get("status")
     if status == "finished":
         from sftwizard.core.event_lines import best_checkpoint_text

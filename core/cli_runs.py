@@ -52,6 +52,7 @@ def _step(info) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from sftwizard.core.event_lines import run_status_text
     from sftwizard.core.runs import list_runs
 
     infos = list_runs()
@@ -63,7 +64,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     rows = [("ID", "STATUS", "STEP", "LOSS", "STARTED", "DURATION", "PID", "DIRECTORY")]
     for info in infos:
-        rows.append((info.id, info.status, _step(info),
+        rows.append((info.id, run_status_text(info.status, info.phase), _step(info),
                      f"{info.last_loss:.4f}" if info.last_loss is not None else "-",
                      _when(info.started), format_duration(info.duration_s),
                      str(info.pid) if info.pid and info.status == "running" else "-", info.dir))
@@ -90,31 +91,31 @@ def format_history_event(ev: dict) -> str | None:
     return format_event(ev)
 
 
-def print_history_event(ev: dict) -> None:
-    line = format_history_event(ev)
-    if line:
-        print(line, flush=True)
-
-
 def _follow(run_dir: Path, from_start: bool, on_interrupt) -> None:
     """Print events as they are written until the run's processes are gone."""
     from sftwizard.core.events import EVENTS_FILE, EventTail
     from sftwizard.core.runs import is_alive
 
+    from sftwizard.core.cli_progress import EventPrinter
+
     path = run_dir / EVENTS_FILE
     tail = EventTail(path, offset=0 if from_start or not path.exists() else path.stat().st_size)
-    while True:
-        try:
-            alive = is_alive(run_dir)
-            for ev in tail.poll():
-                print_history_event(ev)
-            if not alive:
-                _note_skipped(run_dir, tail.skipped)
-                return
-            time.sleep(0.3)
-        except KeyboardInterrupt:
-            if not on_interrupt():
-                return
+    printer = EventPrinter(format_history_event)  # one updating line per phase on a terminal
+    try:
+        while True:
+            try:
+                alive = is_alive(run_dir)
+                for ev in tail.poll():
+                    printer(ev)
+                if not alive:
+                    _note_skipped(run_dir, tail.skipped)
+                    return
+                time.sleep(0.3)
+            except KeyboardInterrupt:
+                if not on_interrupt():
+                    return
+    finally:
+        printer.close()
 
 
 def _note_skipped(run_dir: Path, skipped: int) -> None:
@@ -150,9 +151,12 @@ def cmd_attach(args: argparse.Namespace) -> int:
     info = runs.run_info(run_dir)
     print(f"run {info.id}  {info.status}  ({info.dir})", file=sys.stderr)
     if args.no_follow or info.status != "running":
+        from sftwizard.core.cli_progress import EventPrinter
+
+        printer = EventPrinter(format_history_event, live=False)  # a history: phases as plain lines
         events = runs.history(run_dir)
         for ev in events:
-            print_history_event(ev)
+            printer(ev)
         _note_skipped(run_dir, events.skipped)
         return _outcome(info)
 

@@ -355,8 +355,12 @@ def _load_hub(located: Located, source):
         if located.kind == "dir" and (Path(located.path) / "dataset_info.json").exists():
             loaded = datasets.load_from_disk(located.path)
             return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        if located.kind == "hub" and not _offline():
+            return _load_hub_checked(located.path, source.name, split)
         # not streamed: a dataset downloaded once is memory-mapped from the cache, and works offline after
         return datasets.load_dataset(located.path, source.name, split=split)
+    except DataError:
+        raise
     except Exception as exc:  # offline, missing dataset, bad split: one sentence
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or any(
@@ -400,6 +404,90 @@ def _iter_shards(shards: list[Path]) -> Iterator[tuple[dict, Any]]:
         kind = LOCAL_SUFFIXES[shard.suffix.lower()]
         for where, value in iter_source(Located(kind, str(shard), str(shard)), None):
             yield {**where, "file": str(shard)}, value
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "0").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def check_hub_dataset(source) -> None:
+    """Before a run starts: a Hub dataset's config, split and the disk room for it (DataError, one
+    sentence); nothing for local files, builtin data or in offline mode. Downloads no data file."""
+    try:
+        located = locate(source)
+    except DataError:
+        return  # a local path's own problem: the run's preflight says it
+    if located.kind == "hub" and not _offline():
+        _checked_builder(located.path, source.name, source.split or "train")
+
+
+def _load_hub_checked(repo_id: str, name: str | None, split: str):
+    """A Hub dataset: its config and split checked (a sentence listing the ones that exist), the
+    disk checked for its files, then loaded with a ``download`` phase when a run is reporting."""
+    from sftwizard.core.hub_download import watching
+    from sftwizard.core.phases import active_reporter
+
+    builder, plan = _checked_builder(repo_id, name, split)
+    reporter = active_reporter()
+    phase = (reporter.begin("download", total=plan.need_bytes, unit="bytes", what=repo_id)
+             if reporter is not None and plan.missing else None)
+    with watching(plan.storage, phase):
+        builder.download_and_prepare()  # what load_dataset does, with the bytes watched
+    if phase is not None:
+        phase.end()
+    return builder.as_dataset(split=split)
+
+
+def _checked_builder(repo_id: str, name: str | None, split: str):
+    """(datasets builder, hub_download.DownloadPlan) of a Hub dataset whose config and split exist
+    and whose files fit on the disk; DataError otherwise."""
+    import datasets
+
+    from sftwizard.core.hub_download import DownloadError, plan_dataset
+
+    try:
+        builder = datasets.load_dataset_builder(repo_id, name)
+    except Exception as exc:  # noqa: BLE001 - a missing or unknown config, a missing repo: one sentence
+        raise DataError(_dataset_problem(repo_id, name, split, exc)) from exc
+    splits = list((getattr(builder.config, "data_files", None) or {}).keys()) or list(builder.info.splits or {})
+    if splits and split not in [str(s) for s in splits]:
+        raise DataError(f"{repo_id}: no split {split!r}{_in_config(name)}; it has {_names(splits)} "
+                        "(set data.sources[].split)")
+    try:
+        return builder, plan_dataset(builder, repo_id)
+    except DownloadError as exc:
+        raise DataError(str(exc)) from exc
+
+
+def _in_config(name: str | None) -> str:
+    return f" in config {name!r}" if name else ""
+
+
+def _names(items) -> str:
+    return ", ".join(repr(str(i)) for i in items)
+
+
+def _dataset_problem(repo_id: str, name: str | None, split: str, exc: Exception) -> str:
+    """One sentence for a Hub dataset that cannot be built: the config names when one is missing
+    or unknown, the Hub's answer otherwise."""
+    from sftwizard.core.hub_download import explain_hub_error
+
+    text = str(exc)
+    if "config" in text.lower():
+        try:
+            import datasets
+
+            configs = datasets.get_dataset_config_names(repo_id)
+        except Exception:  # noqa: BLE001 - the list is a help, not the point
+            configs = []
+        if configs:
+            if name is None:
+                return f"{repo_id}: this dataset needs a config name; set data.sources[].name to one of {_names(configs)}"
+            return f"{repo_id}: no config {name!r}; it has {_names(configs)} (set data.sources[].name)"
+    hub_error = explain_hub_error(exc, repo_id, "dataset")
+    if not hub_error.startswith("cannot download"):
+        return hub_error if hub_error.startswith(repo_id) else f"{repo_id}: {hub_error}"
+    return f"{repo_id}: cannot load split {split!r}: {text.splitlines()[0] if text else type(exc).__name__}"
 
 
 def iter_source(located: Located, source) -> Iterator[tuple[dict, Any]]:

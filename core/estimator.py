@@ -299,3 +299,33 @@ def estimate_for(facts: Any, cfg: Any, hardware: Any = None, *, gpu_memory_gib: 
     num_gpus, sharding = estimator_sharding(cfg, machine)
     return estimate_memory(facts, cfg, gpu_memory_gib=gpu_memory_gib, hardware=hardware, num_gpus=num_gpus,
                            sharding=sharding, suggest=suggest)
+
+
+def estimate_config(cfg: Any, *, facts: Any = None, hardware: Any = None, gpu_memory_gib: float | None = None,
+                    suggest: bool = True) -> Estimate:
+    """What `sft-wizard estimate` computes for ``cfg`` on this machine: the model's facts (read
+    from its config unless given), this machine's GPUs (``probe_hardware()`` unless given), and the
+    processes and sharding of ``cfg.distributed`` (FSDP / ZeRO state is divided over all of them).
+    Every face that answers "will it fit?" calls this (the assembly itself is ``estimate_for``)."""
+    if facts is None:
+        from sftwizard.core.models import model_facts
+
+        facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+    if hardware is None:
+        from sftwizard.core.hardware import probe_hardware
+
+        hardware = probe_hardware()
+    return estimate_for(facts, cfg, hardware, gpu_memory_gib=gpu_memory_gib, suggest=suggest)
+
+
+FIT_BADGES = ("fits", "tight", "does not fit")
+
+
+def fit_badge(estimate: Estimate) -> str | None:
+    """fits (``estimate.fits``), tight (within the estimator's safety margin, so ``fits`` is false),
+    does not fit (over the memory); None without a GPU to fit in."""
+    if estimate.fits is None or estimate.headroom_gib is None:
+        return None
+    if estimate.fits:
+        return "fits"
+    return "tight" if estimate.headroom_gib >= 0 else "does not fit"

@@ -61,6 +61,52 @@ def log_line(ev: dict, *, live_stats: bool = True) -> str:
     return "  ".join(parts)
 
 
+def amount(value: Any, unit: str | None) -> str:
+    """A count in its unit: "1.2 GB", "12,000 rows", "3 shards"."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    if unit == "bytes":
+        from sftwizard.core.hub_download import format_bytes
+
+        return format_bytes(value)
+    if unit and value == 1 and unit.endswith("s"):
+        unit = unit[:-1]  # 1 shard, 1 file
+    return f"{value:,.0f} {unit or ''}".rstrip()
+
+
+def phase_progress_text(ev: dict) -> str:
+    """"1.2 GB / 16.1 GB  7%  85.3 MB/s  ETA 3m12s" for a ``phase`` event (what the bar leaves out)."""
+    unit = ev.get("unit")
+    done, total = ev.get("done"), ev.get("total")
+    if isinstance(total, (int, float)) and total > 0:
+        first = amount(done or 0, unit) if unit == "bytes" else amount(done or 0, None)
+        text = first + " / " + amount(total, unit)
+        if isinstance(done, (int, float)):
+            text += f"  {min(100.0, 100 * done / total):.0f}%"
+    else:
+        text = amount(done or 0, unit)
+    rate = ev.get("rate")
+    if isinstance(rate, (int, float)) and rate > 0:
+        text += "  " + (amount(rate, unit) if unit == "bytes" else f"{rate:,.1f} {unit}") + "/s"
+    if isinstance(ev.get("eta_s"), (int, float)) and ev.get("state") != "end":
+        text += "  ETA " + format_duration(ev["eta_s"])
+    return text
+
+
+def phase_line(ev: dict) -> str | None:
+    """A ``phase`` event: "download  1.2 GB / 16.1 GB  7%  85.3 MB/s  ETA 3m12s", "tokenize done in 4s"."""
+    name = ev.get("phase") or "?"
+    if ev.get("what"):
+        name += f" {ev['what']}"
+    state = ev.get("state")
+    if state == "begin":
+        total = ev.get("total")
+        return f"{name} …" + (f" {amount(total, ev.get('unit'))}" if isinstance(total, (int, float)) and total else "")
+    if state == "end":
+        return f"{name} done in {format_duration(as_float(ev.get('duration_s')))}"
+    return f"{name}  {phase_progress_text(ev)}"
+
+
 def best_checkpoint_text(ev: dict) -> str:
     """" — the best checkpoint: checkpoint-40 (eval_loss 1.2345)" when a finished run ended on its best
     checkpoint (training.load_best_model_at_end), else ""."""
@@ -77,6 +123,8 @@ def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
     step = ev.get("step")
     if kind == "log":
         return log_line(ev, live_stats=live_stats)
+    if kind == "phase":
+        return phase_line(ev)
     if kind == "eval":
         if ev.get("eval_loss") is None:
             return None
@@ -108,3 +156,13 @@ def as_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def run_status_text(status: str, phase: dict | None) -> str:
+    """"running", or "running: download 7%" for a run not yet training (a RunInfo's status and phase)."""
+    if not phase:
+        return status
+    done, total = phase.get("done"), phase.get("total")
+    share = (f" {100 * done / total:.0f}%" if isinstance(done, (int, float)) and isinstance(total, (int, float))
+             and total else "")
+    return f"{status}: {phase.get('name')}{share}"

@@ -93,9 +93,12 @@ def _find_in_cache(model_id: str, revision: str | None) -> Path | None:
 
 
 def resolve_model(
-    model_id: str, revision: str | None = None, *, allow_download: bool = True, weights: bool = False
+    model_id: str, revision: str | None = None, *, allow_download: bool = True, weights: bool = False,
+    phases=None,
 ) -> ResolvedModel:
-    """Find a model's folder. ``weights=False`` downloads only config and tokenizer files."""
+    """Find a model's folder. ``weights=False`` downloads only config and tokenizer files.
+    A download is checked first (repo, access, free disk) and reported as a ``download`` phase
+    on ``phases`` (a phases.PhaseReporter) when given."""
     model_id = (model_id or "").strip()
     if not model_id:
         raise ModelError("model.id: no model given")
@@ -121,7 +124,7 @@ def resolve_model(
             f"model.id: {model_id!r} is not in the local Hugging Face cache and downloads are off "
             "(HF_HUB_OFFLINE is set); download it on a connected machine or give a local folder"
         )
-    return ResolvedModel(model_id, _download(model_id, revision, weights), "hub")
+    return ResolvedModel(model_id, _download(model_id, revision, weights, phases), "hub")
 
 
 def _has_weights(path: Path) -> bool:
@@ -152,25 +155,44 @@ def weight_files(repo_files: list[str]) -> list[str]:
     return sorted(set(wanted + weights))
 
 
-def _download(model_id: str, revision: str | None, weights: bool) -> Path:
-    from huggingface_hub import HfApi, snapshot_download
+
+def _allow_patterns(weights: bool) -> list[str] | None:
+    """The patterns a download starts from: everything (then ``weight_files`` picks what loading
+    needs from the repo's file list), or only what describes and tokenizes."""
+    return None if weights else METADATA_PATTERNS
+
+
+def _select(weights: bool):
+    return weight_files if weights else None
+
+
+def _download(model_id: str, revision: str | None, weights: bool, phases=None) -> Path:
+    from sftwizard.core.hub_download import DownloadError, fetch
 
     try:
-        if weights:
-            files = HfApi().list_repo_files(model_id, revision=revision)
-            patterns = weight_files(files)
-        else:
-            patterns = METADATA_PATTERNS
-        return Path(snapshot_download(model_id, revision=revision, allow_patterns=patterns))
-    except Exception as exc:  # network, auth, missing repo: one sentence, details in the log
-        kind = type(exc).__name__
-        if "RepositoryNotFound" in kind or "404" in str(exc):
-            why = "no such repository on the Hub (or it is private and you are not logged in)"
-        elif "GatedRepo" in kind:
-            why = "the repository is gated: accept its licence on the Hub and log in (huggingface-cli login)"
-        else:
-            why = f"the Hub cannot be reached ({kind})"
-        raise ModelError(f"model.id: cannot download {model_id!r}: {why}") from exc
+        return fetch(model_id, revision, allow_patterns=_allow_patterns(weights), select=_select(weights),
+                     phases=phases)
+    except DownloadError as exc:  # missing, gated, unreachable, no room: one sentence, details in the log
+        raise ModelError(f"model.id: {exc}") from exc
+
+
+def check_download(model_id: str, revision: str | None = None, *, weights: bool = True):
+    """Before a run starts: None when the model is local, cached or downloads are off; else the
+    hub_download.DownloadPlan of what it will fetch. ModelError (one sentence) when the repo is
+    missing or gated for this user, or the files do not fit on the disk."""
+    model_id = (model_id or "").strip()
+    if (not model_id or model_id.startswith(BUILTIN_PREFIX) or Path(model_id).expanduser().exists()
+            or _looks_like_path(model_id) or _offline()):
+        return None
+    cached = _find_in_cache(model_id, revision)
+    if cached is not None and (not weights or _has_weights(cached)):
+        return None
+    from sftwizard.core.hub_download import DownloadError, plan_download
+
+    try:
+        return plan_download(model_id, revision, allow_patterns=_allow_patterns(weights), select=_select(weights))
+    except DownloadError as exc:
+        raise ModelError(f"model.id: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- tokenizer & facts

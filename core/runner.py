@@ -28,6 +28,7 @@ from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of th
 from sftwizard.core.diskspace import (LOW_FREE_BYTES, RESERVE_BYTES, checkpoint_estimate, disk_full_message, free_bytes, lay_reserve,
                                       newest_checkpoint, release_reserve, weights_bytes)
 from sftwizard.core.metrics import GpuSampler, Throughput
+from sftwizard.core.phases import PhaseReporter
 
 CONFIG_FILE = "config.yaml"
 STOP_FILE = "STOP"
@@ -236,23 +237,31 @@ def _embedding_module_names(model) -> list[str]:
 
 
 def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list | None = None,
-                  env: Environment | None = None) -> Prepared:
-    """The single RunConfig → SFTTrainer path (runner, probe and benchmarks use it)."""
+                  env: Environment | None = None, phases: PhaseReporter | None = None) -> Prepared:
+    """The single RunConfig → SFTTrainer path (runner, probe and benchmarks use it). With
+    ``phases``, the download, tokenize, load (quantize for 4-bit) and pack phases are reported."""
     from trl import SFTConfig, SFTTrainer
 
     from sftwizard.core import templates
     from sftwizard.core.models import load_tokenizer, resolve_model
 
+    phases = phases or PhaseReporter(None)
     env = env or Environment.detect()
     check_runnable(cfg, env)
-    resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True)
+    resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=True, phases=phases)
     tokenizer = load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
     template = templates.resolve_template(tokenizer, cfg.template)
-    train_examples, eval_examples, reports = resolve_data(cfg)
+    with phases.active():  # a Hub dataset's download is reported from deep in the readers
+        train_examples, eval_examples, reports = resolve_data(cfg)
     problems = [p for r in reports if r is not None for p in r.problems]
-    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg, report=problems)
-    eval_ds = (templates.build_dataset(tokenizer, eval_examples, template, cfg, report=problems)
+    # The data is tokenized before the weights load: a bad row stops the run in seconds, not after minutes.
+    tokenize = phases.begin("tokenize", total=len(train_examples) + len(eval_examples), unit="rows")
+    train_ds = templates.build_dataset(tokenizer, train_examples, template, cfg, report=problems,
+                                       progress=lambda done, total: tokenize.update(done))
+    eval_ds = (templates.build_dataset(tokenizer, eval_examples, template, cfg, report=problems,
+                                       progress=lambda done, total: tokenize.update(len(train_examples) + done))
                if eval_examples else None)
+    tokenize.end()
 
     kwargs = sft_config_kwargs(cfg, env, output_dir)
     kwargs.update(templates.sft_mask_kwargs(cfg, template))
@@ -261,7 +270,10 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
         for key in ("eval_steps", "metric_for_best_model", "greater_is_better", "load_best_model_at_end"):
             kwargs.pop(key, None)
     args = SFTConfig(**kwargs)
+    shards = _weight_shards(resolved.path)
+    load = phases.begin("quantize" if cfg.method.type == "qlora" else "load", total=shards, unit="shards")
     model = load_model(cfg, env, resolved.path)
+    load.end()
     resized = _grow_embeddings(model, tokenizer)
     if cfg.training.use_liger_kernel:
         _apply_liger(model)
@@ -269,6 +281,7 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     if resized and lora is not None:
         # New token rows start untrained: with LoRA the embeddings must be trained (and saved) too.
         lora.modules_to_save = _embedding_module_names(model)
+    pack = phases.begin("pack", total=len(train_ds), unit="rows") if args.packing else None
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -278,8 +291,19 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
         peft_config=lora,
         callbacks=callbacks or [],
     )
+    if pack is not None:
+        pack.end()
     return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0,
                     problems, resized)
+
+
+def _weight_shards(path: Path) -> int:
+    """How many weight files loading reads (safetensors first, as transformers prefers them)."""
+    for pattern in ("*.safetensors", "*.bin"):
+        found = [p for p in path.glob(pattern) if not p.name.startswith("training_args")]
+        if found:
+            return len(found)
+    return 1
 
 
 # --------------------------------------------------------------------------- the training process
@@ -293,7 +317,8 @@ def _finite(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and math.isfinite(value))
 
 
-def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None = None):
+def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None = None,
+                     phases: PhaseReporter | None = None):
     from transformers import TrainerCallback
 
     class EventsCallback(TrainerCallback):
@@ -315,6 +340,12 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                         num_train_epochs=args.num_train_epochs, samples_per_step=_samples_per_step(args),
                         world_size=int(getattr(args, "world_size", 1) or 1), distributed_type=_distributed_type())
             self._efficiency = start_meter(args, kw.get("model"))  # efficiency fields of `log` events
+            self._train_phase = (phases.begin("train", total=state.max_steps, unit="steps", done=state.global_step)
+                                 if phases else None)  # resumed: from the checkpoint's step
+
+        def on_train_end(self, args, state, control, **kw):
+            if getattr(self, "_train_phase", None) is not None:
+                self._train_phase.end()
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
@@ -326,7 +357,8 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 return
             if "loss" not in logs:
                 if "train_runtime" in logs:
-                    writer.emit("summary", step=state.global_step, **logs)
+                    durations = phases.durations() if phases is not None else {}
+                    writer.emit("summary", step=state.global_step, **logs, phase_durations_s=durations)
                 return
             if self._throughput is None:
                 self._throughput = Throughput(_samples_per_step(args))
@@ -363,6 +395,8 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_evaluate = False
 
         def on_step_end(self, args, state, control, **kw):
+            if getattr(self, "_train_phase", None) is not None:
+                self._train_phase.update(state.global_step)
             if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
                 self._emit_gpu(state.global_step)  # between logs too, however far apart they are
             if _stop_agreed(self._stop_file.exists()) and not self.diverged:
@@ -514,6 +548,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     started = time.time()
     if _is_main_process():
         lay_reserve(run_dir)  # room for the last events if the disk fills up (core/diskspace.py)
+    phases = PhaseReporter(writer.emit)  # download, load, tokenize … train, save: `phase` events
     gpu: GpuSampler | None = None
     clean_exit = False
     try:
@@ -529,8 +564,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         for note in runnable_notes(cfg, env):
             writer.emit("warning", step=0, source="runner", code="qlora_on_cpu", message=note)
         gpu = GpuSampler().start() if env.cuda else None
-        callback = _events_callback(writer, run_dir, gpu)
-        prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env)
+        callback = _events_callback(writer, run_dir, gpu, phases)
+        prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env, phases=phases)
         trainer = prepared.trainer
         trainer.args.logging_nan_inf_filter = False  # a NaN loss must show, not be averaged away
         writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
@@ -590,12 +625,14 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
                         duration_s=round(time.time() - started, 2))
             clean_exit = True
             return 1
+        save = phases.begin("save", total=1, unit="files")
         trainer.save_model(str(final))
         if _is_main_process():
             prepared.tokenizer.save_pretrained(str(final))
+        save.end()
         best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
         writer.emit("end", step=step, status="finished", final_dir=str(final),
-                    duration_s=round(time.time() - started, 2),
+                    duration_s=round(time.time() - started, 2), phase_durations_s=phases.durations(),
                     **({"best_checkpoint": best, "best_eval_loss": trainer.state.best_metric} if best else {}))
         clean_exit = True
         return 0

@@ -190,6 +190,7 @@ class RunInfo:
     samples_per_s: float | None = None
     eta_s: float | None = None
     skipped_events: int = 0  # complete lines of events.jsonl that were not events (torn, or another shape)
+    phase: dict | None = None  # running, not yet (or no longer) training: {name, done, total, unit, eta_s}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -326,6 +327,7 @@ class RunSummary:
         self.seg_log: dict | None = None  # the current segment's last log (live rates)
         self.segments = 0
         self.skipped = 0  # complete lines that were not events (core/events.py)
+        self.phase: dict | None = None  # the current segment's phase not yet ended (core/phases.py)
 
     def feed(self, events: list[dict]) -> "RunSummary":
         self.skipped += getattr(events, "skipped", 0)
@@ -336,6 +338,7 @@ class RunSummary:
                     self.closed_duration += self._segment_duration(alive=False, now=0.0)
                 self.segments += 1
                 self.seg_first, self.seg_end, self.seg_log = t, None, None
+                self.phase = None
             if self.first is None:
                 self.first = ev
             if self.seg_first is None:
@@ -352,6 +355,9 @@ class RunSummary:
                 self.resumes += 1
             elif kind == "end":
                 self.seg_end = ev
+                self.phase = None
+            elif kind == "phase":
+                self.phase = ev if ev.get("state") != "end" else None
             elif kind == "log":
                 self.seg_log = ev
                 if ev.get("loss") is not None:
@@ -420,6 +426,7 @@ class RunSummary:
             tokens_per_s=live.get("tokens_per_s") if live else None,
             samples_per_s=live.get("samples_per_s") if live else None,
             eta_s=live.get("eta_s") if live else None,
+            phase=_phase_of(self.phase) if status == "running" else None,
             skipped_events=self.skipped,
         )
 
@@ -479,6 +486,15 @@ def _read_summary(run_dir: Path) -> RunSummary:
         pass
     _SUMMARIES[run_dir] = followed
     return followed.summary
+
+
+def _phase_of(ev: dict | None) -> dict | None:
+    """The phase a running process is in (its latest unended ``phase`` event), unless it is
+    training (its step says that)."""
+    if ev is None or ev.get("phase") == "train":
+        return None
+    return {"name": ev.get("phase"), "done": ev.get("done"), "total": ev.get("total"), "unit": ev.get("unit"),
+            "eta_s": ev.get("eta_s")}
 
 
 def run_info(ref: str | os.PathLike) -> RunInfo:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import RunConfig
+from sftwizard.core.config import BUILTIN_MODEL, RunConfig
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -111,24 +111,30 @@ def model_facts(cfg: RunConfig):
     return _core("models", "model_facts")(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
 
 
-@dataclass
-class CachedModel:
-    id: str
-    size_bytes: int
+def cached_models() -> list:
+    """Models in the local Hugging Face cache (no network), largest first (``CachedModel``s)."""
+    return _core("model_catalog", "cached_models")()
 
 
-def cached_models() -> list[CachedModel]:
-    """Models in the local Hugging Face cache (no network), largest first."""
-    try:
-        from huggingface_hub import scan_cache_dir
-    except ImportError:  # pragma: no cover - comes with transformers
-        return []
-    try:
-        info = scan_cache_dir()
-    except Exception:  # no cache folder yet, or an unreadable one: nothing to offer
-        return []
-    out = [CachedModel(r.repo_id, r.size_on_disk) for r in info.repos if r.repo_type == "model"]
-    return sorted(out, key=lambda m: -m.size_bytes)
+def CachedModel(model_id: str, size_bytes: int, has_weights: bool = True):  # noqa: N802 - the core's type
+    return _core("model_catalog", "CachedModel")(model_id, size_bytes, has_weights)
+
+
+def model_choices(cfg: RunConfig, hardware) -> list:
+    """The Model step's rows (``ModelChoice``: parameters, size on disk, fit badge) for the draft's
+    settings on ``hardware``: builtin, cache, the folder typed, well-known ids (their configs are
+    fetched, a few KB each, unless the Hub is off)."""
+    _heavy_imports()
+    from pathlib import Path as _Path
+
+    from huggingface_hub import constants
+
+    folder = cfg.model.id if _Path(cfg.model.id).expanduser().is_dir() else None
+    with _MODEL_LOCK:  # the builtin model is built on first use: by one thread, then only found
+        _core("models", "resolve_model")(BUILTIN_MODEL)
+    return _core("model_catalog", "list_models")(
+        cfg, hardware=hardware, folders=[folder] if folder else [], fetch=not constants.is_offline_mode(),
+        cached=cached_models())
 
 
 # --------------------------------------------------------------------------- data & templates

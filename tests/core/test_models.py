@@ -160,36 +160,26 @@ def test_weight_download_takes_only_what_loading_needs():
                                       "special_tokens_map.json", "tokenizer.model", "tokenizer_config.json"]
 
 
-def test_hub_weight_download_passes_the_file_list(tmp_path: Path, monkeypatch):
-    """resolve_model(weights=True) with the Hub faked at the network boundary: huggingface_hub's own
-    pattern filter decides what would be fetched, and original/*.pth is not in it."""
-    import huggingface_hub
-    from huggingface_hub.utils import filter_repo_objects
+def test_hub_weight_download_leaves_original_checkpoints_out(tmp_path: Path, monkeypatch):
+    """resolve_model(weights=True) through the real huggingface_hub code against the loopback Hub:
+    a repo laid out like Llama 3.1's (safetensors shards + original/*.pth) downloads no .pth."""
+    from tests.fixtures.fake_hub import FakeHub, FakeRepo, point_hub_at
+    from tests.fixtures.tokenizers import save_model_dir
 
-    fetched: list[str] = []
-
-    class FakeApi:
-        def list_repo_files(self, repo_id, revision=None):
-            return LLAMA31_8B_INSTRUCT
-
-    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, local_files_only=False, **kw):
-        if local_files_only:  # the cache is empty
-            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
-        fetched.extend(filter_repo_objects(LLAMA31_8B_INSTRUCT, allow_patterns=allow_patterns))
-        folder = tmp_path / "snap"
-        folder.mkdir(exist_ok=True)
-        for name in fetched:
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text("{}")
-        return str(folder)
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    resolved = resolve_model("meta-llama/Llama-3.1-8B-Instruct", weights=True)
+    folder = save_model_dir("llama3", tmp_path / "m", weights=True)
+    (folder / "original").mkdir()
+    (folder / "original" / "consolidated.00.pth").write_bytes(b"\0" * 4096)
+    (folder / "original" / "params.json").write_text("{}")
+    server = FakeHub(models={"org/llama-like": FakeRepo.from_folder(folder)}).start()
+    try:
+        point_hub_at(server, monkeypatch, tmp_path / "hf")
+        resolved = resolve_model("org/llama-like", weights=True)
+    finally:
+        server.stop()
+    fetched = {p.relative_to(resolved.path).as_posix() for p in Path(resolved.path).rglob("*") if p.is_file()}
     assert resolved.source == "hub"
-    assert not any(name.startswith("original/") for name in fetched)
-    assert "model-00004-of-00004.safetensors" in fetched and "tokenizer.json" in fetched
+    assert "model.safetensors" in fetched and "tokenizer.json" in fetched and "config.json" in fetched
+    assert not any(name.startswith("original/") for name in fetched), fetched
 
 
 def test_core_is_headless_and_light():

@@ -86,6 +86,25 @@ def test_status_from_events(tmp_path):
     assert (info.status, info.reason, info.step) == ("failed", "oom", 3)
 
 
+def test_a_running_run_not_yet_training_shows_its_phase(tmp_path, monkeypatch, capsys):
+    from sftwizard.core.cli import main
+
+    start = {"event": "start", "time": 100.0, "step": 0, "model": "org/big", "method": "lora"}
+    download = {"event": "phase", "time": 101.0, "step": None, "phase": "download", "state": "progress",
+                "done": 1_200_000_000, "total": 16_000_000_000, "unit": "bytes", "eta_s": 180.0}
+    d = _run_dir(tmp_path, [])
+    info = runs.summarize(d, [start, download], alive=True)
+    assert info.status == "running" and info.step is None  # not trained a step yet
+    assert info.phase == {"name": "download", "done": 1_200_000_000, "total": 16_000_000_000, "unit": "bytes",
+                          "eta_s": 180.0}
+    train = {**download, "phase": "train", "done": 3, "total": 10, "unit": "steps"}
+    assert runs.summarize(d, [start, download, train], alive=True).phase is None  # its step says it
+    assert runs.summarize(d, [start, download], alive=False).phase is None  # lost: no phase goes on
+    monkeypatch.setattr(runs, "list_runs", lambda: [info])
+    assert main(["runs"]) == 0
+    assert "running: download 8%" in capsys.readouterr().out
+
+
 def test_find_run_by_id_prefix_and_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
     dirs = []

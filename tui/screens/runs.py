@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
+from sftwizard.core.event_lines import run_status_text
 from sftwizard.tui import services
 
 
@@ -72,7 +73,8 @@ class RunsScreen(Screen):
             step, total = _get(run, "step"), _get(run, "max_steps") or _get(run, "total")
             loss = _get(run, "last_loss") or _get(run, "loss")
             why = _get(run, "message") or _get(run, "reason") or ""
-            table.add_row(run_id, str(_get(run, "status", "?")), f"{step if step is not None else '?'}/{total or '?'}",
+            status = run_status_text(str(_get(run, "status", "?")), _get(run, "phase"))
+            table.add_row(run_id, status, f"{step if step is not None else '?'}/{total or '?'}",
                           f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", str(_get(run, "model") or ""),
                           str(why)[:80], key=run_id)
         self.query_one("#runs-note", Static).update(note or ("" if rows else "No runs yet."))

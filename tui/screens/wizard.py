@@ -63,6 +63,14 @@ def _preview_key(cfg: RunConfig, row: int) -> str:
                  t.assistant_only_loss, t.completion_only_loss, row))
 
 
+def _choices_key(cfg: RunConfig, hardware: Any, cached: list) -> str:
+    """What the Model step's fit badges depend on: every setting but the model, the GPU, the cache
+    (and the folder typed, which is listed too)."""
+    return repr((cfg.model.dtype, cfg.model.attn_implementation, cfg.model.trust_remote_code, cfg.template,
+                 cfg.method, cfg.training, cfg.distributed, id(hardware), [m.id for m in cached],
+                 cfg.model.id if Path(cfg.model.id).expanduser().is_dir() else None))
+
+
 def _estimate_key(cfg: RunConfig, facts: Any, gpu_gib: float | None) -> str:
     return repr((id(facts), cfg.model.dtype, cfg.model.attn_implementation, cfg.template, cfg.method, cfg.training,
                  gpu_gib))
@@ -419,6 +427,11 @@ class WizardScreen(Screen):
                     self._doctor_timer.stop()
                 self.doctor_pending = True
                 self._doctor_timer = self.set_timer(DOCTOR_DELAY_S, self._start_doctor)
+        if (self.context.hardware is not None or self.context.hardware_error) and "models" not in self.context.busy:
+            key = _choices_key(cfg, self.context.hardware, self.context.cached_models)
+            if self._keys.get("choices") != key:
+                self._keys["choices"] = key
+                self.start_worker("choices")
         if self.context.facts is not None:
             gpu = gpu_memory_gib(self.context.hardware)
             key = _estimate_key(cfg, self.context.facts, gpu)
@@ -437,6 +450,7 @@ class WizardScreen(Screen):
         runners = {
             "hardware": lambda: self.app.hardware_probe(),
             "models": services.cached_models,
+            "choices": lambda hardware=self.context.hardware: services.model_choices(cfg, hardware),
             "facts": lambda: services.model_facts(cfg),
             "data": lambda: services.inspect_data(cfg),
             "audit": lambda: services.audit_data(cfg, progress=self._audit_progress),
@@ -490,6 +504,7 @@ class WizardScreen(Screen):
         results = {
             "hardware": {"hardware": result, "hardware_error": None},
             "models": {"cached_models": result or []},
+            "choices": {"model_choices": result},
             "facts": {"facts": result, "facts_error": None},
             "data": {"data_report": result, "data_error": None},
             "audit": {"data_report": result, "data_error": None, "data_progress": None},
@@ -506,7 +521,7 @@ class WizardScreen(Screen):
         self.push_context(busy=busy, **results[group])
         if group == "estimate":
             self.refresh_bindings()
-        if group in ("facts", "hardware", "data"):
+        if group in ("facts", "hardware", "data", "models"):
             self.refresh_derived()
 
     def worker_failed(self, group: str, error: BaseException | None, busy: frozenset) -> None:

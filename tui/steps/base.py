@@ -27,6 +27,7 @@ class WizardContext:
     facts: Any = None
     facts_error: str | None = None
     cached_models: list = field(default_factory=list)
+    model_choices: list | None = None  # the Model step's rows with fit badges (core.model_catalog.ModelChoice)
     data_report: Any = None
     data_error: str | None = None
     data_progress: tuple | None = None  # (rows done, total) while the token audit runs

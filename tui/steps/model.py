@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.suggester import SuggestFromList
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from sftwizard.core.config import BUILTIN_MODEL
+from sftwizard.core.model_catalog import format_params as _count
 from sftwizard.tui.steps.base import Step, WizardContext
 from sftwizard.tui.steps.fields import ConfigField
 
@@ -21,13 +23,43 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _count(n: int | None) -> str:
-    if not n:
-        return "?"
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.2f}{suffix}"
-    return str(n)
+WHERE = {"builtin": "builtin demo", "cache": "HF cache", "local": "folder", "known": "on the Hub"}
+BADGES = {"fits": ("✓ fits", "$success"), "tight": ("~ tight", "$warning"), "does not fit": ("✗ too big", "$error")}
+BADGE_WIDTH = 16
+
+
+def fit_text(choice) -> str:
+    """The fit badge for the draft's method on the detected GPU (or why there is none), padded."""
+    if choice.fit is not None:
+        word, style = BADGES[choice.fit]
+        text, gib = word, f" {choice.total_gib:.1f} GiB"
+        return f"[{style}]{text}[/][dim]{gib}[/]" + " " * max(0, BADGE_WIDTH - len(text + gib))
+    if choice.problem:
+        text, style = ("? no config", "dim") if choice.source == "known" else ("✗ unreadable", "$error")
+    else:
+        text, style = "no GPU", "dim"
+    return f"[{style}]{text}[/]" + " " * max(0, BADGE_WIDTH - len(text))
+
+
+def choice_label(choice) -> str:
+    """One row (Textual markup): the fit badge first (it survives a narrow terminal), the id,
+    then parameters and size on disk (or where the model is)."""
+    size = _size(choice.size_bytes) if choice.size_bytes else WHERE.get(choice.source, choice.source)
+    return f"{fit_text(choice)} {escape(choice.id)}  [dim]{_count(choice.params)} · {size}[/]"
+
+
+def fit_basis(context: WizardContext) -> str:
+    """What the badges assume: the draft's method and sizes, on which GPU."""
+    if context.model_choices is None:
+        return "[dim]sizing each model against this machine's GPU…[/dim]"
+    hw = context.hardware
+    gpu = hw.best_gpu() if hw is not None and getattr(hw, "gpus", None) else None
+    t = context.config.training
+    what = f"{context.config.method.type}, max_length {t.max_length}, micro-batch {t.per_device_train_batch_size}"
+    if gpu is None:
+        return f"[dim]no GPU here: no fit badges ({what})[/dim]"
+    free = getattr(gpu, "usable_memory_mib", None) or getattr(gpu, "memory_free_mib", 0)
+    return f"[dim]fit for {escape(what)} on {escape(str(gpu.name))} ({free / 1024:.1f} GiB free) — memory estimator[/dim]"
 
 
 class ModelStep(Step):
@@ -39,9 +71,12 @@ class ModelStep(Step):
     class Changed(Step.Changed):
         pass
 
+    _shown: list = []  # the rows the list holds: rebuilt only when they change
+
     def compose(self) -> ComposeResult:
         yield ConfigField("model.id", "Model", "text", placeholder="builtin:tiny-chat, org/name or /path/to/folder",
                           hint="Type to filter the list below; Enter goes on.")
+        yield Static("", id="model-fit-basis")
         yield OptionList(id="model-choices")
         yield Static("[b]Model facts[/b]", classes="section")
         yield Static("", id="model-facts")
@@ -50,6 +85,8 @@ class ModelStep(Step):
         return self.query_one(ConfigField).control
 
     def _choices(self, context: WizardContext) -> list[tuple[str, str]]:
+        if context.model_choices is not None:
+            return [(c.id, choice_label(c)) for c in context.model_choices]
         out = [(BUILTIN_MODEL, f"{BUILTIN_MODEL}  (builtin demo, ~2M params, CPU-friendly)")]
         out += [(m.id, f"{m.id}  ({_size(m.size_bytes)} in the HF cache)") for m in context.cached_models]
         return out
@@ -59,11 +96,15 @@ class ModelStep(Step):
         choices = self._choices(context)
         control.suggester = SuggestFromList([c for c, _ in choices], case_sensitive=False)
         needle = control.value.strip().lower()
+        if any(c.lower() == needle for c, _ in choices):
+            needle = ""  # a whole id (the draft's model) is not a filter: the list shows what else there is
         shown = [(c, label) for c, label in choices if not needle or needle in c.lower() or c == context.config.model.id]
         options = self.query_one("#model-choices", OptionList)
-        if [o.id for o in options.options] != [c for c, _ in shown]:
+        if self._shown != shown:
+            self._shown = shown
             options.set_options([Option(label, id=c) for c, label in shown])
         self.query_one("#model-facts", Static).update(self._facts_text(context))
+        self.query_one("#model-fit-basis", Static).update(fit_basis(context))
 
     def _facts_text(self, context: WizardContext) -> str:
         from textual.markup import escape

@@ -24,6 +24,7 @@ from sftwizard.core.metrics import format_duration
 from sftwizard.tui import services
 from sftwizard.tui.widgets.log_pane import LogPane
 from sftwizard.tui.widgets.loss_chart import LossChart
+from sftwizard.tui.widgets.phase_bar import PhaseBar
 
 TICK_S = 0.25
 
@@ -52,6 +53,8 @@ class RunStats:
     first_log: tuple[float, int] | None = None  # (time, step)
     last_time: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    phase: dict | None = None  # the latest event of the phase under way (download, load … train)
+    phase_times: dict[str, float] = field(default_factory=dict)  # phases ended before training, in seconds
 
     @property
     def eta_s(self) -> float | None:
@@ -115,6 +118,7 @@ class RunMonitor(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("no run yet", id="run-stats")
+        yield PhaseBar(id="run-phase")
         with Vertical(id="run-panes"):
             yield LossChart(id="loss-chart")
             yield LogPane(id="run-log")
@@ -231,8 +235,15 @@ class RunMonitor(Vertical):
                 s.step = int(ev["step"])
             if ev.get("max_steps"):
                 s.max_steps = int(ev["max_steps"])
+            if kind == "phase":
+                s.phase = None if ev.get("state") == "end" else ev
+                line = self._phase_log_line(ev)
+                if line:
+                    lines.append(line)
+                continue  # the bar shows the phase under way; the log one line of what came before training
             if kind in ("start", "resume"):  # a new process: whatever ended before is history
                 s.status, s.reason, s.warning = "running", None, None
+                s.phase, s.phase_times = None, {}
                 s.first_log = None  # the ETA's rate starts again with the new process
             elif kind in ("prepared", "train_begin") and s.status in ("starting", "idle"):
                 s.status = "running"
@@ -270,6 +281,7 @@ class RunMonitor(Vertical):
             elif kind == "error":
                 s.reason = ev.get("message") or ev.get("reason")
             elif kind == "end":
+                s.phase = None
                 if ev.get("message"):
                     s.reason = ev["message"]
                 if ev.get("final_dir"):
@@ -288,6 +300,18 @@ class RunMonitor(Vertical):
             else:
                 self.status = s.status
         self.refresh_stats()
+
+    def _phase_log_line(self, ev: dict) -> str | None:
+        """"ready to train after download 3m12s · tokenize 4s · load 41s" when training begins
+        (one line however many phases came first); None for every other phase event."""
+        s = self.stats
+        if ev.get("state") == "end" and isinstance(ev.get("duration_s"), (int, float)):
+            s.phase_times[str(ev.get("phase"))] = float(ev["duration_s"])
+        if ev.get("state") != "begin" or ev.get("phase") != "train" or not s.phase_times:
+            return None
+        parts = " · ".join(f"{name} {format_duration(sec)}" for name, sec in s.phase_times.items())
+        s.phase_times = {}
+        return f"ready to train after {parts}"
 
     def _set_end(self, status: str) -> None:
         self.stats.status = status
@@ -322,3 +346,4 @@ class RunMonitor(Vertical):
         if s.reason and self.finished and s.status != "finished":
             text += f"\n[$error]{escape(s.reason)}[/]"
         self.query_one("#run-stats", Static).update(text)
+        self.query_one(PhaseBar).show(None if self.finished else s.phase)
