@@ -215,6 +215,9 @@ async def test_the_run_screen_shows_each_phase_as_a_bar_as_the_events_arrive(dow
     live.mkdir()
     (live / "config.yaml").write_text((run_dir / "config.yaml").read_text())
     (live / "pid").write_text(str(os.getpid()))
+    from sftwizard.core.runs import _record_process
+
+    _record_process(live, os.getpid())  # what spawn records: a bare pid proves nothing
     (live / "events.jsonl").write_text("".join(lines[:cut]))
     app = SftWizardApp(hardware_probe=cpu_report)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -243,4 +246,5 @@ async def test_the_run_screen_shows_each_phase_as_a_bar_as_the_events_arrive(dow
         names = [name for name, _ in seen]
         assert names.index("load") < names.index("train"), names
         train = [p for name, p in seen if name == "train"]
-        assert train == sorted(train) and train[-1] == 3, seen  # max_steps: 3
+        # monotone; whether a `progress` event fell between begin and end depends on how fast 3 steps ran
+        assert train and train == sorted(train) and train[-1] <= 3, seen
