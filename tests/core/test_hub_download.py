@@ -122,7 +122,6 @@ def test_a_broken_transfer_resumes_where_it_stopped(hub, tiny_model_dir, monkeyp
     # huggingface_hub writes what arrived in chunks of DOWNLOAD_CHUNK_SIZE (10 MB): smaller ones make
     # this 140 KB file stream the way a 16 GB one does, so the bytes before the break reach the disk.
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 8192)
-    size = (tiny_model_dir / WEIGHTS).stat().st_size
     cut = 8192 * 5
     hub.cut_after[WEIGHTS] = cut
     reporter, events = recorder()

@@ -396,7 +396,6 @@ def test_create_run_leaves_nothing_when_the_disk_fills_while_writing(tmp_path, m
     """ENOSPC injected at the write boundary (no root needed)."""
     import errno
 
-    from sftwizard.core import config as config_mod
 
     monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
     cfg = tiny_config(tmp_path / "runs", write_data(tmp_path / "data.jsonl", rows=16))
