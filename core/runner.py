@@ -204,6 +204,7 @@ class Prepared:
     eval_rows: int
     problems: list = None  # rows left out (data loading or template), as data.Problem
     resized_embeddings: int | None = None  # new vocabulary size when the template added tokens
+    eval_examples: list | None = None  # the held-out examples, canonical (samples are drawn from them)
 
 
 def _grow_embeddings(model, tokenizer) -> int | None:
@@ -268,7 +269,7 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
         callbacks=callbacks or [],
     )
     return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0,
-                    problems, resized)
+                    problems, resized, eval_examples)
 
 
 # --------------------------------------------------------------------------- the training process
@@ -297,6 +298,9 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._gpu_emitted = time.time()
 
         def on_train_begin(self, args, state, control, **kw):
+            from sftwizard.core.oom_adapt import injected_oom_step
+
+            self._oom_at = injected_oom_step(args.per_device_train_batch_size)  # test-only hook
             self._throughput = Throughput(_samples_per_step(args))
             self._throughput.begin(state.global_step)
             writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
@@ -349,6 +353,13 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_save = False  # never checkpoint NaN weights
             control.should_evaluate = False
 
+        def on_step_begin(self, args, state, control, **kw):
+            if getattr(self, "_oom_at", None) == state.global_step + 1:
+                import torch  # a real OutOfMemoryError, as CUDA raises it (oom_adapt.TEST_OOM_ENV)
+
+                raise torch.OutOfMemoryError(f"CUDA out of memory (injected at step {self._oom_at} by "
+                                             "SFT_WIZARD_TEST_OOM_AT, a test-only hook)")
+
         def on_step_end(self, args, state, control, **kw):
             if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
                 self._emit_gpu(state.global_step)  # between logs too, however far apart they are
@@ -357,11 +368,31 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 control.should_save = True
                 control.should_training_stop = True
 
+        def pause(self, seconds: float) -> None:
+            """Time spent sampling answers: not training, so out of tokens/s."""
+            if self._throughput is not None:
+                self._throughput.pause(seconds)
+
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             writer.emit("checkpoint", step=state.global_step, path=str(path))
 
     return EventsCallback()
+
+
+def _add_samples(trainer, prepared: Prepared, cfg: RunConfig, writer, events_callback) -> None:
+    """``run.samples`` held-out prompts answered before the first step and after each evaluation
+    (core/samples.py). Only the main process samples, and only when it holds the whole model
+    (not FSDP/ZeRO-3 shards, which generate only together)."""
+    from sftwizard.core.samples import sample_prompts, samples_callback
+
+    prompts = sample_prompts(prepared.eval_examples or [], cfg.template.system_prompt, cfg.run.samples)
+    if not prompts:
+        return
+    whole_model = trainer.args.world_size <= 1 or cfg.distributed.strategy in ("ddp", "zero2")
+    trainer.add_callback(samples_callback(writer, prepared.tokenizer, prepared.template.template, prompts,
+                                          paused=events_callback.pause,
+                                          distributed_ok=_is_main_process() and whole_model))
 
 
 def _json_number(value: Any) -> Any:
@@ -452,6 +483,11 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     started = time.time()
     gpu: GpuSampler | None = None
     clean_exit = False
+    trainer = None
+
+    def _current_step() -> int | None:
+        return trainer.state.global_step if trainer is not None else None
+
     try:
         from sftwizard.core import curve_doctor
         from sftwizard.core.fingerprint import fingerprint
@@ -467,6 +503,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env)
         trainer = prepared.trainer
         trainer.args.logging_nan_inf_filter = False  # a NaN loss must show, not be averaged away
+        _add_samples(trainer, prepared, cfg, writer, callback)
         writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
@@ -510,6 +547,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code
         reason, line = classify_failure(exc, cfg)
         traceback.print_exc()
+        if reason == "oom" and cfg is not None and cfg.run.on_oom == "adapt":
+            # run.on_oom: adapt — no end: the supervisor changes the config and trains on (core/oom_adapt.py)
+            from sftwizard.core.oom_adapt import ADAPT_EXIT
+
+            writer.emit("error", step=_current_step(), reason=reason, message=line, exception=type(exc).__name__,
+                        adapting=True)
+            return ADAPT_EXIT
         writer.emit("error", step=None, reason=reason, message=line, exception=type(exc).__name__)
         writer.emit("end", step=None, status="failed", reason=reason, message=line,
                     duration_s=round(time.time() - started, 2))
