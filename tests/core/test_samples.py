@@ -33,8 +33,12 @@ def train_in_process(cfg) -> Path:
     return run_dir
 
 
-def test_samples_at_each_eval_with_the_base_model_first(tmp_path):
-    events = read_events(train_in_process(demo_config(tmp_path)) / EVENTS_FILE)
+def test_samples_at_each_eval_with_the_base_model_first(tmp_path, capsys):
+    from sftwizard.core.cli import main
+    from sftwizard.core.report import build_report
+
+    run_dir = train_in_process(demo_config(tmp_path))
+    events = read_events(run_dir / EVENTS_FILE)
     kinds = [e["event"] for e in events]
     samples = [e for e in events if e["event"] == "sample"]
     # base model first: three samples at step 0 before any training log
@@ -53,6 +57,12 @@ def test_samples_at_each_eval_with_the_base_model_first(tmp_path):
     assert [a["step"] for a in grouped[0].answers] == [0, 3, 6]
     assert event_line(samples[0]).startswith("sample 0 @ step 0: ")
     assert events[-1]["status"] == "finished"
+    # `report` reuses them (no model loaded with generations=0); `attach` prints them
+    report = build_report(run_dir, generations=0)
+    assert [[a["step"] for a in p["answers"]] for p in report["samples"]] == [[0, 3, 6]] * 3
+    capsys.readouterr()
+    assert main(["attach", str(run_dir), "--no-follow"]) == 0
+    assert sum(line.startswith("sample ") for line in capsys.readouterr().out.splitlines()) == 9
 
 
 def test_samples_zero_turns_them_off_and_training_is_unchanged(tmp_path):
