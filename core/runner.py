@@ -383,13 +383,13 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
 def _add_samples(trainer, prepared: Prepared, cfg: RunConfig, writer, events_callback) -> None:
     """``run.samples`` held-out prompts answered before the first step and after each evaluation
     (core/samples.py). Only the main process samples, and only when it holds the whole model
-    (not FSDP/ZeRO-3 shards, which generate only together)."""
+    (DDP; not FSDP/DeepSpeed, whose wrapped or sharded weights generate only together)."""
     from sftwizard.core.samples import sample_prompts, samples_callback
 
     prompts = sample_prompts(prepared.eval_examples or [], cfg.template.system_prompt, cfg.run.samples)
     if not prompts:
         return
-    whole_model = trainer.args.world_size <= 1 or cfg.distributed.strategy in ("ddp", "zero2")
+    whole_model = trainer.args.world_size <= 1 or cfg.distributed.strategy == "ddp"
     trainer.add_callback(samples_callback(writer, prepared.tokenizer, prepared.template.template, prompts,
                                           paused=events_callback.pause,
                                           distributed_ok=_is_main_process() and whole_model))

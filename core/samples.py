@@ -119,14 +119,24 @@ def samples_callback(writer, tokenizer, template: str | None, prompts: list[Samp
         def __init__(self):
             self.stop_ids: list[int] | None = None
             self.sampled_steps: list[int] = []
+            self.failed = False
 
         def _sample(self, model, step: int) -> None:
-            if model is None or not prompts or not distributed_ok or step in self.sampled_steps:
+            if model is None or not prompts or not distributed_ok or self.failed or step in self.sampled_steps:
                 return
             began = time.perf_counter()
-            if self.stop_ids is None:
-                self.stop_ids = stop_token_ids(tokenizer, template, model)
-            for fields in generate_samples(model, tokenizer, template, prompts, step, self.stop_ids):
+            try:
+                if self.stop_ids is None:
+                    self.stop_ids = stop_token_ids(tokenizer, template, model)
+                answers = generate_samples(model, tokenizer, template, prompts, step, self.stop_ids)
+            except Exception as exc:  # noqa: BLE001 - sampling is a view on training, never a reason to stop it
+                self.failed = True
+                _release_cuda_cache()
+                writer.emit("warning", step=step, source="samples", code="samples_failed",
+                            message=f"sampling answers failed and is off for the rest of the run: "
+                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                answers = []
+            for fields in answers:
                 writer.emit(SAMPLE_EVENT, **fields)
             self.sampled_steps.append(step)
             if paused is not None:
@@ -140,6 +150,13 @@ def samples_callback(writer, tokenizer, template: str | None, prompts: list[Samp
             self._sample(model, state.global_step)
 
     return SamplesCallback()
+
+
+def _release_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- readers

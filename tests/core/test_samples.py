@@ -94,3 +94,24 @@ def test_generation_keeps_rng_mode_and_no_gradients(builtin_model_dir):
     assert model.training
     assert all(p.grad is None for p in model.parameters())
     assert out[0]["prompt"] == "What is 2 + 3?" and out[0]["reference"] == "5"
+
+
+def test_a_failing_generation_warns_once_and_never_stops_training(builtin_model_dir, tmp_path):
+    """A template that cannot render (none at all here) turns sampling off with one warning."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sftwizard.core.events import EventWriter
+    from sftwizard.core.samples import SamplePrompt, samples_callback
+
+    tok = AutoTokenizer.from_pretrained(builtin_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(builtin_model_dir)
+    writer = EventWriter(tmp_path / EVENTS_FILE)
+    paused = []
+    callback = samples_callback(writer, tok, None, [SamplePrompt(0, [{"role": "user", "content": "hi"}], "hello")],
+                                paused=paused.append)
+    callback._sample(model, 0)
+    callback._sample(model, 5)
+    writer.close()
+    events = read_events(tmp_path / EVENTS_FILE)
+    assert [(e["event"], e["code"]) for e in events] == [("warning", "samples_failed")]
+    assert "no chat template" in events[0]["message"] and len(paused) == 1
