@@ -53,6 +53,11 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
         oom = next((ev for ev in reversed(new) if ev.get("event") == "error" and ev.get("adapting")), None)
         if returncode != ADAPT_EXIT or oom is None:
             break
+        if (run_dir / STOP_FILE).exists():  # asked to stop meanwhile: no new attempt
+            (run_dir / STOP_FILE).unlink(missing_ok=True)
+            with_writer(run_dir, lambda w: w.emit("end", step=oom.get("step"), status="failed", reason="oom",
+                                                  message=oom.get("message"), adaptations=attempts))
+            return 1
         attempts += 1
         adapted = adapt_after_oom(run_dir, attempts, oom)
         if adapted is None:

@@ -45,6 +45,9 @@ def test_injected_oom_adapts_and_finishes_with_the_same_effective_batch(tmp_path
     late = runs.launch(oom_config(tmp_path / "late"))
     monkeypatch.setenv(TEST_OOM_ENV, "2:2")
     early = runs.launch(oom_config(tmp_path / "early", save_steps=4))
+    default = oom_config(tmp_path / "fail")
+    default.run.on_oom = "fail"
+    failing = runs.launch(default)  # the default: fails as before
 
     info = wait_ended(late.run_dir)
     assert info.status == "finished", (info.message, (late.run_dir / "train.log").read_text()[-2000:])
@@ -74,6 +77,27 @@ def test_injected_oom_adapts_and_finishes_with_the_same_effective_batch(tmp_path
     assert [e["event"] for e in events if e["event"] in ("start", "resume")] == ["start", "start"]
     after = events[events.index(adapt):]
     assert [e["step"] for e in after if e["event"] == "log" and e.get("loss") is not None] == list(range(1, 9))
+
+    info = wait_ended(failing.run_dir)
+    assert (info.status, info.reason) == ("failed", "oom") and "CUDA out of memory" in info.message
+    assert not [e for e in read_events(failing.run_dir / EVENTS_FILE) if e["event"] == "adapt"]
+
+
+def test_nothing_left_to_adapt_fails_with_the_diagnosis(tmp_path):
+    from sftwizard.core.config import save_preset
+    from sftwizard.core.supervisor import adapt_after_oom
+
+    cfg = oom_config(tmp_path, per_device_train_batch_size=1, gradient_checkpointing=True)
+    run_dir = runs.create_run(cfg)
+    oom = {"event": "error", "step": 3, "reason": "oom", "message": "CUDA out of memory: try a smaller batch",
+           "adapting": True}
+    assert adapt_after_oom(run_dir, 1, oom) is None
+    end = read_events(run_dir / EVENTS_FILE)[-1]
+    assert (end["event"], end["status"], end["reason"]) == ("end", "failed", "oom")
+    assert "nothing left to adapt" in end["message"] and "CUDA out of memory: try" in end["message"]
+    save_preset(oom_config(tmp_path), run_dir / "config.yaml")  # plenty to adapt, but tries are spent
+    assert adapt_after_oom(run_dir, 5, oom) is None
+    assert "still out of memory after 4 adaptations" in read_events(run_dir / EVENTS_FILE)[-1]["message"]
 
 
 def test_fixes_keep_the_effective_batch_then_checkpoint_then_max_length_only_if_allowed(tmp_path):
