@@ -12,6 +12,7 @@ Plain functions for the CLI and the TUI's chat pane. Heavy imports inside functi
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,6 +93,7 @@ class ChatModel:
     template: str | None
     description: str
     stop_ids: list[int] = field(default_factory=list)
+    adapter_off: bool = False  # a PeftModel answering as its base (the adapter switched off per call)
 
     def generate(self, messages: list[dict], *, max_new_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0) -> Reply:
@@ -119,7 +121,7 @@ class ChatModel:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.no_grad():
+        with torch.no_grad(), (self.model.disable_adapter() if self.adapter_off else contextlib.nullcontext()):
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention.to(device) if attention is not None else None,
@@ -140,8 +142,11 @@ class ChatModel:
 def _device_dtype():
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    from sftwizard.core.hardware import supports_bf16, torch_device_capability
+
+    cc = torch_device_capability()
+    if cc is not None:
+        return "cuda", (torch.bfloat16 if supports_bf16(*cc) else torch.float16)
     return "cpu", torch.float32
 
 
@@ -214,6 +219,35 @@ def load_chat_model(target: str | os.PathLike, *, base: bool = False) -> ChatMod
         how = "full fine-tune"
     template = merge.training_template(tokenizer, cfg)
     return _finish(model, tokenizer, template, f"{art.run_dir.name} ({how})")
+
+
+def load_compare_pair(target: str | os.PathLike) -> tuple[ChatModel, ChatModel]:
+    """(base, tuned) for ``chat --compare``. A LoRA/QLoRA run loads its base once with the adapter
+    on top and answers as the base with the adapter switched off (peft's ``disable_adapter``):
+    one copy of the weights, not two (an 8B model in bf16 is 16 GB per copy). A full fine-tune
+    has no base inside it, so both are loaded."""
+    from sftwizard.core import merge
+    from sftwizard.core.models import load_tokenizer, resolve_model
+
+    if not _is_run(target):
+        raise ChatError(f"{target}: --compare needs a run (its base model is in the run's config)")
+    try:
+        art = merge.run_artifacts(target)
+    except merge.MergeError as exc:
+        raise ChatError(str(exc)) from None
+    if not art.is_adapter:
+        return load_chat_model(target, base=True), load_chat_model(target)
+    cfg = art.cfg
+    _, dtype = _device_dtype()
+    model, tokenizer = merge.load_adapter_model(art, _dtype_name(dtype))
+    tuned = _finish(model, tokenizer, merge.training_template(tokenizer, cfg), f"{art.run_dir.name} (adapter)")
+    base_path = resolve_model(cfg.model.id, cfg.model.revision, weights=True).path
+    base_tokenizer = load_tokenizer(base_path, trust_remote_code=cfg.model.trust_remote_code)
+    base = ChatModel(model, base_tokenizer, merge.training_template(base_tokenizer, cfg),
+                     f"{cfg.model.id} (base of {art.run_dir.name}, adapter off)",
+                     stop_token_ids(base_tokenizer, merge.training_template(base_tokenizer, cfg), model),
+                     adapter_off=True)
+    return base, tuned
 
 
 def _dtype_name(dtype) -> str:

@@ -1,7 +1,8 @@
 """`sft-wizard data inspect` and `sft-wizard preview`: see the data, and what will be trained, first.
 
-JSON schemas: docs/cli-data.md. Bad input (a missing file, a malformed row with
-``--on-bad-rows stop``, a template that cannot apply) exits 2 with one sentence.
+JSON schemas: docs/cli-data.md. ``data inspect`` always reports what it found, every problem by
+line and field, and exits 1 when a run on this data would stop; a source that cannot be read at
+all (a missing file, an empty one) exits 2 with one sentence, as bad input does for ``preview``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="a model whose tokenizer and template audit the tokens (optional)")
     p.add_argument("--max-length", type=int, help="training.max_length for the audit (default 1024)")
     p.add_argument("--on-bad-rows", choices=["stop", "drop"], default="stop",
-                   help="stop (exit 2 at bad rows, the default) or drop them and report")
+                   help="the run's policy to judge by: stop (the default; exit 1 when a row has an error) or drop "
+                        "(exit 0 while some row is usable); every problem is reported either way")
     add_json_flag(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -107,12 +109,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
         cfg.model.id = args.model
         tokenizer = load_preview_tokenizer(cfg)
-    report = inspect_data(source, tokenizer=tokenizer, cfg=cfg, on_bad_rows=args.on_bad_rows)
+    # Every row is read and every problem reported; --on-bad-rows only says what a run would do.
+    report = inspect_data(source, tokenizer=tokenizer, cfg=cfg, on_bad_rows="drop", report_unknown=True)
+    verdict = _verdict(report, args.on_bad_rows)
     if args.json:
         print_json(report.to_dict())
-        return 0
-    _print_report(report)
-    return 0
+    else:
+        _print_report(report)
+        if verdict:
+            print(f"sft-wizard: {verdict}", file=sys.stderr)
+    return 1 if verdict else 0
+
+
+def _verdict(report, on_bad_rows: str) -> str | None:
+    """Why a run on this data would stop (one sentence), or None when it would go on."""
+    if report.format == "unknown":
+        return next(p.sentence() for p in report.problems if p.code == "unknown_format")
+    if not report.converted_rows:
+        return f"{report.source}: none of the {report.rows} rows can be used"
+    errors = [p for p in report.problems if p.severity == "error"]
+    if not errors or on_bad_rows == "drop":
+        return None
+    rows = len({(p.line, p.row) for p in errors})
+    return (f"{rows} row{'s' if rows != 1 else ''} with errors, first {errors[0].sentence()}; a run with "
+            "on_bad_rows: stop refuses this data (drop leaves such rows out)")
 
 
 def _print_report(report) -> None:

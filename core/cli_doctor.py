@@ -32,8 +32,9 @@ def gather_inputs(cfg) -> tuple[dict[str, Any], list[dict]]:
     try:
         from sftwizard.core.runner import resolve_data
 
-        train, evals, _ = resolve_data(cfg)
+        train, evals, reports = resolve_data(cfg)
         inputs["examples"], inputs["eval_examples"] = train, evals or None
+        skipped += [_left_out(r) for r in reports if r.dropped_rows]
     except Exception as exc:  # noqa: BLE001 - validate reports data errors itself; the doctor just skips
         skipped.append(_skipped("data", "data.sources", exc))
     try:
@@ -62,6 +63,15 @@ def gather_inputs(cfg) -> tuple[dict[str, Any], list[dict]]:
     except Exception as exc:  # noqa: BLE001
         skipped.append(_skipped("template", "template.source", exc))
     return inputs, skipped
+
+
+def _left_out(report) -> dict:
+    """The rows ``on_bad_rows: drop`` leaves out of one source, said (nothing is dropped silently)."""
+    first = report.problems[0].sentence() if report.problems else "?"
+    n = report.dropped_rows
+    return {"code": "rows_left_out", "message": f"{n} row{'s' if n != 1 else ''} of {report.source} left out "
+            f"(on_bad_rows: drop); first: {first}", "setting": "data.on_bad_rows", "suggested": None,
+            "details": {"source": report.source, "rows": n, "problems": [p.to_dict() for p in report.problems[:20]]}}
 
 
 def _skipped(what: str, setting: str, exc: BaseException) -> dict:

@@ -217,8 +217,7 @@ def _chat_compare(args: argparse.Namespace) -> int:
     from sftwizard.core import chat
     from sftwizard.core.merge import run_artifacts
 
-    tuned = chat.load_chat_model(args.target)
-    base = chat.load_chat_model(args.target, base=True)
+    base, tuned = chat.load_compare_pair(args.target)  # an adapter run: one copy, adapter on and off
     cfg = run_artifacts(args.target).cfg
     prompts = chat.eval_prompts(cfg, args.limit)
     rows = chat.compare(base, tuned, prompts, max_new_tokens=args.max_new_tokens)

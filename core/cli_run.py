@@ -43,21 +43,24 @@ def load_with_overrides(preset: str, overrides: list[str]):
 
 
 def preflight(cfg) -> None:
-    """Cheap checks before a process is started: files that must exist do."""
+    """Cheap checks before a process is started: files that must exist do, the runs folder is writable."""
+    from sftwizard.core.config import output_root_problem
     from sftwizard.core.models import ModelError, resolve_model
+
+    if problem := output_root_problem(cfg):
+        raise UserError(problem)
 
     if cfg.model.id.startswith(("/", "./", "../", "~")) or cfg.model.id.startswith("builtin:"):
         try:
             resolve_model(cfg.model.id, allow_download=False)
         except ModelError as exc:
             raise UserError(str(exc)) from None
-    if cfg.method.type == "qlora":
-        from sftwizard.core.runner import Environment, RunnerError, check_runnable
+    from sftwizard.core.runnable import Environment, runnable_problems, runs_anywhere
 
-        try:
-            check_runnable(cfg, Environment.detect())
-        except RunnerError as exc:
-            raise UserError(str(exc)) from None
+    if not runs_anywhere(cfg):  # only then is torch imported to look at this machine
+        problems = runnable_problems(cfg, Environment.detect())
+        if problems:
+            raise UserError(problems[0])
     for i, src in enumerate(list(cfg.data.sources) + ([cfg.data.eval_source] if cfg.data.eval_source else [])):
         if src.path.startswith("builtin:"):
             continue
@@ -145,9 +148,27 @@ def print_event(ev: dict) -> None:
         print(line, flush=True)
 
 
+def runnable_warnings(cfg) -> list[dict]:
+    """What this machine cannot run, as validate's warnings (code ``not_runnable_here``): a preset
+    may be meant for another machine, so they inform; ``run`` refuses the same problems."""
+    from sftwizard.core.hardware import probe_hardware
+    from sftwizard.core.runnable import Environment, runnable_problems, runs_anywhere
+
+    if runs_anywhere(cfg):
+        return []
+    env = Environment.from_hardware(probe_hardware(check_torch=True))
+    return [{"code": "not_runnable_here", "message": f"not runnable on this machine: {p}",
+             "setting": p.split(":", 1)[0], "suggested": None, "details": {}}
+            for p in runnable_problems(cfg, env)]
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sftwizard.core.config import output_root_problem
+
     try:
         path, cfg = load_with_overrides(args.preset, args.overrides)
+        if problem := output_root_problem(cfg):
+            raise ConfigError([problem], str(path))
     except ConfigError as exc:
         if args.json:
             print_json({"valid": False, "preset": exc.source, "problems": exc.problems, "warnings": []})
@@ -156,7 +177,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # --- doctor (issue 9): pre-launch warnings; they inform, never block -------------------
     from sftwizard.core.cli_doctor import format_warning, validation_warnings
 
-    warnings: list[dict] = validation_warnings(cfg)
+    warnings: list[dict] = validation_warnings(cfg) + runnable_warnings(cfg)
     # ----------------------------------------------------------------------------------------
     if args.json:
         print_json({"valid": True, "preset": str(path), "problems": [], "warnings": warnings})

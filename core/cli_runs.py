@@ -109,11 +109,18 @@ def _follow(run_dir: Path, from_start: bool, on_interrupt) -> None:
             for ev in tail.poll():
                 print_history_event(ev)
             if not alive:
+                _note_skipped(run_dir, tail.skipped)
                 return
             time.sleep(0.3)
         except KeyboardInterrupt:
             if not on_interrupt():
                 return
+
+
+def _note_skipped(run_dir: Path, skipped: int) -> None:
+    if skipped:
+        print(f"note: {skipped} line{'s' if skipped != 1 else ''} of {run_dir / 'events.jsonl'} skipped "
+              "(torn, or not events of the expected shape)", file=sys.stderr)
 
 
 def _outcome(info) -> int:
@@ -143,8 +150,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
     info = runs.run_info(run_dir)
     print(f"run {info.id}  {info.status}  ({info.dir})", file=sys.stderr)
     if args.no_follow or info.status != "running":
-        for ev in runs.history(run_dir):
+        events = runs.history(run_dir)
+        for ev in events:
             print_history_event(ev)
+        _note_skipped(run_dir, events.skipped)
         return _outcome(info)
 
     def detach() -> bool:

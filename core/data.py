@@ -25,6 +25,7 @@ from sftwizard.core.data_formats import (
 from sftwizard.core.data_readers import BUILTIN_DATA, iter_source, locate
 
 DETECT_ROWS = 64
+INSPECT_CHARS = 1_000_000  # characters of one row the audit tokenizes (a 20 MB row took 4 GB whole)
 STOP_AFTER_PROBLEMS = 100  # on_bad_rows: stop — enough to show, without reading a huge file through
 
 
@@ -113,6 +114,30 @@ def detect_source_format(source) -> tuple[str, list[str]]:
     return detect_format(mapped), columns
 
 
+def _unknown_format_report(source, columns: list[str]) -> DataReport:
+    """The report of a source whose format cannot be told: every row counted, none converted."""
+    located = locate(source)
+    report = DataReport(source=located.display, path=None if located.kind == "hub" else located.path,
+                        format="unknown", columns=columns)
+    for where, value in iter_source(located, source):
+        if source.max_rows is not None and report.rows >= source.max_rows:
+            report.truncated = True
+            break
+        report.rows += 1
+        if isinstance(value, Problem):
+            value.source, value.line, value.row = located.display, where.get("line"), where.get("row")
+            report.problems.append(value)
+    report.dropped_rows = report.rows
+    report.problems.insert(0, Problem("unknown_format", _unknown_format_message(columns), source=located.display))
+    return report
+
+
+def _unknown_format_message(columns: list[str]) -> str:
+    hint = f" (columns: {', '.join(columns)})" if columns else ""
+    return (f"cannot tell the dataset format{hint}; give --format or a column mapping "
+            "(e.g. --map prompt=question --map completion=answer)")
+
+
 def _scan(source, *, stop: bool, progress: Callable[[int, int | None], None] | None = None,
           limit: int | None = None):
     located = locate(source)
@@ -120,11 +145,7 @@ def _scan(source, *, stop: bool, progress: Callable[[int, int | None], None] | N
     report = DataReport(source=located.display, path=None if located.kind == "hub" else located.path,
                         format=fmt, columns=columns)
     if fmt == "unknown":
-        hint = f" (columns: {', '.join(columns)})" if columns else ""
-        raise DataError(
-            f"{located.display}: cannot tell the dataset format{hint}; give --format or a column mapping "
-            "(e.g. --map prompt=question --map completion=answer)"
-        )
+        raise DataError(f"{located.display}: {_unknown_format_message(columns)}")
     if fmt not in FORMATS:
         raise DataError(f"{located.display}: unknown format {fmt!r}")
     examples: list[dict] = []
@@ -218,14 +239,20 @@ def example_at(cfg, row: int) -> dict:
 
 
 def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=None,
-                 on_bad_rows: str = "drop") -> DataReport:
+                 on_bad_rows: str = "drop", report_unknown: bool = False) -> DataReport:
     """Everything known about a source without training: format, rows, problems, audit.
 
     With ``on_bad_rows="drop"`` (the default) row problems are reported, never raised; with
     ``"stop"`` the first one raises ``DataError`` as ``load_examples`` does. With a tokenizer, the
     chat template is applied to every row too (template problems, e.g. roles a template forbids,
-    are reported with the row's place) and ``audit`` holds the dataset-wide token audit.
+    are reported with the row's place) and ``audit`` holds the dataset-wide token audit. With
+    ``report_unknown``, a format that cannot be detected is a report too (``format: unknown``, the
+    columns, the rows' reading problems and an ``unknown_format`` problem) rather than a DataError.
     """
+    if report_unknown:
+        fmt, columns = detect_source_format(source)
+        if fmt == "unknown":
+            return _unknown_format_report(source, columns)
     examples, report = _scan(source, stop=on_bad_rows != "drop", progress=progress)
     if on_bad_rows != "drop":
         _raise_for_problems(report)
@@ -241,7 +268,17 @@ def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=No
         from sftwizard.core.templates import prepare_tokenizer
 
         prepare_tokenizer(tokenizer, template)
-        audit = audit_dataset(tokenizer, examples, template, cfg, progress=progress)
+        limit = max(INSPECT_CHARS, 100 * (cfg.training.max_length or 0))
+        bounded = []
+        for i, ex in enumerate(examples):
+            cut = _cut_to(ex, limit)
+            if cut is not ex:
+                origin = report.origin_of(i)
+                report.problems.append(Problem(
+                    "row_too_long", f"{_chars(ex):,} characters: the token audit reads its first {limit:,} only",
+                    line=origin.get("line"), row=origin.get("row"), severity="warning", source=report.source))
+            bounded.append(cut)
+        audit = audit_dataset(tokenizer, bounded, template, cfg, progress=progress)
         for p in audit.pop("row_problems", []):
             origin = report.origin_of(p["row"])
             report.problems.append(Problem(p["code"], p["message"], line=origin.get("line"), row=origin.get("row"),
@@ -253,6 +290,37 @@ def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=No
     elif examples:
         report.audit = text_audit(examples)
     return report
+
+
+def _texts(example: dict) -> list[tuple[Any, Any]]:
+    """(holder, key) of every text in a canonical example, in order."""
+    out: list[tuple[Any, Any]] = []
+    for key in ("messages", "prompt", "completion", "text"):
+        value = example.get(key)
+        if isinstance(value, str):
+            out.append((example, key))
+        elif isinstance(value, list):
+            out += [(m, "content") for m in value if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return out
+
+
+def _chars(example: dict) -> int:
+    return sum(len(holder[key]) for holder, key in _texts(example))
+
+
+def _cut_to(example: dict, limit: int) -> dict:
+    """``example`` itself when its texts hold at most ``limit`` characters, else a copy whose texts
+    are cut to ``limit`` in all (in order; later texts become empty, so the turns stay)."""
+    if _chars(example) <= limit:
+        return example
+    import copy
+
+    cut = copy.deepcopy(example)
+    left = limit
+    for holder, key in _texts(cut):
+        holder[key] = holder[key][:left]
+        left -= len(holder[key])
+    return cut
 
 
 def text_audit(examples: list[dict]) -> dict:

@@ -11,6 +11,7 @@ import codecs
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +21,10 @@ from sftwizard.core.data_formats import DataError, Problem
 ASSETS = Path(__file__).parent / "assets" / "demo"
 BUILTIN_DATA = {"builtin:demo": ASSETS / "train.jsonl", "builtin:demo-eval": ASSETS / "eval.jsonl"}
 JSON_CHUNK = 1 << 20  # characters of a JSON array read at a time
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how a lone surrogate gets into valid JSON
+_COLON = re.compile(r"\s*:")
+TOO_DEEP = "nested too deeply to read (arrays or objects inside each other about a thousand levels down)"
+CSV_CELL_LIMIT = 16 << 20  # characters in one CSV cell (Python's csv stops at 128 KiB by default)
 LOCAL_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                   ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 
@@ -76,6 +81,14 @@ def _iter_jsonl(path: str) -> Iterator[tuple[dict, Any]]:
             except json.JSONDecodeError as exc:
                 yield where, Problem("invalid_json", f"invalid JSON: {exc.msg} (column {exc.colno})")
                 continue
+            except RecursionError:
+                yield where, Problem("too_deep", TOO_DEEP, field=_nesting(text, len(text) - len(text.lstrip()))[1])
+                continue
+            if _SURROGATE_ESCAPE.search(text):
+                problem = surrogate_problem(value)
+                if problem is not None:
+                    yield where, problem
+                    continue
             yield where, value
 
 
@@ -143,19 +156,82 @@ def _iter_json(path: str) -> Iterator[tuple[dict, Any]]:
                 try:
                     value, end = decoder.raw_decode(buf, pos)
                     break
+                except RecursionError:
+                    end, field = _nesting(buf, pos)
+                    if end is None and more():  # the row goes on in the next chunk
+                        continue
+                    if end is None:
+                        line = line_base + buf.count("\n", 0, pos)
+                        raise DataError(f"{path}: line {line}: invalid JSON in row {index}: the file ends "
+                                        "inside it") from None
+                    value = Problem("too_deep", TOO_DEEP, field=field)
+                    break
                 except json.JSONDecodeError as exc:
                     if more():  # the row may just continue in the next chunk
                         continue
                     line = line_base + buf.count("\n", 0, exc.pos)
                     raise DataError(f"{path}: line {line}: invalid JSON in row {index}: {exc.msg}") from None
+            unusual = surrogate_problem(value) if not isinstance(value, Problem) and _SURROGATE_ESCAPE.search(
+                buf, pos, end) else None
             pos = end
-            yield {"row": index}, value
+            yield {"row": index}, unusual or value
             index += 1
+
+
+def surrogate_problem(value: Any) -> Problem | None:
+    """A Problem naming the first string in ``value`` (keys included) that holds a lone surrogate
+    (valid JSON, e.g. ``"\\ud800"``, but not text: no tokenizer or hash can encode it); else None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return Problem("lone_surrogate", f"a lone surrogate escape (\\u{ord(item[exc.start]):x}) at "
+                                                 f"character {exc.start + 1}: not text; fix or remove it",
+                               field=path or None)
+        elif isinstance(item, dict):
+            for k, v in reversed(list(item.items())):
+                stack.append((v, f"{path}.{k}" if path else str(k)))
+                stack.append((k, path))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def _nesting(text: str, start: int, depth_limit: int = 200) -> tuple[int | None, str | None]:
+    """For the JSON value at ``text[start]``: (the index just past it, or None when ``text`` ends
+    inside it; the key of its top-level object under which nesting passes ``depth_limit``)."""
+    depth, key, in_string, escaped, begin, deep = 0, None, False, False, 0, None
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+                if depth == 1 and _COLON.match(text, i + 1):
+                    key = text[begin:i]
+        elif ch == '"':
+            in_string, begin = True, i + 1
+        elif ch in "[{":
+            depth += 1
+            if depth > depth_limit and deep is None:
+                deep = key
+        elif ch in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1, deep
+    return None, deep
 
 
 def _iter_csv(path: str) -> Iterator[tuple[dict, Any]]:
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     bad_lines: set[int] = set()
+    record_lines: list[str] = []  # the raw lines of the record being read
 
     def lines() -> Iterator[str]:
         with open(path, "rb") as fh:
@@ -165,17 +241,43 @@ def _iter_csv(path: str) -> Iterator[tuple[dict, Any]]:
                 except UnicodeDecodeError:
                     bad_lines.add(lineno)
                     text = raw.decode("utf-8", errors="replace")
-                yield text.lstrip("\ufeff") if lineno == 1 else text
+                text = text.lstrip("\ufeff") if lineno == 1 else text
+                record_lines.append(text)
+                yield text
 
+    if csv.field_size_limit() < CSV_CELL_LIMIT:
+        csv.field_size_limit(CSV_CELL_LIMIT)
     reader = csv.reader(lines(), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
         raise DataError(f"{path}: the file is empty") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: line 1: the header cannot be read as CSV ({exc})") from None
     last = reader.line_num
-    for record in reader:
+    while True:
+        record_lines.clear()
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a cell past CSV_CELL_LIMIT, a NUL byte: this record only
+            start, last = last + 1, reader.line_num
+            yield {"line": start}, Problem("invalid_csv", _csv_error(exc, last - start))
+            continue
         start, last = last + 1, reader.line_num
         where = {"line": start}
+        if last > start:
+            unclosed = _unclosed_quote(record_lines, delimiter)
+            if unclosed is not None:
+                opened, cell = unclosed
+                swallowed = last - start - opened
+                yield {"line": start + opened}, Problem(
+                    "unclosed_quote", f"a quote opened on this line is never closed: the {swallowed} line"
+                    f"{'s' if swallowed != 1 else ''} after it, to the end of the file, would be read as one "
+                    "cell (close the quote, or double a quote meant literally)",
+                    field=header[cell] if cell < len(header) else None)
+                continue
         if not any(cell.strip() for cell in record):
             continue
         bad = [n for n in range(start, last + 1) if n in bad_lines]
@@ -186,6 +288,43 @@ def _iter_csv(path: str) -> Iterator[tuple[dict, Any]]:
             yield where, Problem("invalid_csv", f"{len(record)} cells where the header has {len(header)}")
             continue
         yield where, dict(zip(header, record))
+
+
+def _csv_error(exc: csv.Error, spanned: int) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        more = f"; it runs over {spanned + 1} lines, so a quote may be left open here" if spanned else ""
+        return f"a cell longer than {CSV_CELL_LIMIT:,} characters{more}"
+    return f"cannot be read as CSV: {text}"
+
+
+def _unclosed_quote(lines: list[str], delimiter: str) -> tuple[int, int] | None:
+    """(line index, cell index) in a record's ``lines`` of a quoted cell that never closes, by the CSV
+    rules (a quote opens a cell only at its start; ``""`` inside it is one quote); None when all close."""
+    quoted = closing = False
+    at_start = True
+    opened = None
+    cell = 0
+    for i, line in enumerate(lines):
+        for ch in line:
+            if quoted:
+                if closing:
+                    closing = False
+                    if ch == '"':
+                        continue  # a doubled quote inside the cell
+                    quoted = False  # the cell's quote closed before this character
+                elif ch == '"':
+                    closing = True
+                    continue
+                else:
+                    continue
+            if ch == '"' and at_start:
+                quoted, opened, at_start = True, (i, cell), False
+                continue
+            if ch == delimiter:
+                cell += 1
+            at_start = ch in (delimiter, "\n", "\r")
+    return opened if quoted and not closing else None
 
 
 def _iter_parquet(path: str) -> Iterator[tuple[dict, Any]]:

@@ -83,10 +83,10 @@ def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[
         if isinstance(e, ImportError):
             missing = getattr(e, "name", None) or next((m for m in OPTIONAL_PACKAGES if m in str(e)), None)
             if missing:
+                from sftwizard.core.hardware import install_command
+
                 top = missing.split(".")[0]
-                pip = OPTIONAL_PACKAGES.get(top)
-                hint = f"pip install 'sft-wizard[gpu]' (or pip install {pip})" if pip else f"pip install {top}"
-                return "missing_dependency", f"missing package {top!r}: {hint}"
+                return "missing_dependency", f"missing package {top!r}: {install_command(top)}"
     if names & {"DataError", "TemplateError"}:
         return "data", _first_line(next(e for e in chain if type(e).__name__ in {"DataError", "TemplateError"}))
     if names & {"ModelError", "RunnerError", "ConfigError"}:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sftwizard.core.config import RunConfig, resolved_dtype
+from sftwizard.core.config import RunConfig, resolved_precision
 
 ACCELERATE_CONFIG_FILE = "accelerate.yaml"
 RUNNER_MODULE = "sftwizard.core.runner"
@@ -58,7 +58,9 @@ class Machine:
         if torch is not None:
             if not torch.cuda.is_available():
                 return cls()
-            return cls(torch.cuda.device_count(), bool(torch.cuda.is_bf16_supported()))
+            from sftwizard.core.hardware import supports_bf16, torch_device_capability
+
+            return cls(torch.cuda.device_count(), supports_bf16(*torch_device_capability()))
         try:
             import pynvml
 
@@ -69,8 +71,8 @@ class Machine:
             count = pynvml.nvmlDeviceGetCount()
             if visible is not None:
                 count = min(count, len([v for v in visible.split(",") if v.strip()]))
-            majors = [pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(i))[0]
-                      for i in range(count)]
+            ccs = [tuple(pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(i)))
+                   for i in range(count)]
         except Exception:
             return cls()
         finally:
@@ -78,7 +80,9 @@ class Machine:
                 pynvml.nvmlShutdown()
             except Exception:
                 pass
-        return cls(count, bool(majors) and min(majors) >= 8)
+        from sftwizard.core.hardware import supports_bf16
+
+        return cls(count, bool(ccs) and all(supports_bf16(*cc) for cc in ccs))
 
 
 def num_processes(cfg: RunConfig, machine: Machine | None = None) -> int:
@@ -115,11 +119,8 @@ def check_launchable(cfg: RunConfig, machine: Machine) -> None:
 
 def _mixed_precision(cfg: RunConfig, machine: Machine) -> str:
     """The precision accelerate announces; it matches what the runner gives SFTConfig."""
-    t = cfg.training
-    dtype = resolved_dtype(cfg, machine.bf16_supported, machine.cuda_devices > 0)
-    bf16 = t.bf16 if t.bf16 is not None else dtype == "bf16"
-    fp16 = t.fp16 if t.fp16 is not None else dtype == "fp16"
-    return "bf16" if bf16 else ("fp16" if fp16 else "no")
+    p = resolved_precision(cfg, machine.bf16_supported, machine.cuda_devices > 0)
+    return "bf16" if p.bf16 else ("fp16" if p.fp16 else "no")
 
 
 def accelerate_config(cfg: RunConfig, machine: Machine | None = None, *, check: bool = True) -> dict[str, Any]:

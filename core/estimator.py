@@ -139,12 +139,13 @@ def _suggestions(m: ModelView, p: Plan, gpu_gib: float | None, total: float) -> 
     names = frozenset(n for n, _, _ in m.linears)
     if k.method == "full":
         lora = _with(p, method="lora", adapter_bytes=4, lora_targets=names, lm_head_trainable=False, dora=False,
-                     lora_dropout=0.05, lora_r=16)
+                     lora_dropout=0.05, lora_r=16, weight_bytes=p.adapter_base_weight_bytes or k.weight_bytes)
         add("Train LoRA adapters (r=16, all linear layers) instead of every weight",
             {"method.type": "lora", "method.lora_r": 16, "method.lora_target_modules": "all-linear"}, lora, 4)
     if k.method != "qlora":
         targets = k.lora_targets or names
         qlora = replace(_with(p, method="qlora", adapter_bytes=2, act_bytes=2, lora_targets=targets,
+                              weight_bytes=p.adapter_base_weight_bytes or k.weight_bytes,
                               lm_head_trainable=False, lora_dropout=k.lora_dropout if k.method != "full" else 0.05,
                               lora_r=k.lora_r if k.method != "full" else 16), double_quant=True)
         add("Use QLoRA: base weights in 4-bit NF4 with double quantization (needs bitsandbytes)",
@@ -196,10 +197,12 @@ def _apply_changes(p: Plan, changes: dict[str, Any], m: ModelView) -> Plan:
         elif key == "method.lora_dropout":
             p = _with(p, lora_dropout=value)
         elif key == "method.type" and value == "lora":
-            p = _with(p, method="lora", adapter_bytes=4, lora_targets=names, lm_head_trainable=False, lora_r=16)
+            p = _with(p, method="lora", adapter_bytes=4, lora_targets=names, lm_head_trainable=False, lora_r=16,
+                      weight_bytes=p.adapter_base_weight_bytes or p.knobs.weight_bytes)
         elif key == "method.type" and value == "qlora":
             p = replace(_with(p, method="qlora", adapter_bytes=2, act_bytes=2,
-                              lora_targets=p.knobs.lora_targets or names, lm_head_trainable=False), double_quant=True)
+                              lora_targets=p.knobs.lora_targets or names, lm_head_trainable=False,
+                              weight_bytes=p.adapter_base_weight_bytes or p.knobs.weight_bytes), double_quant=True)
     return p
 
 # --------------------------------------------------------------------------- public API

@@ -6,12 +6,15 @@ RunConfig; see ``estimator`` for the public API and ``estimator_activations`` fo
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from sftwizard.core.estimator_activations import Knobs, Shape, activations
+from sftwizard.core.config import resolved_precision
+from sftwizard.core.hardware import auto_attention
 
 GIB = 1024**3
 
@@ -177,6 +180,9 @@ class Plan:
     # The template grew the vocabulary (ChatML on a base model): under LoRA/QLoRA the runner trains
     # embed_tokens and lm_head in full (PEFT modules_to_save: a trainable copy of each).
     grown_embeddings: bool = False
+    # Bytes per weight if the same config trained adapters instead: model.dtype auto loads a full
+    # fine-tune in fp32 but a LoRA/QLoRA base in bf16 (config.resolved_precision).
+    adapter_base_weight_bytes: int | None = None
 
 
 def lora_targets(target_modules: Any, linear_names: list[str]) -> list[str]:
@@ -199,17 +205,13 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
           assumptions: list[str], max_positions: int | None = None) -> Plan:
     t, meth = cfg.training, cfg.method
     gpu = hardware.best_gpu() if hardware is not None and getattr(hardware, "gpus", None) else None
-    dtype = cfg.model.dtype
-    if dtype == "auto":
-        if gpu is None:
-            dtype = "bf16"
-            assumptions.append("model.dtype auto: assumed a bf16-capable GPU (the run would use fp32 on a CPU)")
-        else:
-            dtype = "bf16" if gpu.bf16 else "fp32"
+    if gpu is None and cfg.model.dtype == "auto":
+        assumptions.append("model.dtype auto: assumed a bf16-capable GPU (the run would use fp32 on a CPU)")
+    bf16_gpu = gpu is None or bool(gpu.bf16)
+    precision = resolved_precision(cfg, bf16_gpu, True)  # the runner's own rule, on the GPU it will use
+    dtype = precision.weights
     wb = DTYPE_BYTES[dtype]
-    bf16 = t.bf16 if t.bf16 is not None else dtype == "bf16"
-    fp16 = t.fp16 if t.fp16 is not None else dtype == "fp16"
-    autocast = bool(bf16 or fp16)
+    autocast = bool(precision.bf16 or precision.fp16)
     method = meth.type
     act = 2 if (autocast or method == "qlora") else wb
     if method == "qlora":
@@ -219,8 +221,10 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
     else:
         adapter = wb
     attn = cfg.model.attn_implementation
-    if attn == "auto":
-        attn = "sdpa"  # what runner.attn_implementation picks for auto
+    if attn == "auto":  # the runner's rule, with this machine's flash-attn when the GPU is here
+        libraries = getattr(hardware, "libraries", None) or {}
+        attn = auto_attention(bool(gpu is not None and gpu.flash_attention_2), bool(libraries.get("flash_attn")),
+                              precision.compute)[0]
     seq = t.max_length
     if seq is None:
         seq = int(max_positions or 0) or 4096
@@ -240,8 +244,11 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
     optim = t.optim
     if optim not in _OPTIMIZERS:
         assumptions.append(f"training.optim {optim!r}: memory counted as for adamw_torch")
+    lora_cfg = dataclasses.replace(cfg, method=dataclasses.replace(meth, type="lora"))
+    base_wb = DTYPE_BYTES[resolved_precision(lora_cfg, bf16_gpu, True).weights]
     return Plan(knobs, optim, bool(meth.bnb_4bit_use_double_quant),
-                 int(t.gradient_accumulation_steps), max(1, int(num_gpus)), sharding, dtype)
+                 int(t.gradient_accumulation_steps), max(1, int(num_gpus)), sharding, dtype,
+                 adapter_base_weight_bytes=base_wb)
 
 
 # --------------------------------------------------------------------------- arithmetic

@@ -2,7 +2,10 @@
 
 One JSON object per line, appended and flushed as written (fsync on the events that matter for
 recovery). Every event has ``event``, ``time`` (unix seconds) and ``step``. Readers never break
-on a half-written last line: it is left for the next read.
+on a half-written last line: it is left for the next read. A line that is JSON but not an event
+of this shape (no ``time``, a ``step`` that is not a whole number, a ``message`` that is a list…),
+like a torn line in the middle, is skipped and counted (``Events.skipped``, ``EventTail.skipped``): one odd line never breaks a
+viewer, nor hides the rest of the run.
 """
 
 from __future__ import annotations
@@ -54,30 +57,95 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def parse_lines(chunk: str) -> tuple[list[dict[str, Any]], str]:
-    """Split complete lines into events; return (events, incomplete remainder)."""
-    events = []
+_TORN = object()  # a line that is not JSON
+
+
+def _parse_values(chunk: str) -> tuple[list[Any], str]:
+    """Every complete line's JSON value (``_TORN`` where it is not JSON) and the incomplete remainder."""
+    values = []
     *complete, rest = chunk.split("\n")
     for line in complete:
         line = line.strip()
         if not line:
             continue
         try:
-            obj = json.loads(line)
+            values.append(json.loads(line))
         except ValueError:
-            continue  # a torn line in the middle (never written by us): skip it
-        if isinstance(obj, dict):
-            events.append(obj)
-    return events, rest
+            values.append(_TORN)  # a torn line in the middle (never written by us)
+    return values, rest
 
 
-def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every complete event in the file (a torn last line is ignored)."""
+def parse_lines(chunk: str) -> tuple[list[dict[str, Any]], str]:
+    """Split complete lines into JSON objects; return (objects, incomplete remainder)."""
+    values, rest = _parse_values(chunk)
+    return [v for v in values if isinstance(v, dict)], rest
+
+
+# What readers rely on, by field: the writers (runner, supervisor, curve doctor) keep to it.
+_INT = (int,)
+_NUMBER = (int, float)
+_NUMBER_OR_TEXT = (int, float, str)  # a non-finite value is written as "nan" / "inf" / "-inf"
+_TEXT = (str,)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("step", "max_steps", "pid", "returncode", "train_rows", "eval_rows", "samples_per_step",
+                     "trainable_params", "total_params", "prompt_id", "new_tokens", "attempt", "max_attempts"),
+                    _INT),
+    **dict.fromkeys(("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "tokens_per_s",
+                     "samples_per_s", "steps_per_s", "eta_s", "gpu_mem_gib", "gpu_mem_total_gib", "gpu_util_pct",
+                     "gpu_power_w", "cuda_max_allocated_gib", "trained_tokens_per_s", "padding_share", "mfu",
+                     "best_eval_loss", "duration_s", "generation_s"), _NUMBER_OR_TEXT),
+    **dict.fromkeys(("status", "reason", "message", "path", "model", "method", "resume_from", "best_checkpoint",
+                     "final_dir", "template_source", "code", "source", "text", "prompt"), _TEXT),
+}
+
+
+def event_problem(obj: Any) -> str | None:
+    """Why ``obj`` is not an event readers can use (``event`` a name, ``time`` a finite number,
+    the fields readers compute with of their type; any may be null but ``event`` and ``time``);
+    None when it is one."""
+    if obj is _TORN:
+        return "not JSON"
+    if not isinstance(obj, dict):
+        return f"a JSON {type(obj).__name__}, not an object"
+    if not isinstance(obj.get("event"), str) or not obj["event"]:
+        return "no event name"
+    t = obj.get("time")
+    if not isinstance(t, _NUMBER) or isinstance(t, bool) or t != t or t in (float("inf"), float("-inf")):
+        return "no time (unix seconds)"
+    for name, types in FIELD_TYPES.items():
+        value = obj.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"{name} is {type(value).__name__}"
+    return None
+
+
+class Events(list):
+    """Events read from a file; ``skipped`` counts the complete lines that were not events."""
+
+    skipped: int = 0
+
+
+def usable_events(objs: list[Any]) -> Events:
+    """The events among ``objs``, with how many were left out."""
+    out = Events(o for o in objs if event_problem(o) is None)
+    out.skipped = len(objs) - len(out)
+    return out
+
+
+def parse_events(chunk: str) -> tuple[Events, str]:
+    """``parse_lines`` for events: (the usable events, with ``.skipped``; the incomplete remainder)."""
+    values, rest = _parse_values(chunk)
+    return usable_events(values), rest
+
+
+def read_events(path: str | os.PathLike) -> Events:
+    """Every complete event in the file (a torn last line is left for later; other lines that are
+    not events are skipped and counted in ``.skipped``)."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
-    events, _ = parse_lines(text)
+        return Events()
+    events, _ = parse_events(text)
     return events
 
 
@@ -87,6 +155,7 @@ class EventTail:
 
     path: Path
     offset: int = 0
+    skipped: int = 0  # complete lines that were not events, so far
     _rest: str = field(default="", repr=False)
 
     def poll(self) -> list[dict[str, Any]]:
@@ -99,7 +168,8 @@ class EventTail:
         if not data:
             return []
         self.offset += len(data)
-        events, self._rest = parse_lines(self._rest + data.decode("utf-8", errors="replace"))
+        events, self._rest = parse_events(self._rest + data.decode("utf-8", errors="replace"))
+        self.skipped += events.skipped
         return events
 
     def follow(self, interval: float = 0.5, stop=None) -> Iterator[list[dict[str, Any]]]:

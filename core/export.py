@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from sftwizard.core.config import RunConfig, resolved_dtype
+from sftwizard.core.paths import unwritable_folder
 
 DATA_MODES = ("auto", "messages", "tokens")
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -247,10 +248,14 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     out = Path(out_yaml).expanduser().absolute()
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise ExportError(f"{out_yaml}: the exported config must be a .yaml file")
-    out.parent.mkdir(parents=True, exist_ok=True)
     base = out.with_suffix("")
     data_dir = Path(f"{base}.data")
     output_dir = Path(f"{base}.output")
+    if out.is_dir():
+        raise ExportError(f"{out_yaml}: is a folder; give the path of the .yaml file to write")
+    if why := unwritable_folder(out.parent) or unwritable_folder(data_dir):
+        raise ExportError(f"{out_yaml}: cannot write the export there: {why}")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
     env = Environment.detect()
     resolved_model = resolve_model(cfg.model.id, cfg.model.revision)  # config + tokenizer are enough
@@ -345,6 +350,10 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
     for key in RUNNER_ONLY:
         training.pop(key, None)
     training.update(mask_keys)
+    if cfg.training.use_liger_kernel:
+        # The wizard applies Liger's layer kernels itself; `trl sft` has only this (deprecated in
+        # TRL 1.16, removed in 2) switch for them.
+        training["use_liger_kernel"] = True
     if not evals:
         training["eval_strategy"] = "no"
         for key in ("eval_steps", "metric_for_best_model", "greater_is_better", "load_best_model_at_end"):

@@ -23,6 +23,23 @@ MIB = 1024 * 1024
 # Optional libraries the wizard recommends when present: distribution-free import names.
 OPTIONAL_LIBRARIES = ("flash_attn", "bitsandbytes", "liger_kernel")
 
+# A command that installs each optional library, for every "needs X" message. The ranges are
+# pyproject.toml's `gpu` extra (a test keeps them equal). flash-attn is an sdist whose setup.py
+# imports torch, so pip must build it without isolation, next to the installed torch; its setup
+# then fetches a prebuilt wheel matching torch/CUDA/Python when the project published one, and
+# compiles (nvcc, long) otherwise.
+INSTALL_COMMANDS = {
+    "bitsandbytes": "pip install 'bitsandbytes>=0.50,<1'",
+    "liger_kernel": "pip install 'liger-kernel>=0.5,<1'",
+    "flash_attn": "pip install packaging wheel ninja && pip install --no-build-isolation 'flash-attn>=2.6,<3'",
+    "deepspeed": "pip install deepspeed",
+}
+
+
+def install_command(import_name: str) -> str:
+    """How to install an optional library, as a command that works (``pip install X`` otherwise)."""
+    return INSTALL_COMMANDS.get(import_name, f"pip install {import_name.replace('_', '-')}")
+
 
 def architecture_of(major: int, minor: int) -> str:
     """NVIDIA architecture name from a CUDA compute capability (CUDA C Programming Guide, table
@@ -41,11 +58,46 @@ def architecture_of(major: int, minor: int) -> str:
     return "unknown"
 
 
+def supports_bf16(major: int, minor: int) -> bool:
+    """bf16 tensor cores: Ampere (8.0) and newer. The one bf16 rule for the TUI, the recommender,
+    the runner, chat, merge and accelerate configs. Not ``torch.cuda.is_bf16_supported()``: that
+    is True on a T4 or V100 too, where bf16 is emulated (slower than fp16, no tensor cores)."""
+    return (major, minor) >= (8, 0)
+
+
+def supports_flash_attention_2(major: int, minor: int) -> bool:
+    """FlashAttention-2 runs on Ampere and newer (its README: "Ampere, Ada, or Hopper GPUs")."""
+    return (major, minor) >= (8, 0)
+
+
 def capabilities_of(major: int, minor: int) -> dict[str, bool]:
-    """Derived capabilities: bf16 tensor cores from Ampere (8.0); FlashAttention-2 supports
-    Ampere and newer (its README: "Ampere, Ada, or Hopper GPUs"); FP8 tensor cores from Ada (8.9)."""
-    cc = (major, minor)
-    return {"bf16": cc >= (8, 0), "flash_attention_2": cc >= (8, 0), "fp8": cc >= (8, 9)}
+    """Derived capabilities: bf16 and FlashAttention-2 from Ampere (8.0); FP8 tensor cores from Ada (8.9)."""
+    return {"bf16": supports_bf16(major, minor), "flash_attention_2": supports_flash_attention_2(major, minor),
+            "fp8": (major, minor) >= (8, 9)}
+
+
+def torch_device_capability() -> tuple[int, int] | None:
+    """Compute capability of the GPU torch trains on (its current device); None without CUDA.
+    Imports torch: for the training process and the commands that load a model."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return int(major), int(minor)
+
+
+def auto_attention(gpu_flash_attention_2: bool, flash_attn_installed: bool, compute_dtype: str) -> tuple[str, str]:
+    """(implementation, reason) that ``model.attn_implementation: auto`` stands for: FlashAttention-2
+    when flash-attn is installed, the GPU supports it (sm80+) and the compute dtype is 16-bit;
+    PyTorch SDPA otherwise. One rule for the runner, the estimator and the recommender."""
+    if not gpu_flash_attention_2:
+        return "sdpa", "no GPU with FlashAttention-2 support (it needs sm80+, Ampere or newer): PyTorch SDPA"
+    if not flash_attn_installed:
+        return "sdpa", f"flash-attn is not installed ({install_command('flash_attn')}): PyTorch SDPA"
+    if compute_dtype not in ("bf16", "fp16"):
+        return "sdpa", "training computes in fp32, which FlashAttention-2 does not support: PyTorch SDPA"
+    return "flash_attention_2", "flash-attn is installed and the GPU is sm80+: fused varlen attention, no padding computed"
 
 
 @dataclass
@@ -315,6 +367,27 @@ def _probe_nvml(nvml: Any) -> tuple[list[GpuInfo], str | None, str | None, str |
             pass
 
 
+def torch_without_cuda_note(driver_cuda: str | None, gpus: list[GpuInfo]) -> str:
+    """Why torch sees no GPU that NVML sees: a CPU-only build, or a CUDA build the driver is too
+    old for (with the build to install instead, from ``torch_build``)."""
+    from sftwizard.core.torch_build import choose_build, driver_cuda_of_torch, version_tuple
+
+    torch = sys.modules.get("torch")
+    built = version_tuple(getattr(getattr(torch, "version", None), "cuda", None))
+    driver = version_tuple(driver_cuda)
+    caps = [c for c in (version_tuple(g.compute_capability) for g in gpus) if c]
+    fix = choose_build(driver, caps)
+    how = (f"pip install --force-reinstall torch==2.13.0 --index-url {fix.index} ({fix.label})" if fix.cuda
+           else fix.reason)
+    if built is None:
+        return f"NVML sees GPUs but torch does not see CUDA: a CPU-only torch build is installed; {how}"
+    why = driver_cuda_of_torch(built, driver) if driver else None
+    if why:
+        return f"{why}: torch sees no GPU; {how}"
+    return (f"NVML sees GPUs but torch (built for CUDA {built[0]}.{built[1]}) does not see CUDA: check "
+            "CUDA_VISIBLE_DEVICES and that the driver is loaded")
+
+
 def probe_hardware(nvml: Any = None, *, check_torch: bool = False) -> HardwareReport:
     """Everything the wizard needs to know about this machine. Never raises.
 
@@ -345,7 +418,7 @@ def probe_hardware(nvml: Any = None, *, check_torch: bool = False) -> HardwareRe
     total, available = ram_mib()
     torch_cuda = torch_sees_cuda(check_torch)
     if gpus and torch_cuda is False:
-        notes.append("NVML sees GPUs but torch does not see CUDA: a CPU-only torch build is installed")
+        notes.append(torch_without_cuda_note(cuda, gpus))
     return HardwareReport(
         gpus=gpus,
         driver_version=driver,

@@ -99,8 +99,9 @@ def set_stop_tokens(model, tokenizer) -> list[int]:
     return ids
 
 
-def load_merged(art: RunArtifacts, dtype: str | None = None):
-    """(merged model, tokenizer) in memory: base + adapter, merged (and unloaded)."""
+def load_adapter_model(art: RunArtifacts, dtype: str | None = None):
+    """(base + adapter as a PeftModel, unmerged, tokenizer): the adapter can be switched off
+    (``disable_adapter``) to answer as the base, with one copy of the weights in memory."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -110,8 +111,10 @@ def load_merged(art: RunArtifacts, dtype: str | None = None):
     if not art.is_adapter:
         raise MergeError(f"{art.run_dir.name}: a {art.cfg.method.type} fine-tune saves a full model, there is "
                          f"no adapter to merge; use {art.final_dir} as it is")
-    cuda = torch.cuda.is_available()
-    dtype = dtype or merge_dtype(art.cfg, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
+    from sftwizard.core.hardware import supports_bf16, torch_device_capability
+
+    cc = torch_device_capability()
+    dtype = dtype or merge_dtype(art.cfg, cc is not None, cc is not None and supports_bf16(*cc))
     base_path = resolve_model(art.cfg.model.id, art.cfg.model.revision, weights=True).path
     base = AutoModelForCausalLM.from_pretrained(
         str(base_path), dtype=getattr(torch, TORCH_DTYPES[dtype]),
@@ -122,7 +125,12 @@ def load_merged(art: RunArtifacts, dtype: str | None = None):
     if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
         # the template added tokens (ChatML on a base model): grow as the runner grew them for training
         base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
-    peft_model = PeftModel.from_pretrained(base, str(art.final_dir))
+    return PeftModel.from_pretrained(base, str(art.final_dir)), tokenizer
+
+
+def load_merged(art: RunArtifacts, dtype: str | None = None):
+    """(merged model, tokenizer) in memory: base + adapter, merged (and unloaded)."""
+    peft_model, tokenizer = load_adapter_model(art, dtype)
     merged = peft_model.merge_and_unload()
     merged.eval()
     return merged, tokenizer

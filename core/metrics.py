@@ -150,18 +150,24 @@ class GpuSampler:
         for index, handle in self._handles:
             try:
                 mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-                util = nvml.nvmlDeviceGetUtilizationRates(handle).gpu
             except Exception:  # noqa: BLE001 - a device that stops answering is skipped this round
                 continue
+            # Utilisation and power are read on their own: a MIG instance answers memory but
+            # NVMLError_NotSupported for both, and its memory must still be sampled.
+            try:
+                util = nvml.nvmlDeviceGetUtilizationRates(handle).gpu
+            except Exception:  # noqa: BLE001 - MIG slices, some vGPUs
+                util = None
             try:
                 power_w = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
-            except Exception:  # noqa: BLE001 - some boards do not report power
+            except Exception:  # noqa: BLE001 - some boards (and MIG slices) do not report power
                 power_w = None
             with self._lock:
-                acc = self._acc.setdefault(index, {"n": 0, "util": 0.0, "power": 0.0, "power_n": 0,
+                acc = self._acc.setdefault(index, {"util": 0.0, "util_n": 0, "power": 0.0, "power_n": 0,
                                                    "mem_peak": 0})
-                acc["n"] += 1
-                acc["util"] += util
+                if util is not None:
+                    acc["util"] += util
+                    acc["util_n"] += 1
                 if power_w is not None:
                     acc["power"] += power_w
                     acc["power_n"] += 1
@@ -183,16 +189,17 @@ class GpuSampler:
                 "mem_used_gib": round(a["mem_used"] / GIB, 3),
                 "mem_peak_gib": round(a["mem_peak"] / GIB, 3),
                 "mem_total_gib": round(a["mem_total"] / GIB, 3),
-                "util_pct": round(a["util"] / a["n"], 1),
+                "util_pct": round(a["util"] / a["util_n"], 1) if a["util_n"] else None,
                 "power_w": round(a["power"] / a["power_n"], 1) if a["power_n"] else None,
             })
         if not gpus:
             return {}
         powers = [g["power_w"] for g in gpus if g["power_w"] is not None]
+        utils = [g["util_pct"] for g in gpus if g["util_pct"] is not None]
         return {
             "gpus": gpus,
             "gpu_mem_gib": max(g["mem_peak_gib"] for g in gpus),
             "gpu_mem_total_gib": max(g["mem_total_gib"] for g in gpus),
-            "gpu_util_pct": round(sum(g["util_pct"] for g in gpus) / len(gpus), 1),
+            "gpu_util_pct": round(sum(utils) / len(utils), 1) if utils else None,
             "gpu_power_w": round(sum(powers), 1) if powers else None,
         }

@@ -128,17 +128,40 @@ def _has_weights(path: Path) -> bool:
     return any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
 
 
+def weight_files(repo_files: list[str]) -> list[str]:
+    """The files of a Hub repository that loading the model needs, from its file list.
+
+    Top-level metadata (config, generation config, tokenizer, chat templates, remote code) and the
+    weights ``from_pretrained`` reads: ``model.safetensors`` or the index and its
+    ``model-*.safetensors`` shards; ``pytorch_model*.bin`` only when the repo has no safetensors.
+    Left out: other checkpoints the repo may carry (Llama 3.1's ``original/*.pth``, 16 GB for 8B;
+    Mistral's ``consolidated.safetensors``), sub-folders and docs."""
+    from fnmatch import fnmatch
+
+    top = [f for f in repo_files if "/" not in f]
+    wanted = [f for f in top if any(fnmatch(f, p) for p in METADATA_PATTERNS)]
+    wanted += [f for f in repo_files if f.startswith("additional_chat_templates/") and f.endswith(".jinja")]
+    safetensors = [f for f in top if f.endswith(".safetensors")]
+    weights = [f for f in safetensors if f == "model.safetensors" or fnmatch(f, "model-*.safetensors")]
+    if not weights:
+        weights = safetensors  # an unusual shard name: every top-level safetensors file
+    if not weights:
+        weights = [f for f in top if f == "pytorch_model.bin" or fnmatch(f, "pytorch_model-*.bin")]
+    else:  # a .bin index is useless (and confusing) next to safetensors
+        wanted = [f for f in wanted if not f.startswith("pytorch_model")]
+    return sorted(set(wanted + weights))
+
+
 def _download(model_id: str, revision: str | None, weights: bool) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     try:
-        return Path(
-            snapshot_download(
-                model_id,
-                revision=revision,
-                allow_patterns=None if weights else METADATA_PATTERNS,
-            )
-        )
+        if weights:
+            files = HfApi().list_repo_files(model_id, revision=revision)
+            patterns = weight_files(files)
+        else:
+            patterns = METADATA_PATTERNS
+        return Path(snapshot_download(model_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # network, auth, missing repo: one sentence, details in the log
         kind = type(exc).__name__
         if "RepositoryNotFound" in kind or "404" in str(exc):

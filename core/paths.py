@@ -40,3 +40,27 @@ def user_presets_dir() -> Path:
 
 def default_runs_root() -> Path:
     return data_dir() / "runs"
+
+
+def unwritable_folder(path: str | os.PathLike) -> str | None:
+    """Why files cannot be written in folder ``path`` (made when missing), in one clause; None when they can.
+
+    The nearest existing folder is tried by making (and removing) an empty folder in it, so a
+    read-only mount, a permission or an ACL all say so before a run or an export starts.
+    """
+    import tempfile
+
+    here = Path(path).expanduser().absolute()
+    while not here.exists():
+        if here.is_symlink():
+            return f"{here} is a link to {os.readlink(here)}, which does not exist"
+        if here.parent == here:
+            break
+        here = here.parent
+    if not here.is_dir():
+        return f"{here} is a file, not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sft-wizard-write-test-", dir=here))
+    except OSError as exc:
+        return f"cannot write in {here} ({(exc.strerror or type(exc).__name__).lower()})"
+    return None

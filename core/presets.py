@@ -34,7 +34,7 @@ def _description(path: Path) -> str | None:
     """The preset's first comment line, if it starts with one."""
     try:
         with open(path, encoding="utf-8") as fh:
-            first = fh.readline().strip()
+            first = fh.readline(500).strip()  # a preset's first line; never a whole one-line file
     except OSError:
         return None
     return first.lstrip("#").strip() or None if first.startswith("#") else None

@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftwizard.core.masks import TemplateError, example_kind, loss_flags, render_chat
+from sftwizard.core.masks import TemplateError, example_kind, loss_flags
 
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
-_SENTINEL = "\ue000sys\ue000"
 
 
 @dataclass
@@ -91,35 +90,12 @@ def template_problems(tokenizer, template) -> list[dict]:
             "since padding never carries loss", "info"))
     if tokenizer.eos_token is None:
         problems.append(_problem("missing_eos_token", "the tokenizer has no EOS token", "error"))
-    tpl = template.template or ""
     behaviour = getattr(template, "behaviour", None)
     problems.extend(dict(f) for f in (behaviour.findings if behaviour is not None else []))
-    if tpl:
-        injected = _default_system_prompt(tokenizer, tpl)
-        if injected:
-            problems.append(_problem(
-                "default_system_prompt",
-                f"the template injects a default system prompt when a row has none: {injected!r}", "info",
-                injected=injected))
     for note in template.notes:
         if template.source != "none":
             problems.append(_problem("template_note", note, "info"))
     return problems
-
-
-def _default_system_prompt(tokenizer, tpl: str) -> str | None:
-    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    try:
-        bare = render_chat(tokenizer, tpl, convo)[0]
-        with_sys = render_chat(tokenizer, tpl, [{"role": "system", "content": _SENTINEL}, *convo])[0]
-    except TemplateError:
-        return None
-    if _SENTINEL not in with_sys:
-        return None
-    pre, post = with_sys.split(_SENTINEL, 1)
-    if bare.startswith(pre) and bare.endswith(post) and len(bare) > len(pre) + len(post):
-        return bare[len(pre):len(bare) - len(post)].strip() or None
-    return None
 
 
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sftwizard.core.config import RunConfig
+from sftwizard.core.doctor import padding_free_rows_limit
+from sftwizard.core.hardware import auto_attention, install_command
 
 # Leave this share of the GPU's usable memory free on top of the estimator's own margin.
 HEADROOM = 0.10
@@ -144,8 +146,15 @@ def recommend(cfg: RunConfig, *, hardware: Any, facts: Any, audit: dict | None =
 def _precision(d: _Draft, gpu: Any) -> None:
     if gpu is not None and getattr(gpu, "bf16", False):
         why = f"{gpu.name} has bf16 tensor cores: half the memory of fp32 at the tensor-core rate, with fp32's range"
-        d.set("model.dtype", "bf16", why)
-        d.set("training.bf16", True, why)
+        if d.cfg.method.type == "full":
+            # config.resolved_precision: what `auto` means for full fine-tuning on this GPU
+            d.set("model.dtype", "fp32", "full fine-tuning keeps fp32 weights (the optimizer's master copy): in "
+                  "pure bf16, updates smaller than 1/256 of a weight round away")
+            d.set("training.bf16", True, f"{gpu.name} has bf16 tensor cores: matmuls in bf16 autocast over the fp32 "
+                  "weights")
+        else:
+            d.set("model.dtype", "bf16", why + " (the base is frozen: no updates to round away)")
+            d.set("training.bf16", True, why)
         d.set("training.fp16", False, "bf16 is on (fp16 needs loss scaling and has less range)")
         if d.cfg.method.type == "qlora":
             d.set("method.bnb_4bit_compute_dtype", "bf16", "4-bit layers compute in bf16 on this GPU")
@@ -170,18 +179,19 @@ def _precision(d: _Draft, gpu: Any) -> None:
 
 
 def _attention(d: _Draft, gpu: Any, hardware: Any) -> str:
-    if gpu is not None and getattr(gpu, "flash_attention_2", False) and _has(hardware, "flash_attn"):
-        d.set("model.attn_implementation", "flash_attention_2",
-              f"flash-attn is installed and {gpu.name} is sm80+: fused varlen attention, no padding computed")
-        return "flash_attention_2"
+    """What ``auto`` would pick (``hardware.auto_attention``), written down with its reason."""
+    from sftwizard.core.config import resolved_precision
+
+    bf16_gpu = bool(gpu is not None and getattr(gpu, "bf16", False))
+    compute = resolved_precision(d.cfg, bf16_gpu, gpu is not None).compute
     if gpu is None:
-        why = "no CUDA GPU: PyTorch's scaled_dot_product_attention is the fastest kernel here"
-    elif not getattr(gpu, "flash_attention_2", False):
-        why = f"{gpu.name} is older than sm80 (FlashAttention-2 needs Ampere+): PyTorch SDPA"
+        attn, why = "sdpa", "no CUDA GPU: PyTorch's scaled_dot_product_attention is the fastest kernel here"
     else:
-        why = "flash-attn is not installed (pip install 'sft-wizard[gpu]'): PyTorch SDPA"
-    d.set("model.attn_implementation", "sdpa", why)
-    return "sdpa"
+        attn, why = auto_attention(bool(getattr(gpu, "flash_attention_2", False)), _has(hardware, "flash_attn"),
+                                   compute)
+        why = why.replace("the GPU", gpu.name)
+    d.set("model.attn_implementation", attn, why)
+    return attn
 
 
 def _packing(d: _Draft, attn: str, audit: dict | None) -> bool:
@@ -269,7 +279,7 @@ def _split(target: int, largest: int) -> tuple[int, int]:
 def _batch_and_memory(d: _Draft, gpu: Any, hardware: Any, facts: Any, audit: dict | None,
                       estimate_fn: Callable[..., Any] | None, attn: str, packing: bool) -> Any:
     target, target_why = _rows_per_step(d, audit, packing)
-    one_row_per_forward = packing and attn != "flash_attention_2"
+    one_row_per_forward = packing and padding_free_rows_limit(attn) == 1  # the doctor's rule
     usable = _usable_gib(gpu) if gpu is not None else None
     optim = d.cfg.training.optim
     if optim == "adamw_torch":
@@ -351,7 +361,7 @@ def _liger(d: _Draft, gpu: Any, hardware: Any, facts: Any) -> None:
         d.set("training.use_liger_kernel", False, "Liger's Triton kernels need a CUDA GPU")
         return
     if not _has(hardware, "liger_kernel"):
-        d.set("training.use_liger_kernel", False, "liger-kernel is not installed (pip install 'sft-wizard[gpu]')")
+        d.set("training.use_liger_kernel", False, f"liger-kernel is not installed ({install_command('liger_kernel')})")
         return
     model_type = getattr(facts, "model_type", "")
     try:

@@ -182,6 +182,7 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
                            for w in curve],
         "generations": [],
         "generation_error": None,
+        "skipped_events": events.skipped,
         # the answers the run sampled while it trained (`sample` events), per prompt, step by step
         "samples": [p.to_dict() for p in samples_by_prompt(events)],
     }

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import RunConfig, load_preset, resolved_dtype
+from sftwizard.core.config import RunConfig, load_preset, resolved_precision
+from sftwizard.core.hardware import auto_attention
+from sftwizard.core.runnable import Environment, runnable_problems
 from sftwizard.core.efficiency import meter_fields, start_meter
 from sftwizard.core.events import EVENTS_FILE, EventWriter
 from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
@@ -38,59 +40,32 @@ PASSTHROUGH = (
     "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
     "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
     "weight_decay", "max_grad_norm", "max_length", "packing", "packing_strategy", "padding_free",
-    "gradient_checkpointing", "optim", "seed", "logging_steps", "eval_strategy", "eval_steps",
+    "optim", "seed", "logging_steps", "eval_strategy", "eval_steps",
     "save_strategy", "save_steps", "save_total_limit", "load_best_model_at_end", "report_to", "dataset_num_proc",
-    "dataloader_num_workers", "use_liger_kernel",
+    "dataloader_num_workers",
 )
+# Not passed on: training.gradient_checkpointing goes to `activation_checkpointing` (transformers
+# 5.24 deprecates `gradient_checkpointing*`, removed in 6); training.use_liger_kernel is applied by
+# build_trainer (TRL 1.16 deprecates SFTTrainer's `use_liger_kernel`, removed in 2).
 
 
 class RunnerError(Exception):
     """A configuration that cannot run here (e.g. QLoRA without CUDA). One sentence."""
 
 
-@dataclass
-class Environment:
-    cuda: bool
-    bf16_supported: bool
-    device_count: int
-
-    @classmethod
-    def detect(cls) -> "Environment":
-        import torch
-
-        cuda = torch.cuda.is_available()
-        return cls(
-            cuda=cuda,
-            bf16_supported=bool(cuda and torch.cuda.is_bf16_supported()),
-            device_count=torch.cuda.device_count() if cuda else 0,
-        )
-
-
 def check_runnable(cfg: RunConfig, env: Environment) -> None:
-    """Refuse, before anything loads, what this machine cannot run."""
-    if cfg.method.type == "qlora" and not env.cuda:
-        raise RunnerError("method.type: QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use lora or full")
-    if cfg.method.type == "qlora":
-        import importlib.util
-
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise RunnerError("method.type: QLoRA needs bitsandbytes: pip install 'sft-wizard[gpu]'")
-    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
-    if dtype == "bf16" and env.cuda and not env.bf16_supported:
-        raise RunnerError("model.dtype: this GPU has no bf16 support (pre-Ampere); use fp16 or fp32")
-    if dtype == "fp16" and not env.cuda:
-        raise RunnerError("model.dtype: fp16 training needs a CUDA GPU; use fp32 (or bf16) on CPU")
-    if cfg.model.attn_implementation == "flash_attention_2":
-        import importlib.util
-
-        if not env.cuda or importlib.util.find_spec("flash_attn") is None:
-            raise RunnerError("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package")
+    """Refuse, before anything loads, what this machine cannot run (``runnable_problems``)."""
+    problems = runnable_problems(cfg, env)
+    if problems:
+        raise RunnerError(problems[0])
 
 
 def attn_implementation(cfg: RunConfig, env: Environment) -> str:
+    """The attention kernel the model loads with; ``auto`` follows ``hardware.auto_attention``."""
     if cfg.model.attn_implementation != "auto":
         return cfg.model.attn_implementation
-    return "sdpa"
+    compute = resolved_precision(cfg, env.bf16_supported, env.cuda).compute
+    return auto_attention(env.cuda and env.flash_attention_2, env.has("flash_attn"), compute)[0]
 
 
 def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.PathLike) -> dict[str, Any]:
@@ -99,13 +74,13 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
     kwargs = {name: getattr(t, name) for name in PASSTHROUGH}
     if t.warmup_ratio and not t.warmup_steps:
         kwargs["warmup_steps"] = t.warmup_ratio  # transformers 5: a float < 1 is a ratio of total steps
-    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
-    kwargs["bf16"] = t.bf16 if t.bf16 is not None else dtype == "bf16"
-    kwargs["fp16"] = t.fp16 if t.fp16 is not None else dtype == "fp16"
+    precision = resolved_precision(cfg, env.bf16_supported, env.cuda)
+    kwargs["bf16"], kwargs["fp16"] = precision.bf16, precision.fp16
     if not env.cuda:
         kwargs["use_cpu"] = True
-    if kwargs["gradient_checkpointing"]:
-        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    kwargs["activation_checkpointing"] = bool(t.gradient_checkpointing)
+    if t.gradient_checkpointing:
+        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     kwargs.update(
         output_dir=str(output_dir),
         ddp_find_unused_parameters=False,  # decoder LMs use every parameter; True costs a pass per step
@@ -154,7 +129,7 @@ def load_model(cfg: RunConfig, env: Environment, model_path: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = resolved_dtype(cfg, env.bf16_supported, env.cuda)
+    dtype = resolved_precision(cfg, env.bf16_supported, env.cuda).weights
     kwargs: dict[str, Any] = dict(
         dtype=getattr(torch, TORCH_DTYPES[dtype]),
         attn_implementation=attn_implementation(cfg, env),
@@ -216,6 +191,15 @@ def _grow_embeddings(model, tokenizer) -> int | None:
     return model.get_input_embeddings().weight.shape[0]
 
 
+def _apply_liger(model) -> None:
+    """Liger's layer kernels (RMSNorm, SwiGLU, RoPE) patched into the model, as TRL 1.16 does for
+    ``use_liger_kernel`` (which it deprecates): without the fused linear cross-entropy, which would
+    replace the model's forward and with it TRL's own fused LM head."""
+    from transformers.integrations.liger import apply_liger_kernel
+
+    apply_liger_kernel(model, {"fused_linear_cross_entropy": False})
+
+
 def _embedding_module_names(model) -> list[str]:
     """Leaf names of the input and output embeddings (``embed_tokens``, ``lm_head``...)."""
     names = []
@@ -255,6 +239,8 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     args = SFTConfig(**kwargs)
     model = load_model(cfg, env, resolved.path)
     resized = _grow_embeddings(model, tokenizer)
+    if cfg.training.use_liger_kernel:
+        _apply_liger(model)
     lora = peft_config(cfg)
     if resized and lora is not None:
         # New token rows start untrained: with LoRA the embeddings must be trained (and saved) too.

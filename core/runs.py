@@ -154,6 +154,7 @@ class RunInfo:
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     eta_s: float | None = None
+    skipped_events: int = 0  # complete lines of events.jsonl that were not events (torn, or another shape)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,6 +288,7 @@ def summarize(run_dir: Path, events: list[dict], alive: bool) -> RunInfo:
         tokens_per_s=live.get("tokens_per_s") if live else None,
         samples_per_s=live.get("samples_per_s") if live else None,
         eta_s=live.get("eta_s") if live else None,
+        skipped_events=getattr(events, "skipped", 0),
     )
 
 

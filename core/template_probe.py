@@ -30,8 +30,8 @@ _A2 = "\ue000second answer\ue000"
 REASONING_FIELDS = ("reasoning_content", "thinking", "content")
 
 REASONING_MODES = {
-    "template": "follow the model's own template (what it renders at inference is what trains)",
-    "drop": "remove the reasoning from every row: only the answers are trained",
+    "template": "kept as the model's own template renders it",
+    "drop": "removed from every row: only answers train",
 }
 
 
@@ -132,6 +132,19 @@ def probe_header(tokenizer, template: str) -> str | None:
     return None
 
 
+def probe_default_system(tokenizer, template: str) -> str | None:
+    """The system prompt the template writes when a conversation has none, or None."""
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    bare = _render(tokenizer, template, convo)
+    with_sys = _render(tokenizer, template, [{"role": "system", "content": _SYS}, *convo])
+    if bare is None or with_sys is None or _SYS not in with_sys:
+        return None
+    pre, post = with_sys.split(_SYS, 1)
+    if bare.startswith(pre) and bare.endswith(post) and len(bare) > len(pre) + len(post):
+        return bare[len(pre):len(bare) - len(post)].strip() or None
+    return None
+
+
 _DATE_FORMATS = ("%d %b %Y", "%d %B %Y", "%Y-%m-%d", "%B %d, %Y", "%b %d, %Y", "%m/%d/%Y")
 
 
@@ -156,6 +169,11 @@ def probe_template(tokenizer, template: str | None, *, markers: bool) -> Templat
     if markers:
         b.header = probe_header(tokenizer, template)
     b.injects_date = probe_date(tokenizer, template)
+    injected = probe_default_system(tokenizer, template)
+    if injected:
+        b.findings.append({**_finding(
+            "default_system_prompt",
+            f"the template injects a default system prompt when a row has none: {injected!r}"), "injected": injected})
     if b.system == "last_user":
         b.findings.append(_finding(
             "system_before_last_user",

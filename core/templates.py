@@ -23,6 +23,7 @@ Heavy libraries (transformers, trl, datasets) are imported inside functions.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable
 
 from sftwizard.core.masks import (
@@ -199,7 +200,8 @@ def no_loss_reason(out: dict, limit: int | None) -> str:
     """Why an encoded row has no token that carries loss (one clause)."""
     lost = [n for n in out.get("notes") or [] if n.get("code") == "turn_not_found"]
     if lost:
-        return f"no token carries loss: {lost[0]['message'].split(': ', 1)[-1]}"
+        why = re.sub(r"; (it|this turn) carries no loss$", "", lost[0]["message"])
+        return f"no token carries loss ({why})"
     if limit and any(out["assistant_masks"][limit:]):
         return (f"no token carries loss within training.max_length {limit} (the answers start after it); "
                 "raise training.max_length")

@@ -40,6 +40,16 @@ class WizardCommands(Provider):
              "Apply the estimator's first suggestion to the draft"),
             ("Next data row", partial(app.wizard_action, "row", 1), "Template step: preview the next row"),
             ("Previous data row", partial(app.wizard_action, "row", -1), "Template step: preview the previous row"),
+            ("Token view (text│id) on/off", partial(app.wizard_action, "toggle_tokens"),
+             "Template step: show each token's boundary and id, trained ones in ⟦…⟧"),
+            ("Next trained span", partial(app.wizard_action, "jump", "turn", 1),
+             "Template step: jump to the next assistant turn that carries loss"),
+            ("Previous trained span", partial(app.wizard_action, "jump", "turn", -1),
+             "Template step: jump to the previous assistant turn that carries loss"),
+            ("Next problem in the tokens", partial(app.wizard_action, "jump", "problem", 1),
+             "Template step: jump to the next problem the preview located (e.g. where max_length cuts)"),
+            ("Previous problem in the tokens", partial(app.wizard_action, "jump", "problem", -1),
+             "Template step: jump to the previous problem the preview located"),
             ("Stop run", app.stop_current_run, "Finish the current step, save a checkpoint, stop"),
             ("Runs", app.action_runs, "Every run on this machine; attach to one"),
         ]
@@ -113,7 +123,7 @@ class SftWizardApp(App):
             if self.screen is not wizard and name != "save_preset":
                 while self.screen is not wizard:
                     self.pop_screen()
-            if name == "row" and wizard.current_step.step_id != "template":
+            if name in ("row", "toggle_tokens", "jump") and wizard.current_step.step_id != "template":
                 wizard.action_goto("template")
             getattr(wizard, f"action_{name}")(*args)
 

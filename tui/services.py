@@ -171,6 +171,10 @@ def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None):
 # --------------------------------------------------------------------------- runs
 
 def launch(cfg: RunConfig, preset_path: str | None):
+    from sftwizard.core.config import ConfigError, output_root_problem
+
+    if problem := output_root_problem(cfg):
+        raise ConfigError([problem])
     return _core("runs", "launch")(cfg, preset_path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,89 @@ def test_validate_json_reports_every_problem(tmp_path: Path):
     assert report["valid"] is False and len(report["problems"]) == 2
     ok = cli("validate", "demo", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["valid"] is True
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("data.sources.path=mine.jsonl", "data.sources: is a list"),
+    ("training.max_steps.foo=1", "training.max_steps: is a value"),
+    ("data.sources.5.path=x", "no item 5"),
+])
+def test_an_override_that_would_vanish_is_refused(repo_root: Path, override: str, needle: str):
+    # these used to be dropped with exit 0: `run` trained on the demo rows instead of mine.jsonl
+    assert_user_error(cli("validate", str(repo_root / "presets/demo.yaml"), "--set", override), "--set", needle)
+
+
+@pytest.mark.parametrize("setting", ["num_train_epochs", "save_steps", "logging_steps", "learning_rate"])
+def test_an_infinite_step_setting_is_one_sentence(tmp_path: Path, setting: str):
+    p = write(tmp_path / "inf.yaml", f"training:\n  {setting}: .inf\n")
+    assert_user_error(cli("validate", str(p)), f"training.{setting}: must be a finite number, got inf")
+
+
+def unusable_places(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Places nothing can be written under, and what the sentence must say about each."""
+    a_file = write(tmp_path / "a-file", "x")
+    link = tmp_path / "gone-link"
+    link.symlink_to(tmp_path / "gone")
+    return {"file": (a_file / "runs", "is a file, not a folder"),
+            "dangling symlink": (link, "which does not exist")}
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink"])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_an_unusable_output_root_is_one_sentence(tmp_path: Path, repo_root: Path, kind: str, command: str):
+    place, why = unusable_places(tmp_path)[kind]
+    assert_user_error(cli(command, str(repo_root / "presets/demo.yaml"), "--set", f"run.output_root={place}"),
+                      "run.output_root: runs cannot be written under", why)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_a_read_only_output_root_is_one_sentence(tmp_path: Path, repo_root: Path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert_user_error(cli("run", str(repo_root / "presets/demo.yaml"), "--set", f"run.output_root={ro}/runs"),
+                          "run.output_root", "cannot write in")
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink", "folder"])
+def test_export_to_an_unusable_path_is_one_sentence(tmp_path: Path, repo_root: Path, kind: str):
+    if kind == "folder":
+        out, why = tmp_path, "is a folder"
+        out = tmp_path / "out.yaml"
+        out.mkdir()
+    else:
+        place, why = unusable_places(tmp_path)[kind]
+        out = place / "trl.yaml"
+    assert_user_error(cli("export", str(repo_root / "presets/demo.yaml"), "--to", "trl", str(out)), why)
+
+
+def test_validate_names_a_row_no_tokenizer_can_read(tmp_path: Path):
+    # a lone surrogate is valid JSON; the tokenizer and the doctor's duplicate hash used to fail on it
+    good = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+    data = write(tmp_path / "d.jsonl", good + "\n" + '{"messages": [{"role": "user", "content": "a \\ud800"}, '
+                 '{"role": "assistant", "content": "ok"}]}\n' + good + "\n")
+    for policy, code in (("stop", "checks_skipped"), ("drop", "rows_left_out")):
+        p = write(tmp_path / f"{policy}.yaml", f"data:\n  sources:\n    - path: {data}\n  on_bad_rows: {policy}\n")
+        out = cli("validate", str(p), "--json")
+        assert "Traceback" not in out.stderr
+        (warning,) = [w for w in json.loads(out.stdout)["warnings"] if w["code"] == code]
+        assert "line 2, field messages[0].content: a lone surrogate" in warning["message"]
+
+
+def test_a_folder_the_os_refuses_to_write_is_one_sentence(tmp_path: Path, repo_root: Path, monkeypatch, capsys):
+    # as root a chmod'ed folder stays writable, so the OS's refusal (a read-only mount) is played here
+    import tempfile
+
+    from sftwizard.core.cli import main
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    code = main(["validate", str(repo_root / "presets/demo.yaml"), "--set", f"run.output_root={tmp_path}/runs"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"run.output_root: runs cannot be written under {tmp_path}/runs: cannot write in " \
+                          f"{tmp_path} (read-only file system)" in err and "Traceback" not in err

@@ -146,3 +146,87 @@ def test_load_best_model_at_end_states_what_transformers_would_refuse_before_a_r
                {"logging_steps": 10, "save_steps": 30}):
         cfg = config_from_dict({**evals, "training": {"load_best_model_at_end": True, "eval_strategy": "steps", **ok}})
         assert cfg.training.load_best_model_at_end is True
+
+
+@pytest.mark.parametrize("override, named", [
+    ("data.sources.path=mine.jsonl", "data.sources: is a list (1 item); name an item by number"),
+    ("data.sources.5.path=x", "data.sources.5: data.sources has 1 item"),
+    ("training.max_steps.foo=1", "training.max_steps: is a value (-1), not a section; it has no 'foo'"),
+    ("model.revision.x=1", "model.revision: is null here"),
+    ("method.lora_target_modules.0=q_proj", "method.lora_target_modules: is a value ('all-linear')"),
+    ("data.sources.0.path.x=1", "data.sources.0.path: is a value ('builtin:demo')"),
+])
+def test_an_override_that_cannot_land_is_refused_with_its_path(override: str, named: str):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(RunConfig(), [override])
+    assert named in str(info.value)
+
+
+def test_overrides_reach_list_items_dict_keys_and_null_sections():
+    assert RunConfig().data.eval_source is None
+    cfg = apply_overrides(RunConfig(), ["data.sources.0.path=mine.jsonl", "data.eval_source.path=eval.jsonl",
+                                        "data.sources.0.columns.prompt=question"])
+    assert cfg.data.sources[0].path == "mine.jsonl" and cfg.data.sources[0].columns == {"prompt": "question"}
+    # the null section is built from its defaults, then the key is set
+    assert cfg.data.eval_source.path == "eval.jsonl" and cfg.data.eval_source.split == "train"
+    cfg = apply_overrides(cfg, ["method.lora_target_modules=[q_proj, v_proj]"])
+    assert apply_overrides(cfg, ["method.lora_target_modules.1=o_proj"]).method.lora_target_modules == [
+        "q_proj", "o_proj"]
+
+
+def bomb(levels: int, name: str = "l") -> str:
+    """A YAML 'billion laughs': each level lists the one before nine times."""
+    lines = [f"{name}0: &{name}0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"{name}{i}: &{name}{i} [" + ", ".join([f"*{name}{i - 1}"] * 9) + "]")
+    return "\n".join(lines)
+
+
+def test_an_alias_bomb_is_refused_in_one_short_sentence(tmp_path: Path, sftw_home: Path):
+    import time
+
+    from sftwizard.core.paths import user_presets_dir
+
+    p = tmp_path / "bomb.yaml"
+    # the bomb's top value lands in a typed field, where the error message used to print it expanded
+    p.write_text(bomb(9) + "\ntraining:\n  num_train_epochs: *l8\n", encoding="utf-8")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_preset(p)
+    assert time.monotonic() - started < 5
+    assert "YAML aliases expand to more than 100,000 values" in str(info.value)
+    assert len(str(info.value)) < 300
+    # one such file among the user presets: listed as invalid, the others still listed
+    user_presets_dir().mkdir(parents=True, exist_ok=True)
+    (user_presets_dir() / "bomb.yaml").write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
+    save_preset(RunConfig(), user_presets_dir() / "mine.yaml")
+    listed = {i.name: i for i in list_presets() if i.origin == "user"}
+    assert listed["mine"].valid and not listed["bomb"].valid and "aliases" in listed["bomb"].problem
+    flow = "[&a [x, x, x, x, x, x, x, x, x]" + "".join(
+        f", &{b} [" + ", ".join([f"*{a}"] * 9) + "]" for a, b in zip("abcdefg", "bcdefgh")) + "]"
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(RunConfig(), ["training.num_train_epochs=" + flow])
+    assert "training.num_train_epochs: YAML aliases expand to more than" in str(info.value)
+
+
+def test_a_value_echoed_in_a_message_is_cut_short_and_a_self_reference_is_refused(tmp_path: Path):
+    # 7 levels stay under the budget (4.8M values would not); a shorter shared value still prints briefly
+    p = tmp_path / "wide.yaml"
+    p.write_text(bomb(4) + "\ntraining:\n  num_train_epochs: *l3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_preset(p)
+    (echoed,) = [p for p in info.value.problems if p.startswith("training.num_train_epochs")]
+    assert echoed.startswith("training.num_train_epochs: must be a number, got [[[") and len(echoed) < 200
+    assert all(len(p) < 200 for p in info.value.problems)
+    p.write_text("a: &a [*a]\ntraining:\n  num_train_epochs: *a\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_preset(p)
+    assert "refers to the value that contains it" in str(info.value)
+    p.write_text("training:\n  num_train_epochs: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_preset(p)
+    assert "nested too deeply" in str(info.value)
+    p.write_text("# big\n" + "#" * (2 << 20) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_preset(p)
+    assert "too big for a preset" in str(info.value)

@@ -252,3 +252,74 @@ def test_json_array_streamed_across_chunks(tmp_path, monkeypatch):
     path.write_text(broken, encoding="utf-8")
     with pytest.raises(DataError, match=r"line 151: invalid JSON in row 50"):
         load(path)
+
+
+def test_a_csv_quote_left_open_names_its_line_and_what_it_swallowed(tmp_path):
+    # the quote on line 3 used to turn lines 4-9 into one cell of one row, without a word
+    path = tmp_path / "qa.csv"
+    rows = "".join(f"q{i},a{i}\n" for i in range(3, 9))
+    path.write_text(f'user,assistant\nq1,a1\nq2,"a2 starts here\n{rows}', encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load(path)
+    assert "line 3, field assistant: a quote opened on this line is never closed: the 6 lines after it" in str(
+        err.value)
+    examples, report = load(path, on_bad_rows="drop")
+    assert len(examples) == 1 and report.problems[0].code == "unclosed_quote" and report.dropped_rows == 1
+    # quotes that close, doubled quotes and quoted line breaks are not mistaken for it
+    path.write_text('user,assistant\n"say ""hi""","a\nb"\n"x, y",z\n', encoding="utf-8")
+    examples, report = load(path)
+    assert [e["messages"][1]["content"] for e in examples] == ["a\nb", "z"] and not report.problems
+
+
+def test_a_long_csv_cell_is_read_and_a_huge_one_is_a_problem_of_its_row(tmp_path, monkeypatch):
+    from sftwizard.core import data_readers
+
+    path = tmp_path / "long.csv"
+    path.write_text("user,assistant\nq1,a1\nq2," + "x" * 200_000 + "\nq3,a3\n", encoding="utf-8")
+    examples, report = load(path)  # over Python's 128 KiB default, which used to fail everything
+    assert len(examples) == 3 and len(examples[1]["messages"][1]["content"]) == 200_000
+    import csv
+
+    monkeypatch.setattr(data_readers, "CSV_CELL_LIMIT", 100_000)  # the limit, scaled down
+    before = csv.field_size_limit(100_000)
+    try:
+        with pytest.raises(DataError, match=r"line 3: a cell longer than 100,000 characters"):
+            load(path)
+        examples, report = load(path, on_bad_rows="drop")
+        assert [e["messages"][0]["content"] for e in examples] == ["q1", "q3"] and report.dropped_rows == 1
+    finally:
+        csv.field_size_limit(before)
+
+
+def test_a_huge_row_is_tokenized_only_in_part_for_inspection(tmp_path, monkeypatch):
+    from sftwizard.core import data as data_mod
+    from sftwizard.core.config import RunConfig
+    from tests.fixtures.tokenizers import make_tokenizer
+
+    # the bound, scaled down: 100 MB took over 12 GB when tokenized whole (20 MB: 4.1 GB, 56 s)
+    monkeypatch.setattr(data_mod, "INSPECT_CHARS", 5_000)
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    huge = {"messages": [{"role": "user", "content": "word " * 2_000}, {"role": "assistant", "content": "x " * 20_000}]}
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (good, huge, good)) + "\n", encoding="utf-8")
+    cfg = RunConfig()
+    cfg.training.max_length = 128  # the bound is 100 characters per token of max_length, or INSPECT_CHARS
+    report = inspect_data(DataSource(path=str(path)), tokenizer=make_tokenizer("llama3"), cfg=cfg)
+    (note,) = [p for p in report.problems if p.code == "row_too_long"]
+    assert note.line == 2 and note.severity == "warning"
+    assert "50,000 characters: the token audit reads its first 12,800 only" in note.message
+    assert report.audit["rows_encoded"] == 3 and report.audit["rows_over_max_length"] == 1
+    assert report.audit["token_length"]["max"] < 12_800  # not the 20,000+ tokens of the whole row
+
+
+def test_a_json_array_row_too_deep_or_not_text_is_a_problem_of_its_row(tmp_path):
+    good = '{"prompt": "q", "completion": "a"}'
+    deep = '{"prompt": "q", "completion": "a", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    odd = '{"prompt": "q \\udc00", "completion": "a"}'
+    path = tmp_path / "d.json"
+    path.write_text(f"[{good},\n{deep},\n{odd},\n{good}]", encoding="utf-8")
+    with pytest.raises(DataError, match=r"row 1, field x: nested too deeply"):
+        load(path)
+    examples, report = load(path, on_bad_rows="drop")
+    assert len(examples) == 2 and [(p.row, p.field, p.code) for p in report.problems] == [
+        (1, "x", "too_deep"), (2, "prompt", "lone_surrogate")]

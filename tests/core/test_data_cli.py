@@ -1,4 +1,5 @@
-"""`sft-wizard data inspect`: JSON schema, each malformed case exits 2 naming line and field."""
+"""`sft-wizard data inspect`: JSON schema; it always reports, every malformed case by line and field
+(exit 1 when a run would stop); exit 2 only for a source that cannot be read at all."""
 
 from __future__ import annotations
 
@@ -24,19 +25,40 @@ def run(capsys, *argv):
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_exit_2_or_report(case, tmp_path, capsys):
+def test_malformed_is_reported_by_line_and_field(case, tmp_path, capsys):
     data, bad_line, field, words = MALFORMED[case]
     path = write(tmp_path / "d.jsonl", data)
     code, out, err = run(capsys, "data", "inspect", str(path))
-    assert code == 2 and f"line {bad_line}" in err and words in err and out == ""
+    assert code == 1 and f"line {bad_line}" in err and words in err and "on_bad_rows: stop refuses" in err
+    assert f"line {bad_line}" in out and "1 problems" in out  # the report itself, on stdout
     if field:
         assert f"field {field}" in err
     assert "Traceback" not in err
-    code, out, err = run(capsys, "data", "inspect", str(path), "--on-bad-rows", "drop", "--json")
-    assert code == 0
+    for policy, expected in (("stop", 1), ("drop", 0)):
+        code, out, err = run(capsys, "data", "inspect", str(path), "--on-bad-rows", policy, "--json")
+        assert code == expected
+        report = json.loads(out)
+        assert report["dropped_rows"] == 1 and report["problems"][0]["line"] == bad_line
+        assert report["problems"][0].get("field") == field
+
+
+def test_inspect_reports_every_problem_however_many(tmp_path, capsys):
+    # a run stops after 100; inspect reads to the end and lists each one
+    path = write(tmp_path / "d.jsonl", (line(GOOD) + b"{broken\n") * 150)
+    code, out, err = run(capsys, "data", "inspect", str(path), "--json")
     report = json.loads(out)
-    assert report["dropped_rows"] == 1 and report["problems"][0]["line"] == bad_line
-    assert report["problems"][0].get("field") == field
+    assert code == 1 and report["rows"] == 300 and report["converted_rows"] == 150
+    assert [p["line"] for p in report["problems"]] == list(range(2, 301, 2))
+
+
+def test_an_unknown_format_is_reported_with_its_columns(tmp_path, capsys):
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nWhat is 2+2?,4\nAnd 3+3?,6\n", encoding="utf-8")
+    code, out, err = run(capsys, "data", "inspect", str(path), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["format"] == "unknown" and report["columns"] == ["question", "answer"]
+    assert report["rows"] == 2 and report["converted_rows"] == 0
+    assert report["problems"][0]["code"] == "unknown_format" and "--map" in report["problems"][0]["message"]
 
 
 def test_inspect_json_schema_with_audit(tmp_path, capsys):
@@ -60,7 +82,7 @@ def test_template_refusing_rows_is_named(tmp_path, capsys):
     model = save_model_dir("mistral", tmp_path / "m")
     path = write(tmp_path / "d.jsonl", NON_ALTERNATING)
     code, out, err = run(capsys, "data", "inspect", str(path), "--model", str(model))
-    assert code == 2 and "line 2" in err and "alternate" in err
+    assert code == 1 and "line 2" in err and "alternate" in err
     code, out, err = run(capsys, "data", "inspect", str(path), "--model", str(model), "--on-bad-rows", "drop",
                          "--json")
     report = json.loads(out)
@@ -72,7 +94,7 @@ def test_inspect_csv_with_mapping_human_output(tmp_path, capsys):
     path = tmp_path / "qa.csv"
     path.write_text("question,answer\nWhat is 2+2?,4\n", encoding="utf-8")
     code, out, err = run(capsys, "data", "inspect", str(path))
-    assert code == 2 and "--map" in err
+    assert code == 1 and "--map" in err and "format unknown" in out
     code, out, err = run(capsys, "data", "inspect", str(path), "--map", "prompt=question", "--map",
                          "completion=answer")
     assert code == 0 and "prompt_completion" in out and "rows 1" in out
@@ -80,6 +102,8 @@ def test_inspect_csv_with_mapping_human_output(tmp_path, capsys):
 
 def test_inspect_bad_arguments(tmp_path, capsys):
     assert run(capsys, "data", "inspect", str(tmp_path / "none.jsonl"))[0] == 2
+    assert run(capsys, "data", "inspect", str(tmp_path / "none.jsonl"), "--json")[0] == 2  # cannot be read at all
+    assert run(capsys, "data", "inspect", str(write(tmp_path / "empty.jsonl", b"\n")), "--json")[0] == 2
     code, out, err = run(capsys, "data", "inspect", "builtin:demo", "--map", "nonsense")
     assert code == 2 and "FIELD=COLUMN" in err
     code, out, err = run(capsys, "data", "inspect", "builtin:demo", "--max-rows", "0")

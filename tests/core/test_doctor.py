@@ -292,15 +292,41 @@ def test_packing_short_rows_pays():
 @pytest.mark.parametrize("settings", [["training.padding_free=true"],
                                       ["training.packing=true"],  # bfd packing is padding-free
                                       ["training.padding_free=true", "model.attn_implementation=eager"]])
-def test_padding_free_without_flash_attention(settings):
-    w = only(check_config(cfg_with(*settings)), "padding_free_attention")
-    assert w.setting == "model.attn_implementation" and w.suggested == "flash_attention_2"
+def test_padding_free_without_flash_attention_and_several_rows_per_forward(settings):
+    w = only(check_config(cfg_with("training.per_device_train_batch_size=4", *settings)), "padding_free_attention")
+    assert w.setting == "training.per_device_train_batch_size" and w.suggested == 1
+    assert "flash_attention_2" in w.message and w.details["rows_per_forward"] == 4
+
+
+def test_padding_free_eval_batch_counts_only_when_evaluating():
+    cfg = cfg_with("training.packing=true", "training.per_device_train_batch_size=1",
+                   "training.per_device_eval_batch_size=8", "training.eval_strategy=steps", "data.eval_fraction=0.1")
+    assert only(check_config(cfg), "padding_free_attention").setting == "training.per_device_eval_batch_size"
+    off = cfg_with("training.packing=true", "training.per_device_train_batch_size=1", "training.eval_strategy=no")
+    assert "padding_free_attention" not in codes(check_config(off))
+
+
+def test_padding_free_with_remote_code_warns_whatever_the_batch():
+    cfg = cfg_with("training.packing=true", "training.per_device_train_batch_size=1", "training.eval_strategy=no",
+                   "model.trust_remote_code=true")
+    assert only(check_config(cfg), "padding_free_attention").suggested == "flash_attention_2"
 
 
 @pytest.mark.parametrize("settings", [[], ["training.packing=true", "training.packing_strategy=wrapped"],
-                                      ["training.padding_free=true", "model.attn_implementation=flash_attention_2"]])
+                                      ["training.padding_free=true", "model.attn_implementation=flash_attention_2",
+                                       "training.per_device_train_batch_size=8"],
+                                      ["training.packing=true", "training.per_device_train_batch_size=1",
+                                       "training.per_device_eval_batch_size=1"]])
 def test_padding_free_supported_or_off(settings):
     assert "padding_free_attention" not in codes(check_config(cfg_with(*settings)))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_pure_half_full_finetuning_is_warned_with_its_cost(dtype):
+    w = only(check_config(cfg_with("method.type=full", f"model.dtype={dtype}")), "pure_half_full_finetune")
+    assert w.setting == "model.dtype" and w.suggested == "auto" and "master weights" in w.message
+    assert "pure_half_full_finetune" not in codes(check_config(cfg_with("method.type=full", "model.dtype=auto")))
+    assert "pure_half_full_finetune" not in codes(check_config(cfg_with("method.type=lora", f"model.dtype={dtype}")))
 
 
 # --------------------------------------------------------------------------- shape of the output

@@ -250,7 +250,7 @@ def _measured_step_peak(folder: Path, method: str, attn: str, batch: int, seq: i
         model.resize_token_embeddings(grown_rows, pad_to_multiple_of=64)
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 

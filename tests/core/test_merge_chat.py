@@ -117,6 +117,19 @@ def test_chat_with_an_unmerged_adapter_run(lora_run, tmp_path):
         load_path_model(lora_run / "merged").generate(PROMPT, max_new_tokens=8).text
 
 
+def test_compare_holds_one_copy_of_an_adapter_runs_weights(lora_run, merged_dir):
+    """chat --compare on a LoRA run: base and tuned share one model (adapter switched off for the
+    base), and each answers exactly as the separately loaded base / merged model does."""
+    from sftwizard.core.chat import load_chat_model, load_compare_pair, load_path_model
+
+    base, tuned = load_compare_pair(lora_run)
+    assert base.model is tuned.model and base.adapter_off and not tuned.adapter_off
+    separate_base = load_chat_model(lora_run, base=True)
+    assert base.generate(PROMPT, max_new_tokens=8).token_ids == separate_base.generate(PROMPT, max_new_tokens=8).token_ids
+    merged = load_path_model(merged_dir)
+    assert tuned.generate(PROMPT, max_new_tokens=8).text == merged.generate(PROMPT, max_new_tokens=8).text
+
+
 def test_merge_of_a_full_run_is_one_sentence(tmp_path, builtin_model_dir, capsys):
     from sftwizard.core.cli import main
     from sftwizard.core.config import RunConfig, save_preset

@@ -123,6 +123,75 @@ def test_hub_id_found_in_local_cache_without_network(tmp_path: Path, builtin_mod
     assert model_facts("acme/tiny-chat").architecture == "LlamaForCausalLM"
 
 
+# The file lists of real Hub repositories (as `HfApi().list_repo_files` gives them).
+LLAMA31_8B_INSTRUCT = [
+    ".gitattributes", "LICENSE", "README.md", "USE_POLICY.md", "config.json", "generation_config.json",
+    "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors",
+    "model-00004-of-00004.safetensors", "model.safetensors.index.json", "original/consolidated.00.pth",
+    "original/params.json", "original/tokenizer.model", "special_tokens_map.json", "tokenizer.json",
+    "tokenizer_config.json",
+]
+MISTRAL_7B_V03 = [
+    ".gitattributes", "README.md", "config.json", "consolidated.safetensors", "generation_config.json",
+    "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
+    "model.safetensors.index.json", "params.json", "special_tokens_map.json", "tokenizer.json",
+    "tokenizer.model", "tokenizer.model.v3", "tokenizer_config.json",
+]
+BIN_ONLY = [  # an older repo: pickled shards only
+    ".gitattributes", "README.md", "config.json", "generation_config.json", "pytorch_model-00001-of-00002.bin",
+    "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json", "special_tokens_map.json",
+    "tokenizer.model", "tokenizer_config.json", "training_args.bin",
+]
+
+
+def test_weight_download_takes_only_what_loading_needs():
+    from sftwizard.core.models import weight_files
+
+    llama = weight_files(LLAMA31_8B_INSTRUCT)
+    assert llama == ["config.json", "generation_config.json", "model-00001-of-00004.safetensors",
+                     "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors",
+                     "model-00004-of-00004.safetensors", "model.safetensors.index.json",
+                     "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    mistral = weight_files(MISTRAL_7B_V03)
+    assert "consolidated.safetensors" not in mistral and "model-00003-of-00003.safetensors" in mistral
+    assert "tokenizer.model" in mistral
+    assert weight_files(BIN_ONLY) == ["config.json", "generation_config.json", "pytorch_model-00001-of-00002.bin",
+                                      "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
+                                      "special_tokens_map.json", "tokenizer.model", "tokenizer_config.json"]
+
+
+def test_hub_weight_download_passes_the_file_list(tmp_path: Path, monkeypatch):
+    """resolve_model(weights=True) with the Hub faked at the network boundary: huggingface_hub's own
+    pattern filter decides what would be fetched, and original/*.pth is not in it."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    fetched: list[str] = []
+
+    class FakeApi:
+        def list_repo_files(self, repo_id, revision=None):
+            return LLAMA31_8B_INSTRUCT
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, local_files_only=False, **kw):
+        if local_files_only:  # the cache is empty
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        fetched.extend(filter_repo_objects(LLAMA31_8B_INSTRUCT, allow_patterns=allow_patterns))
+        folder = tmp_path / "snap"
+        folder.mkdir(exist_ok=True)
+        for name in fetched:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+        return str(folder)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    resolved = resolve_model("meta-llama/Llama-3.1-8B-Instruct", weights=True)
+    assert resolved.source == "hub"
+    assert not any(name.startswith("original/") for name in fetched)
+    assert "model-00004-of-00004.safetensors" in fetched and "tokenizer.json" in fetched
+
+
 def test_core_is_headless_and_light():
     """Importing the core (and the CLI) loads neither textual nor the TUI nor torch."""
     code = (

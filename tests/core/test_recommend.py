@@ -151,7 +151,7 @@ def test_h100_with_flash_attn_gets_bf16_fa2_and_the_largest_micro_batch(qwen_fac
     check_well_formed(rec, cfg)
     t = rec.config.training
     assert rec.config.model.attn_implementation == "flash_attention_2"
-    assert rec.config.model.dtype == "bf16" and t.bf16 and not t.fp16
+    assert rec.config.model.dtype == "fp32" and t.bf16 and not t.fp16  # full: fp32 master weights, bf16 autocast
     assert t.packing and t.padding_free and not t.gradient_checkpointing
     # 64 examples per step = 16 rows; largest fitting micro-batch is 10 -> 2 x 8
     largest = int((79.5 * (1 - HEADROOM) - 8) // 6)

@@ -236,7 +236,7 @@ def test_classify_failure():
 
     missing = ModuleNotFoundError("No module named 'bitsandbytes'", name="bitsandbytes")
     assert classify_failure(missing) == ("missing_dependency",
-                                         "missing package 'bitsandbytes': pip install 'sft-wizard[gpu]' (or pip install bitsandbytes)")
+                                         "missing package 'bitsandbytes': pip install 'bitsandbytes>=0.50,<1'")
 
     def resolve_data():
         json.loads('{"messages": [')
@@ -354,3 +354,71 @@ def test_list_runs_sees_a_changed_ended_run(tmp_path, monkeypatch):
     writer.emit("end", step=4, status="finished")
     writer.close()
     assert [(i.status, i.step, i.resumes) for i in runs.list_runs()] == [("finished", 4, 1)]
+
+
+# Lines that are JSON but not events: each used to break a reader (runs: KeyError 'time' /
+# TypeError on a string time, for every run; attach and report: a dict step).
+ODD_LINES = [{"event": "end"}, {"event": "log", "time": 101.5, "step": {"n": 2}, "loss": 4.0},
+             {"event": "log", "time": "noon", "step": 2}, ["not", "an", "object"],
+             {"event": "end", "time": 102.0, "step": 3, "status": "failed", "message": ["a", "list"]}]
+
+
+def test_odd_event_lines_are_skipped_and_counted_by_every_reader(tmp_path, monkeypatch, capsys):
+    from sftwizard.core.cli import main
+
+    monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
+    good = [{"event": "start", "time": 100.0, "step": 0, "model": "builtin:tiny-chat", "method": "full"},
+            {"event": "log", "time": 101.0, "step": 1, "max_steps": 3, "loss": 4.5},
+            {"event": "end", "time": 103.0, "step": 3, "status": "finished"}]
+    dirs = {}
+    for name, lines in (("clean", good), ("odd", good[:2] + ODD_LINES + good[2:])):
+        d = tmp_path / f"20260101-00000{len(dirs)}-{name}"
+        d.mkdir()
+        (d / "config.yaml").write_text("{}\n")
+        (d / EVENTS_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+        runs.register(d)
+        dirs[name] = d
+
+    events = read_events(dirs["odd"] / EVENTS_FILE)
+    assert [e["event"] for e in events] == ["start", "log", "end"] and events.skipped == len(ODD_LINES)
+    tail = EventTail(dirs["odd"] / EVENTS_FILE)
+    assert len(tail.poll()) == 3 and tail.skipped == len(ODD_LINES)
+    from sftwizard.core.events import parse_events
+
+    parsed, rest = parse_events((dirs["odd"] / EVENTS_FILE).read_text(encoding="utf-8") + '{"event": "lo')
+    assert len(parsed) == 3 and parsed.skipped == len(ODD_LINES) and rest == '{"event": "lo'
+
+    assert main(["runs", "--json"]) == 0
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert set(listed) == {dirs["clean"].name, dirs["odd"].name}  # one odd file hides nothing
+    odd = listed[dirs["odd"].name]
+    assert (odd["status"], odd["step"], odd["skipped_events"]) == ("finished", 3, len(ODD_LINES))
+    assert listed[dirs["clean"].name]["skipped_events"] == 0
+
+    assert main(["attach", str(dirs["odd"]), "--no-follow"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {len(ODD_LINES)} lines of {dirs['odd'] / EVENTS_FILE} skipped" in err
+
+    assert main(["report", str(dirs["odd"]), "--generations", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["status"], report["steps"], report["skipped_events"]) == ("finished", 3, len(ODD_LINES))
+
+
+def test_gpu_sampler_on_a_mig_slice_still_samples_memory(monkeypatch):
+    """A MIG instance answers memory but raises NVMLError_NotSupported for utilisation and power:
+    memory is still sampled and the other fields are None (issue 14.16)."""
+    from tests.fixtures.fake_nvml import a100_mig
+
+    nvml = a100_mig()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-3g40gb")
+    sampler = GpuSampler(interval=60, nvml=nvml).start()
+    try:
+        assert sampler.available
+        snap = sampler.snapshot()
+    finally:
+        sampler.stop()
+    (slice_,) = snap["gpus"]
+    assert slice_["index"] == 0 and slice_["mem_total_gib"] == round(40192 / 1024, 3)
+    assert slice_["mem_used_gib"] == round(13 / 1024, 3)
+    assert slice_["util_pct"] is None and slice_["power_w"] is None
+    assert snap["gpu_util_pct"] is None and snap["gpu_power_w"] is None and snap["gpu_mem_gib"] > 0

@@ -115,3 +115,13 @@ def test_a_failing_generation_warns_once_and_never_stops_training(builtin_model_
     events = read_events(tmp_path / EVENTS_FILE)
     assert [(e["event"], e["code"]) for e in events] == [("warning", "samples_failed")]
     assert "no chat template" in events[0]["message"] and len(paused) == 1
+
+
+def test_sample_fields_are_part_of_the_event_schema():
+    from sftwizard.core.events import event_problem
+
+    good = {"event": "sample", "time": 1.0, "step": 3, "prompt_id": 0, "prompt": "hi", "reference": "hello",
+            "text": "hello", "stopped": True, "new_tokens": 2, "generation_s": 0.1}
+    assert event_problem(good) is None
+    assert event_problem({**good, "prompt_id": "0"}) == "prompt_id is str"  # readers group by it
+    assert event_problem({**good, "text": ["hello"]}) == "text is list"

@@ -202,3 +202,20 @@ def test_a_preview_and_a_data_audit_render_at_once_in_threads_as_they_do_alone(b
     assert errors == []
     assert together["audit"] == alone_audit
     assert together["rows"] == alone_rows
+
+
+def test_a_row_with_nothing_trained_is_exit_2_unless_dropped(tmp_path, capsys):
+    """A template that leaves the answers out: no assistant turn can be located. Never a silent drop."""
+    tpl = tmp_path / "t.jinja"
+    tpl.write_text("{%- for m in messages -%}{%- if m['role'] == 'user' -%}<|user|>{{ m['content'] }}"
+                   "{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}")
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model: {id: 'builtin:tiny-chat'}\ndata: {sources: [{path: 'builtin:demo', max_rows: 5}]}\n"
+                      f"template: {{source: file, path: '{tpl}'}}\n")
+    assert main(["preview", str(preset), "--json"]) == 2
+    out = capsys.readouterr()
+    assert json.loads(out.out)["counts"]["trained"] == 0
+    assert "row 0: no token carries loss (message" in out.err and "on_bad_rows: drop" in out.err
+    assert main(["preview", str(preset), "--json", "--set", "data.on_bad_rows=drop"]) == 0
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert any(p["code"] == "no_trained_tokens" and "leaves this row out" in p["message"] for p in problems)

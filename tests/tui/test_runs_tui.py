@@ -112,3 +112,33 @@ async def test_a_resumed_process_that_dies_before_speaking_is_shown_failed_not_s
         await wait_for(pilot, lambda: monitor.status not in ("starting", "running"), timeout=30)
         assert monitor.status == "failed"
         assert "exited (code 3) without an end event" in screen_text(app)
+
+
+async def test_one_odd_events_line_hides_no_run_on_the_runs_screen(make_app, tmp_path):
+    # {"event": "end"} without a time used to make list_runs raise, and the Runs screen stayed empty
+    from sftwizard.core.config import apply_overrides
+    from sftwizard.core.events import EventWriter
+
+    cfg = apply_overrides(load_preset(REPO / "presets" / "demo.yaml"), [f"run.output_root={tmp_path}"])
+    made = []
+    for odd in (False, True):
+        run_dir = runs.create_run(cfg)
+        with open(run_dir / EVENTS_FILE, "a", encoding="utf-8") as fh:
+            fh.write('{"event": "start", "time": "noon", "step": 0}\n' if odd else "")
+        writer = EventWriter(run_dir / EVENTS_FILE)
+        writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+        writer.emit("log", step=1, max_steps=2, loss=4.0)
+        if not odd:
+            writer.emit("end", step=2, status="stopped", reason="stopped", message="on request")
+        writer.close()
+        with open(run_dir / EVENTS_FILE, "a", encoding="utf-8") as fh:
+            fh.write('{"event": "log", "time": 1.0, "step": {"n": 1}}\n{"event": "end"}\n' if odd else "")
+        made.append(run_dir.name)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.screen.query_one("DataTable")
+        for name in made:
+            assert table.get_row_index(name) >= 0

@@ -79,3 +79,15 @@ def test_run_monitor(size, snap_compare, make_app, fixed_machine, tmp_path):
 
     app = make_app(hardware=cpu_report())
     assert snap_compare(app, terminal_size=SIZES[size], run_before=open_run)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_token_view(size, snap_compare, make_app, fixed_machine):
+    """The Template step's token view (F2), after a jump to the second trained span (shift+down twice)."""
+    async def token_view(pilot):
+        await _steady(pilot)
+        await pilot.press("f2", "shift+down", "shift+down")
+        await pilot.pause()
+
+    app = make_app(start_step="template", hardware=gpu_report())
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=token_view)

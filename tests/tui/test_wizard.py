@@ -563,3 +563,28 @@ async def test_the_memory_bar_says_when_the_template_grows_the_embeddings(make_a
         await settle(pilot)
         assert wizard.context.estimate.trainable_params < with_chatml
         assert "assumed: template.source chatml" not in str(bar.as_text())
+
+
+async def test_template_step_says_what_happens_to_reasoning_and_offers_to_drop_it(make_app, tmp_path):
+    """Qwen3's real template keeps the last turn's reasoning: said on the step; 'drop' removes it."""
+    from sftwizard.core.config import RunConfig
+    from tests.fixtures.families import family_conversations, save_family_dir
+
+    model = save_family_dir("qwen3", tmp_path / "qwen3")
+    data = tmp_path / "r.jsonl"
+    data.write_text(json.dumps(family_conversations("qwen3", system=False, reasoning="content")[0]) + "\n")
+    cfg = RunConfig()
+    cfg.model.id = str(model)
+    cfg.data.sources[0].path = str(data)
+    app = make_app(cfg, start_step="template")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        trained = "".join(t["text"] for t in app.screen.query_one("MaskView").tokens if t["trained"])
+        assert "The user asks for a capital" in trained
+        assert "reasoning of the last assistant turn only" in str(app.screen.query_one("#preview-problems").render())
+        app.screen.query_one("#f-template-reasoning #control").value = "drop"
+        await settle(pilot)
+        assert app.wizard.draft.template.reasoning == "drop"
+        tokens = app.screen.query_one("MaskView").tokens
+        assert "The user asks for a capital" not in "".join(t["text"] for t in tokens)
+        assert "The capital of France is Paris." in "".join(t["text"] for t in tokens if t["trained"])

@@ -76,7 +76,13 @@ class WizardScreen(Screen):
         Binding("ctrl+o", "open_preset", "Presets", id="open-preset"),
         # Step keys live here (focus may be on the nav buttons); check_action shows them on their step.
         Binding("ctrl+down,ctrl+f", "row(1)", "Next row", id="next-row"),
-        Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row"),
+        Binding("ctrl+up,ctrl+g", "row(-1)", "Prev row", id="prev-row", show=False),
+        # The mask view's keys: the toggle in the footer, the jumps named in the view's own border.
+        Binding("f2,ctrl+y", "toggle_tokens", "Tokens", id="toggle-tokens", key_display="F2"),
+        Binding("shift+down", "jump('turn', 1)", "Next trained span", id="next-turn", show=False),
+        Binding("shift+up", "jump('turn', -1)", "Prev trained span", id="prev-turn", show=False),
+        Binding("f3", "jump('problem', 1)", "Next problem", id="next-problem", show=False),
+        Binding("shift+f3", "jump('problem', -1)", "Prev problem", id="prev-problem", show=False),
         Binding("s", "stop", "Stop run", id="stop-run"),
         Binding("u", "resume", "Resume run", id="resume-run"),
         Binding("ctrl+t", "apply_suggestion", "Apply tip", id="apply-suggestion"),
@@ -84,7 +90,7 @@ class WizardScreen(Screen):
         Binding("pagedown", "scroll_step(1)", "Scroll", id="scroll-down", key_display="PgDn"),
         Binding("pageup", "scroll_step(-1)", "Scroll up", id="scroll-up", show=False),
     ]
-    STEP_ACTIONS = {"row": ("template",), "stop": ("run",), "resume": ("run",), "apply_suggestion": ("method", "training")}
+    STEP_ACTIONS = {"row": ("template",), "toggle_tokens": ("template",), "jump": ("template",), "stop": ("run",), "resume": ("run",), "apply_suggestion": ("method", "training")}
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         step_ids = self.STEP_ACTIONS.get(action)
@@ -127,6 +133,12 @@ class WizardScreen(Screen):
 
     def action_row(self, delta: int) -> None:
         self.step_named("template").action_row(delta)
+
+    def action_toggle_tokens(self) -> None:
+        self.step_named("template").action_toggle_tokens()
+
+    def action_jump(self, kind: str, direction: int) -> None:
+        self.step_named("template").action_jump(kind, direction)
 
     def action_stop(self) -> None:
         self.step_named("run").action_stop()

@@ -88,20 +88,10 @@ class MethodStep(Step):
         ctx = self.context
         if ctx is None or ctx.hardware is None:
             return None
-        from sftwizard.core.runner import Environment, RunnerError, check_runnable
+        from sftwizard.core.runnable import Environment, runnable_problems
 
-        gpus = list(getattr(ctx.hardware, "gpus", []) or [])
-        env = Environment(cuda=bool(gpus), bf16_supported=bool(gpus and all(getattr(g, "bf16", False) for g in gpus)),
-                          device_count=len(gpus))
-        if ctx.config.model.attn_implementation == "flash_attention_2" and gpus and not all(
-                getattr(g, "flash_attention_2", False) for g in gpus):
-            names = ", ".join(f"{g.name} ({g.architecture})" for g in gpus if not getattr(g, "flash_attention_2", False))
-            return f"model.attn_implementation: FlashAttention-2 needs an Ampere or newer GPU; {names} is not"
-        try:
-            check_runnable(ctx.config, env)
-        except RunnerError as exc:
-            return str(exc)
-        return None
+        problems = runnable_problems(ctx.config, Environment.from_hardware(ctx.hardware))
+        return problems[0] if problems else None
 
     def blocking_reason(self) -> str | None:
         return super().blocking_reason() or self.runnable_problem()

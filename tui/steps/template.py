@@ -7,6 +7,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
 
+from sftwizard.core.template_probe import REASONING_MODES
 from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
 from sftwizard.tui.steps.dataset import PathSuggester
 from sftwizard.tui.steps.fields import ConfigField
@@ -21,12 +22,17 @@ SOURCES = [
     ("apply ChatML", "chatml"),
 ]
 
+# template.reasoning: each value with its one-line meaning (the problems list says what the template does)
+REASONING = [(f"{mode}: {meaning}", mode) for mode, meaning in REASONING_MODES.items()]
+
 
 class TemplateStep(Step):
     title = "Template & masks"
     step_id = "template"
     doctor_section = "template"
     needs = "What will be trained: trained tokens are highlighted, masked ones dimmed. Check the end-of-turn token."
+
+    token_view = False  # the mask view shows one cell per token (kept across rows)
 
     class Changed(Step.Changed):
         pass
@@ -40,6 +46,7 @@ class TemplateStep(Step):
         yield ConfigField("template.source", "Template", "select", options=SOURCES)
         yield ConfigField("template.path", "Template file", "text", suggester=PathSuggester(),
                           placeholder="path/to/template.jinja (source: file)")
+        yield ConfigField("template.reasoning", "Reasoning", "select", options=REASONING)
         yield ConfigField("training.max_length", "Max length", "number", placeholder="tokens (empty: no limit)")
         yield ConfigField("training.assistant_only_loss", "Assistant-only loss", "select",
                           options=[("auto (yes for conversations)", None), ("on", True), ("off", False)])
@@ -48,13 +55,29 @@ class TemplateStep(Step):
             yield Static("row 1", id="row-label")
             yield Button("Next row ▶", id="next-row", compact=True)
         yield Static("", id="preview-summary")
-        yield MaskView(id="mask-view")
         yield Static("", id="preview-problems")
+        view = MaskView(id="mask-view")
+        view.set_reactive(MaskView.token_view, self.token_view)
+        view.hint = "⇧↓/⇧↑ next/prev trained span · F3/⇧F3 next/prev problem"
+        yield view
 
     def action_row(self, delta: int) -> None:
         if self.context is None:
             return
         self.post_message(self.RowChanged(max(0, self.context.preview_row + delta)))
+
+    def action_toggle_tokens(self) -> None:
+        """Switch the mask view between running text and one cell per token (text│id)."""
+        self.token_view = not self.token_view
+        for view in self.query(MaskView):  # none yet when the palette comes here before the step is shown
+            view.token_view = self.token_view
+
+    def action_jump(self, kind: str, direction: int) -> None:
+        """Move the mask view to the next/previous trained span (``turn``) or located ``problem``."""
+        view = next(iter(self.query(MaskView)), None)
+        if view is not None and view.jump(kind, direction) is None:
+            what = "trained token" if kind == "turn" else "problem with a place in the tokens"
+            self.notify(f"This row has no {what}.", timeout=3)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id in ("prev-row", "next-row"):
@@ -71,19 +94,21 @@ class TemplateStep(Step):
         view = self.query_one(MaskView)
         if context.preview_error:
             summary.update(f"[$error]✗ {escape(context.preview_error)}[/]")
-            view.tokens = []
+            view.show([])
             problems.update("")
             return
         preview = context.preview
         if preview is None:
             reason = context.unavailable.get("preview")
             summary.update(f"[dim]{escape(reason)}[/dim]" if reason else "[dim]rendering…[/dim]")
-            view.tokens = []
+            view.show([])
             problems.update("")
             return
         get = (lambda k, d=None: preview.get(k, d)) if isinstance(preview, dict) else (lambda k, d=None: getattr(preview, k, d))
         tokens = list(get("tokens", []) or [])
-        view.tokens = tokens
+        items = list(get("problems", []) or [])
+        if tokens != view.tokens or items != view.problems:
+            view.show(tokens, items)
         trained = sum(1 for t in tokens if (t.get("trained") if isinstance(t, dict) else getattr(t, "trained", False)))
         busy = " [dim](updating…)[/dim]" if "preview" in context.busy else ""
         template = get("template") or {}
@@ -93,7 +118,6 @@ class TemplateStep(Step):
             + (f" ({escape(str(described))})" if described else "") + f" · {len(tokens)} tokens · "
             f"[$success]{trained} trained[/] · {len(tokens) - trained} masked{busy}"
         )
-        items = list(get("problems", []) or [])
         marks = {"error": "[$error]✗[/]", "warning": "[$warning]⚠[/]", "info": "[$primary]i[/]"}
         lines = [f"{marks.get(problem_severity(p), marks['warning'])} {escape(problem_text(p))}" for p in items]
         if not any(problem_severity(p) in ("error", "warning") for p in items):

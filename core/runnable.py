@@ -1,0 +1,131 @@
+"""Can this machine run a config? One check for `validate`, `run` and the TUI.
+
+``runnable_problems(cfg, env)`` lists, one sentence each (``setting: why: what to do``), what the
+machine described by ``env`` cannot run: QLoRA without bitsandbytes or CUDA, FlashAttention-2
+without flash-attn or an sm80+ GPU, bf16 on a GPU without it, fp16 on a CPU, Liger or 8-bit
+optimizers without their packages. ``run`` refuses the first before a run directory exists, the
+TUI blocks on it, ``validate`` shows them as warnings (a preset may be meant for another machine).
+
+``Environment`` describes the machine: from torch (``Environment.detect``, the training process)
+or from the NVML report (``Environment.from_hardware``, cheap: the TUI and ``validate``). Cheap
+to import: no torch at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+from sftwizard.core.config import RunConfig, resolved_precision
+from sftwizard.core.hardware import (OPTIONAL_LIBRARIES, install_command, supports_bf16,
+                                     supports_flash_attention_2, torch_device_capability)
+
+# TrainingArguments.optim values implemented by bitsandbytes.
+BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "ademamix_8bit",
+                  "paged_ademamix_8bit", "paged_ademamix_32bit", "ademamix", "lion_8bit", "paged_lion_8bit",
+                  "lion_32bit", "paged_lion_32bit", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit")
+
+
+def _installed() -> dict[str, bool]:
+    out = {}
+    for name in OPTIONAL_LIBRARIES:
+        try:
+            out[name] = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            out[name] = False
+    return out
+
+
+@dataclass
+class Environment:
+    """What the training process will have: CUDA, bf16 and FlashAttention-2 support of the GPU it
+    trains on (``hardware.supports_bf16``: compute capability, never torch's emulated bf16), and
+    which optional libraries are importable (None: look them up)."""
+
+    cuda: bool
+    bf16_supported: bool
+    device_count: int
+    flash_attention_2: bool = False
+    libraries: dict[str, bool] | None = field(default=None)
+
+    @classmethod
+    def detect(cls) -> "Environment":
+        """From torch (imports it): the device the run trains on."""
+        import torch
+
+        cc = torch_device_capability()
+        return cls(
+            cuda=cc is not None,
+            bf16_supported=cc is not None and supports_bf16(*cc),
+            device_count=torch.cuda.device_count() if cc is not None else 0,
+            flash_attention_2=cc is not None and supports_flash_attention_2(*cc),
+        )
+
+    @classmethod
+    def from_hardware(cls, report: Any) -> "Environment":
+        """From ``probe_hardware``'s report (NVML, no torch): the GPU a single-process run lands
+        on. A GPU that torch is known not to see (a CPU-only torch build) counts as none."""
+        gpus = list(getattr(report, "gpus", None) or [])
+        best = getattr(report, "best_gpu", None)
+        gpu = (best() if callable(best) else gpus[0]) if gpus else None
+        if gpu is not None and getattr(report, "torch_cuda", None) is False:
+            gpu = None
+        libraries = dict(getattr(report, "libraries", None) or {}) or None
+        return cls(cuda=gpu is not None, bf16_supported=bool(gpu is not None and getattr(gpu, "bf16", False)),
+                   device_count=len(gpus) if gpu is not None else 0,
+                   flash_attention_2=bool(gpu is not None and getattr(gpu, "flash_attention_2", False)),
+                   libraries=libraries)
+
+    def has(self, library: str) -> bool:
+        if self.libraries is None:
+            self.libraries = _installed()
+        return bool(self.libraries.get(library))
+
+
+def runnable_problems(cfg: RunConfig, env: Environment) -> list[str]:
+    """What ``env`` cannot run in ``cfg``: one sentence per problem, naming the setting."""
+    out: list[str] = []
+    m, t = cfg.method, cfg.training
+    if m.type == "qlora":
+        if not env.cuda:
+            out.append("method.type: QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use lora or full")
+        if not env.has("bitsandbytes"):
+            out.append(f"method.type: QLoRA needs bitsandbytes: {install_command('bitsandbytes')}")
+    if t.optim in BNB_OPTIMIZERS and not env.has("bitsandbytes"):
+        out.append(f"training.optim: {t.optim} is a bitsandbytes optimizer: {install_command('bitsandbytes')} "
+                   "(or use adamw_torch_fused)")
+    precision = resolved_precision(cfg, env.bf16_supported, env.cuda)
+    if env.cuda and not env.bf16_supported:
+        if precision.weights == "bf16":
+            out.append("model.dtype: this GPU has no bf16 support (pre-Ampere, compute capability below 8.0); "
+                       "use fp16 or fp32")
+        elif precision.bf16:
+            out.append("training.bf16: this GPU has no bf16 support (pre-Ampere, compute capability below 8.0); "
+                       "use training.fp16")
+    if not env.cuda:
+        if precision.weights == "fp16":
+            out.append("model.dtype: fp16 training needs a CUDA GPU; use fp32 (or bf16) on CPU")
+        elif precision.fp16:
+            out.append("training.fp16: fp16 mixed precision needs a CUDA GPU; use training.bf16 or fp32 on CPU")
+    if cfg.model.attn_implementation == "flash_attention_2":
+        if not env.cuda:
+            out.append("model.attn_implementation: flash_attention_2 needs a CUDA GPU; use sdpa or auto")
+        elif not env.flash_attention_2:
+            out.append("model.attn_implementation: FlashAttention-2 needs an Ampere or newer GPU (sm80+); use sdpa or auto")
+        if not env.has("flash_attn"):
+            out.append(f"model.attn_implementation: flash_attention_2 needs flash-attn: {install_command('flash_attn')}")
+    if t.use_liger_kernel:
+        if not env.cuda:
+            out.append("training.use_liger_kernel: Liger's Triton kernels need a CUDA GPU; set it to false")
+        if not env.has("liger_kernel"):
+            out.append(f"training.use_liger_kernel: needs liger-kernel: {install_command('liger_kernel')}")
+    return out
+
+
+ANYWHERE = Environment(cuda=False, bf16_supported=False, device_count=0, flash_attention_2=False, libraries={})
+
+
+def runs_anywhere(cfg: RunConfig) -> bool:
+    """True when ``cfg`` asks for nothing a bare CPU machine lacks (no need to look at this one)."""
+    return not runnable_problems(cfg, ANYWHERE)
