@@ -41,14 +41,15 @@ class SamplePrompt:
 
 
 def sample_prompts(eval_examples: list[dict], system_prompt: str | None, n: int) -> list[SamplePrompt]:
-    """The first ``n`` held-out conversations of the eval split, cut before their last answer
-    (the same cut ``sft-wizard chat --compare`` uses)."""
+    """``n`` held-out conversations spread evenly over the eval split (so a split ordered by task
+    shows more than one task), cut before their last answer as ``sft-wizard chat --compare`` cuts."""
     from sftwizard.core.chat import prompts_from_examples
 
     if n <= 0 or not eval_examples:
         return []
-    return [SamplePrompt(i, p.messages, p.reference)
-            for i, p in enumerate(prompts_from_examples(eval_examples, system_prompt, n))]
+    every = prompts_from_examples(eval_examples, system_prompt, len(eval_examples))
+    picked = sorted({round(i * len(every) / n) for i in range(n)} & set(range(len(every))))
+    return [SamplePrompt(i, every[k].messages, every[k].reference) for i, k in enumerate(picked)]
 
 
 def answer_cap(tokenizer, reference: str | None) -> int:
