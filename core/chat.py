@@ -276,8 +276,16 @@ def eval_prompts(cfg: RunConfig, limit: int = 5) -> list[Prompt]:
     _, evals, _ = resolve_data(cfg)
     if not evals:
         raise ChatError("the run has no held-out eval data (data.eval_source or data.eval_fraction) to compare on")
+    prompts = prompts_from_examples(evals, cfg.template.system_prompt, limit)
+    if not prompts:
+        raise ChatError("the run's eval data holds no conversation ending in an assistant answer to compare on")
+    return prompts
+
+
+def prompts_from_examples(evals: list[dict], system: str | None, limit: int) -> list[Prompt]:
+    """Up to ``limit`` conversations of ``evals`` cut before their last assistant answer, with the
+    run's system prompt added as training adds it (the runner samples from these while it trains)."""
     prompts: list[Prompt] = []
-    system = cfg.template.system_prompt
     for ex in evals:
         if "messages" in ex:
             msgs = list(ex["messages"])
@@ -297,8 +305,6 @@ def eval_prompts(cfg: RunConfig, limit: int = 5) -> list[Prompt]:
         prompts.append(Prompt(prompt, reference))
         if len(prompts) >= limit:
             break
-    if not prompts:
-        raise ChatError("the run's eval data holds no conversation ending in an assistant answer to compare on")
     return prompts
 
 

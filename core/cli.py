@@ -21,6 +21,7 @@ EXIT_USER_ERROR = 2
 COMMAND_MODULES = [
     "sftwizard.core.cli_run",
     "sftwizard.core.cli_runs",
+    "sftwizard.core.cli_compare",
     "sftwizard.core.cli_data",
     "sftwizard.core.cli_hw",
     "sftwizard.core.cli_doctor",

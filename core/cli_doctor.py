@@ -189,6 +189,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"{label:<17} {report[key]:.4f}")
     for w in report["curve_warnings"]:
         print(f"step {w['step']}: {w['message']}")
+    for sampled in report.get("samples") or []:
+        print(f"\nwhile it trained — prompt {sampled['prompt_id']}: {sampled['prompt']}\n"
+              f"    reference: {sampled['reference']}")
+        for a in sampled["answers"]:
+            print(f"    step {a['step']:>5}: {a['text']}" + ("" if a["stopped"] else "   (did not stop)"))
     for i, g in enumerate(report["generations"], 1):
         prompt = g["prompt"][-1]["content"] if isinstance(g["prompt"], list) and g["prompt"] else g["prompt"]
         print(f"\n[{i}] prompt:    {prompt}\n    reference: {g['reference']}\n    model:     {g['generated']}"

@@ -30,6 +30,7 @@ DataFormat = Literal[
 ]
 TemplateSource = Literal["auto", "tokenizer", "trl-training", "file", "inferred", "chatml"]
 MethodType = Literal["full", "lora", "qlora"]
+OomChange = Literal["max_length"]  # what run.on_oom: adapt may change beyond batch and checkpointing
 
 
 class ConfigError(ValueError):
@@ -163,6 +164,11 @@ class DistributedSection:
 class RunSection:
     name: str | None = None
     output_root: str | None = None  # None: the data dir's runs/
+    # held-out prompts answered at each evaluation and before the first step (`sample` events); 0: off
+    samples: int = field(default=3, metadata=_check(lambda v: 0 <= v <= 20, "must be between 0 and 20"))
+    # a CUDA out-of-memory error: fail (as always), or adapt (resume with a smaller micro-batch...)
+    on_oom: Literal["fail", "adapt"] = "fail"
+    on_oom_allow: list[OomChange] = field(default_factory=list)  # adapt may also shorten: [max_length]
 
 
 @dataclass

@@ -117,6 +117,24 @@ def best_checkpoint_text(ev: dict) -> str:
     return f" — the best checkpoint: {Path(best).name}" + (f" (eval_loss {num(loss, '.4f')})" if loss is not None else "")
 
 
+def sample_line(ev: dict, width: int = 60) -> str:
+    """A ``sample`` event: 'sample 2 @ step 75: "Paris." (stopped, 4 tokens, 0.1 s)'."""
+    text = " ".join(str(ev.get("text") or "").split())
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    how = "stopped" if ev.get("stopped") else "did not stop"
+    took = f", {num(ev['generation_s'], '.1f')} s" if ev.get("generation_s") is not None else ""
+    return (f"sample {ev.get('prompt_id')} @ step {ev.get('step')}: \"{text}\" "
+            f"({how}, {ev.get('new_tokens')} tokens{took})")
+
+
+def adapt_line(ev: dict) -> str:
+    """An ``adapt`` event: what run.on_oom: adapt changed after an out-of-memory, and why."""
+    changes = ", ".join(f"{k} {ev['old'].get(k)} → {v}" for k, v in (ev.get("new") or {}).items()
+                        if isinstance(ev.get("old"), dict))
+    return f"adapt (try {ev.get('attempt')}/{ev.get('max_attempts')}): {changes} — {ev.get('reason')}"
+
+
 def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
     """One line for any event, or None for events that carry nothing to read."""
     kind = ev.get("event")
@@ -135,6 +153,10 @@ def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
         return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows · template: "
                 f"{ev.get('template_source')} · trainable {num(ev.get('trainable_params') or 0, ',')} of "
                 f"{num(ev.get('total_params') or 0, ',')} params")
+    if kind == "sample":
+        return sample_line(ev)
+    if kind == "adapt":
+        return adapt_line(ev)
     if kind == "checkpoint":
         where = f" → {Path(ev['path']).name}" if ev.get("path") else ""
         return f"checkpoint at step {step}{where}"

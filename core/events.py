@@ -139,13 +139,14 @@ _NUMBER_OR_TEXT = (int, float, str)  # a non-finite value is written as "nan" / 
 _TEXT = (str,)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("step", "max_steps", "pid", "returncode", "train_rows", "eval_rows", "samples_per_step",
-                     "trainable_params", "total_params"), _INT),
+                     "trainable_params", "total_params", "prompt_id", "new_tokens", "attempt", "max_attempts"),
+                    _INT),
     **dict.fromkeys(("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "tokens_per_s",
                      "samples_per_s", "steps_per_s", "eta_s", "gpu_mem_gib", "gpu_mem_total_gib", "gpu_util_pct",
                      "gpu_power_w", "cuda_max_allocated_gib", "trained_tokens_per_s", "padding_share", "mfu",
-                     "best_eval_loss", "duration_s"), _NUMBER_OR_TEXT),
+                     "best_eval_loss", "duration_s", "generation_s"), _NUMBER_OR_TEXT),
     **dict.fromkeys(("status", "reason", "message", "path", "model", "method", "resume_from", "best_checkpoint",
-                     "final_dir", "template_source", "code", "source"), _TEXT),
+                     "final_dir", "template_source", "code", "source", "text", "prompt"), _TEXT),
 }
 
 

@@ -49,6 +49,13 @@ class Throughput:
         self._begin = (now, step)
         self._last = (now, step, None)
 
+    def pause(self, seconds: float) -> None:
+        """Leave ``seconds`` of non-training work (sampling answers) out of the next rates; the
+        ETA keeps it, since the run will spend it again."""
+        if self._last is not None and seconds > 0:
+            last_time, last_step, last_tokens = self._last
+            self._last = (last_time + seconds, last_step, last_tokens)
+
     def update(self, step: int, max_steps: int | None, num_tokens: float | None,
                now: float | None = None) -> dict[str, float | None]:
         now = time.time() if now is None else now

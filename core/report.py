@@ -15,6 +15,7 @@ from typing import Any
 from sftwizard.core.curve_doctor import TRAIN_WINDOW, diagnose_events
 from sftwizard.core.events import read_events
 from sftwizard.core.masks import RENDER_LOCK
+from sftwizard.core.samples import samples_by_prompt
 
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -182,6 +183,8 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
         "generations": [],
         "generation_error": None,
         "skipped_events": events.skipped,
+        # the answers the run sampled while it trained (`sample` events), per prompt, step by step
+        "samples": [p.to_dict() for p in samples_by_prompt(events)],
     }
     if generations > 0:
         if cfg is None:

@@ -205,6 +205,7 @@ class Prepared:
     eval_rows: int
     problems: list = None  # rows left out (data loading or template), as data.Problem
     resized_embeddings: int | None = None  # new vocabulary size when the template added tokens
+    eval_examples: list | None = None  # the held-out examples, canonical (samples are drawn from them)
 
 
 def _grow_embeddings(model, tokenizer) -> int | None:
@@ -294,7 +295,7 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     if pack is not None:
         pack.end()
     return Prepared(trainer, tokenizer, template, len(train_ds), len(eval_ds) if eval_ds is not None else 0,
-                    problems, resized)
+                    problems, resized, eval_examples)
 
 
 def _weight_shards(path: Path) -> int:
@@ -334,6 +335,9 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._gpu_emitted = time.time()
 
         def on_train_begin(self, args, state, control, **kw):
+            from sftwizard.core.oom_adapt import injected_oom_step
+
+            self._oom_at = injected_oom_step(args.per_device_train_batch_size)  # test-only hook
             self._throughput = Throughput(_samples_per_step(args))
             self._throughput.begin(state.global_step)
             writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
@@ -394,6 +398,13 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             control.should_save = False  # never checkpoint NaN weights
             control.should_evaluate = False
 
+        def on_step_begin(self, args, state, control, **kw):
+            if getattr(self, "_oom_at", None) == state.global_step + 1:
+                import torch  # a real OutOfMemoryError, as CUDA raises it (oom_adapt.TEST_OOM_ENV)
+
+                raise torch.OutOfMemoryError(f"CUDA out of memory (injected at step {self._oom_at} by "
+                                             "SFT_WIZARD_TEST_OOM_AT, a test-only hook)")
+
         def on_step_end(self, args, state, control, **kw):
             if getattr(self, "_train_phase", None) is not None:
                 self._train_phase.update(state.global_step)
@@ -425,6 +436,11 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                          + f"free space there, then `sft-wizard resume {run_dir.name}`")),
             }
 
+        def pause(self, seconds: float) -> None:
+            """Time spent sampling answers: not training, so out of tokens/s."""
+            if self._throughput is not None:
+                self._throughput.pause(seconds)
+
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             writer.emit("checkpoint", step=state.global_step, path=str(path))
@@ -441,6 +457,21 @@ def _distributed_type() -> str | None:
         return str(AcceleratorState().distributed_type.value)
     except Exception:  # noqa: BLE001 - informative only
         return None
+
+
+def _add_samples(trainer, prepared: Prepared, cfg: RunConfig, writer, events_callback) -> None:
+    """``run.samples`` held-out prompts answered before the first step and after each evaluation
+    (core/samples.py). Only the main process samples, and only when it holds the whole model
+    (DDP; not FSDP/DeepSpeed, whose wrapped or sharded weights generate only together)."""
+    from sftwizard.core.samples import sample_prompts, samples_callback
+
+    prompts = sample_prompts(prepared.eval_examples or [], cfg.template.system_prompt, cfg.run.samples)
+    if not prompts:
+        return
+    whole_model = trainer.args.world_size <= 1 or cfg.distributed.strategy == "ddp"
+    trainer.add_callback(samples_callback(writer, prepared.tokenizer, prepared.template.template, prompts,
+                                          paused=events_callback.pause,
+                                          distributed_ok=_is_main_process() and whole_model))
 
 
 def _json_number(value: Any) -> Any:
@@ -551,6 +582,11 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     phases = PhaseReporter(writer.emit)  # download, load, tokenize … train, save: `phase` events
     gpu: GpuSampler | None = None
     clean_exit = False
+    trainer = None
+
+    def _current_step() -> int | None:
+        return trainer.state.global_step if trainer is not None else None
+
     try:
         from sftwizard.core import curve_doctor
         from sftwizard.core.fingerprint import fingerprint
@@ -568,6 +604,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env, phases=phases)
         trainer = prepared.trainer
         trainer.args.logging_nan_inf_filter = False  # a NaN loss must show, not be averaged away
+        _add_samples(trainer, prepared, cfg, writer, callback)
         writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
@@ -644,6 +681,13 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             line = disk_full_message(run_dir, fix="the last complete checkpoint is kept; free space there, then "
                                                   f"`sft-wizard resume {run_dir.name}`")
         traceback.print_exc()
+        if reason == "oom" and cfg is not None and cfg.run.on_oom == "adapt":
+            # run.on_oom: adapt — no end: the supervisor changes the config and trains on (core/oom_adapt.py)
+            from sftwizard.core.oom_adapt import ADAPT_EXIT
+
+            writer.emit("error", step=_current_step(), reason=reason, message=line, exception=type(exc).__name__,
+                        adapting=True)
+            return ADAPT_EXIT
         writer.emit("error", step=None, reason=reason, message=line, exception=type(exc).__name__)
         writer.emit("end", step=None, status="failed", reason=reason, message=line,
                     duration_s=round(time.time() - started, 2))

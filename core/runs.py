@@ -783,3 +783,9 @@ def _later_checkpoint_dirs(run_dir: Path, step: int) -> list[tuple[int, Path]]:
         if n > step and path.is_dir():
             later.append((n, path))
     return later
+
+
+def discard_checkpoints_after(run_dir: Path, step: int) -> None:
+    """Remove checkpoint folders past ``step`` (half-written by a process that died)."""
+    for _, later in _later_checkpoint_dirs(run_dir, step):
+        shutil.rmtree(later, ignore_errors=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 from sftwizard.core.diagnosis import describe_exit
 from sftwizard.core.diskspace import release_reserve
 from sftwizard.core.events import EVENTS_FILE, EventTail, read_events
-from sftwizard.core.runner import STOP_FILE
+from sftwizard.core.oom_adapt import ADAPT_EXIT
+from sftwizard.core.runner import CONFIG_FILE, STOP_FILE
 from sftwizard.core.runs import LOG_FILE, _segments, _summary_of, with_writer
 
 
@@ -57,24 +58,46 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL, cwd=str(run_dir),
-                             env=training_env(run_dir), pass_fds=(lock_fd,) if lock_fd is not None else ())
-    returncode = child.wait()
+    attempts = 0
     try:
-        return _record_exit(run_dir, events_path, offset, inode, returncode)
+        while True:
+            child = subprocess.Popen(training_command(run_dir, resume_from), stdin=subprocess.DEVNULL,
+                                     cwd=str(run_dir), env=training_env(run_dir),
+                                     pass_fds=(lock_fd,) if lock_fd is not None else ())
+            returncode = child.wait()
+            new = _new_events(events_path, offset, inode)
+            if any(ev.get("event") == "end" for ev in new):
+                return returncode
+            oom = next((ev for ev in reversed(new) if ev.get("event") == "error" and ev.get("adapting")), None)
+            if returncode != ADAPT_EXIT or oom is None:
+                return _record_exit(run_dir, returncode)
+            if (run_dir / STOP_FILE).exists():  # asked to stop meanwhile: no new attempt
+                (run_dir / STOP_FILE).unlink(missing_ok=True)
+                with_writer(run_dir, lambda w: w.emit("end", step=oom.get("step"), status="failed", reason="oom",
+                                                      message=oom.get("message"), adaptations=attempts))
+                return 1
+            attempts += 1
+            adapted = adapt_after_oom(run_dir, attempts, oom)
+            if adapted is None:
+                return 1
+            resume_from = adapted
+            offset, inode = _size_and_inode(events_path)
     finally:
         release_reserve(run_dir)  # the training process's room for the last events (core/diskspace.py)
 
 
-def _record_exit(run_dir: Path, events_path: Path, offset: int, inode: int | None, returncode: int) -> int:
+def _new_events(events_path: Path, offset: int, inode: int | None) -> list[dict]:
+    """The events the last training process wrote."""
     size, now_inode = _size_and_inode(events_path)
     if now_inode == inode and size >= offset:
-        new = EventTail(events_path, offset=offset).poll()
-    else:  # deleted and re-created meanwhile (see EventWriter): this process's events are its last segment
-        segments = _segments(read_events(events_path))
-        new = segments[-1] if segments else []
-    if any(ev.get("event") == "end" for ev in new):
-        return returncode
+        return EventTail(events_path, offset=offset).poll()
+    # deleted and re-created meanwhile (see EventWriter): this process's events are its last segment
+    segments = _segments(read_events(events_path))
+    return segments[-1] if segments else []
+
+
+def _record_exit(run_dir: Path, returncode: int) -> int:
+    """The training process died without an ``end``: record how."""
     info = _summary_of(run_dir).info(run_dir, alive=False)
     reason, phrase, hint = describe_exit(returncode)
     where = f" at step {info.step}" if info.step is not None else " before training began"
@@ -93,6 +116,33 @@ def _size_and_inode(path: Path) -> tuple[int, int | None]:
     except OSError:
         return 0, None
     return st.st_size, st.st_ino
+
+
+def adapt_after_oom(run_dir: Path, attempt: int, oom: dict) -> str | None:
+    """``run.on_oom: adapt``: the next fix written into config.yaml and an ``adapt`` event; returns
+    the checkpoint to resume from ("" for step 0), or None after writing the failing ``end``."""
+    from sftwizard.core.config import load_preset, save_preset
+    from sftwizard.core.oom_adapt import MAX_ATTEMPTS, give_up_message, next_fix
+    from sftwizard.core.runs import discard_checkpoints_after, resume_point
+
+    cfg = load_preset(run_dir / CONFIG_FILE)
+    fix = next_fix(cfg) if attempt <= MAX_ATTEMPTS else None
+    if fix is None:
+        message = give_up_message(cfg, attempt - 1, oom.get("message"))
+        print(f"sft-wizard: {message}", file=sys.stderr, flush=True)
+        with_writer(run_dir, lambda w: w.emit("end", step=oom.get("step"), status="failed", reason="oom",
+                                              message=message, adaptations=attempt - 1))
+        return None
+    save_preset(fix.apply(cfg), run_dir / CONFIG_FILE)
+    checkpoint, _ = resume_point(run_dir, read_events(run_dir / EVENTS_FILE))
+    step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
+    discard_checkpoints_after(run_dir, step)  # half-written by the process that died
+    where = f"from {checkpoint.name}" if checkpoint is not None else "from step 0 (no checkpoint yet)"
+    with_writer(run_dir, lambda w: w.emit(
+        "adapt", step=oom.get("step"), attempt=attempt, max_attempts=MAX_ATTEMPTS, old=fix.old, new=fix.new,
+        reason=f"out of memory after step {oom.get('step')}: {fix.reason}; training again {where}",
+        resume_from=str(checkpoint) if checkpoint is not None else None))
+    return str(checkpoint) if checkpoint is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:

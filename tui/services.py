@@ -239,3 +239,10 @@ def recommend_settings(cfg: RunConfig, hardware, facts, audit: dict | None = Non
 def available_trackers() -> list[str]:
     """``training.report_to`` choices installed here, ending with ``none`` (no import of the trackers)."""
     return _core("trackers", "available_trackers")()
+
+
+def compare_runs(run_dirs: list[Path]):
+    """Two or more runs side by side (core/compare.py): curves, results, the settings that differ."""
+    from sftwizard.core.compare import compare_runs as compare
+
+    return compare([str(d) for d in run_dirs])

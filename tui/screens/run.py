@@ -7,15 +7,17 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from sftwizard.tui.widgets.run_monitor import RunMonitor
+from sftwizard.tui.widgets.samples_view import SamplesView
 
 
 class RunScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop run", id="stop-run"),
         Binding("u", "resume", "Resume", id="resume-run"),
+        Binding("a", "toggle_samples", "Samples/Monitor", id="toggle-samples"),
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
 
@@ -27,8 +29,25 @@ class RunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(f"[b]Run {self.run_dir.name}[/b]", id="run-title")
-        yield RunMonitor(id="run-monitor")
+        with TabbedContent(id="run-tabs"):
+            with TabPane("Monitor", id="tab-monitor"):
+                yield RunMonitor(id="run-monitor")
+            with TabPane("Samples", id="tab-samples"):
+                yield SamplesView(id="samples-view")
         yield Footer()
+
+    def on_run_monitor_samples_arrived(self, message: RunMonitor.SamplesArrived) -> None:
+        self.query_one(SamplesView).add(message.events)
+
+    def action_toggle_samples(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "tab-monitor" if tabs.active == "tab-samples" else "tab-samples"
+        if tabs.active == "tab-samples":
+            self.query_one(SamplesView).focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-samples":
+            self.query_one(SamplesView).focus()
 
     def on_mount(self) -> None:
         monitor = self.query_one(RunMonitor)

@@ -25,6 +25,8 @@ class RunsScreen(Screen):
         Binding("c", "chat", "Chat", id="chat"),
         Binding("u", "resume", "Resume", id="resume"),
         Binding("r", "reload", "Reload", id="reload"),
+        Binding("space", "mark", "Mark", id="mark"),
+        Binding("o", "compare", "Compare marked", id="compare"),
         Binding("escape", "app.pop_screen", "Back", id="back"),
     ]
 
@@ -32,17 +34,20 @@ class RunsScreen(Screen):
         super().__init__(id="runs-screen")
         self.dirs: dict[str, Path] = {}
         self.statuses: dict[str, str] = {}
+        self.marked: list[str] = []  # run ids, in the order they were marked (space)
 
     def compose(self) -> ComposeResult:
-        yield Static("[b]Runs[/b] — Enter: attach · u: resume a stopped run · c: chat with a finished run · r: reload · Esc: back",
-                     id="runs-title")
+        yield Static("[b]Runs[/b] — Enter: attach · u: resume a stopped run · c: chat with a finished run · "
+                     "space: mark, o: compare marked · r: reload · Esc: back", id="runs-title")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-note")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "status", "step", "loss", "model", "why")
+        table.add_column("", key="mark", width=1)
+        table.add_column("run", key="run")
+        table.add_columns("status", "step", "loss", "model", "why")
         self.action_reload()
 
     def action_reload(self) -> None:
@@ -74,10 +79,31 @@ class RunsScreen(Screen):
             loss = _get(run, "last_loss") or _get(run, "loss")
             why = _get(run, "message") or _get(run, "reason") or ""
             status = run_status_text(str(_get(run, "status", "?")), _get(run, "phase"))
-            table.add_row(run_id, status, f"{step if step is not None else '?'}/{total or '?'}",
+            table.add_row("●" if run_id in self.marked else "", run_id, status, f"{step if step is not None else '?'}/{total or '?'}",
                           f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", str(_get(run, "model") or ""),
                           str(why)[:80], key=run_id)
+        self.marked = [m for m in self.marked if m in self.dirs]
         self.query_one("#runs-note", Static).update(note or ("" if rows else "No runs yet."))
+
+    def action_mark(self) -> None:
+        key = self._highlighted()
+        if key not in self.dirs:
+            return
+        self.marked = [m for m in self.marked if m != key] if key in self.marked else [*self.marked, key]
+        table = self.query_one(DataTable)
+        table.update_cell(key, "mark", "●" if key in self.marked else "")
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)  # mark the next with one more space
+        self.query_one("#runs-note", Static).update(
+            f"{len(self.marked)} marked" + (" — o: compare them" if len(self.marked) >= 2 else " — mark at least two"))
+
+    def action_compare(self) -> None:
+        if len(self.marked) < 2:
+            self.notify("Mark two or more runs with space, then press o to compare them.", severity="warning")
+            return
+        from sftwizard.tui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen([self.dirs[m] for m in self.marked]))
 
     def _highlighted(self) -> str | None:
         table = self.query_one(DataTable)

@@ -104,6 +104,14 @@ class RunMonitor(Vertical):
             self.monitor = monitor
             self.status = status
 
+    class SamplesArrived(Message):
+        """``sample`` events (answers to held-out prompts) read in this tick, for the Samples tab."""
+
+        def __init__(self, monitor: "RunMonitor", events: list[dict]) -> None:
+            super().__init__()
+            self.monitor = monitor
+            self.events = events
+
     status: reactive[str] = reactive("idle")
 
     def __init__(self, **kwargs) -> None:
@@ -226,9 +234,11 @@ class RunMonitor(Vertical):
 
     def apply_events(self, events: list[dict]) -> None:
         s = self.stats
-        train, evals, lines = [], [], []
+        train, evals, lines, samples = [], [], [], []
         for ev in events:
             kind = ev.get("event")
+            if kind == "sample":
+                samples.append(ev)
             if ev.get("time") is not None:
                 s.last_time = float(ev["time"])
             if ev.get("step") is not None:
@@ -294,6 +304,8 @@ class RunMonitor(Vertical):
         chart.add(train, evals)
         chart.replot()
         self.query_one(LogPane).add_lines(lines)
+        if samples:
+            self.post_message(self.SamplesArrived(self, samples))
         if s.status != self.status:
             if s.status in ("finished", "stopped", "failed", "lost"):
                 self._set_end(s.status)
