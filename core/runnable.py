@@ -13,13 +13,12 @@ to import: no torch at import time.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
 from sftwizard.core.config import RunConfig, resolved_precision
 from sftwizard.core.trackers import tracker_problem
-from sftwizard.core.hardware import (OPTIONAL_LIBRARIES, install_command, supports_bf16,
+from sftwizard.core.hardware import (install_command, libraries_available, supports_bf16,
                                      supports_flash_attention_2, torch_device_capability)
 
 # TrainingArguments.optim values implemented by bitsandbytes.
@@ -43,16 +42,6 @@ def bnb_has_cpu_backend() -> bool:
             int(p) for p in BNB_CPU_VERSION.split("."))
     except (PackageNotFoundError, ValueError):
         return False
-
-
-def _installed() -> dict[str, bool]:
-    out = {}
-    for name in OPTIONAL_LIBRARIES:
-        try:
-            out[name] = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            out[name] = False
-    return out
 
 
 @dataclass
@@ -97,7 +86,7 @@ class Environment:
 
     def has(self, library: str) -> bool:
         if self.libraries is None:
-            self.libraries = _installed()
+            self.libraries = libraries_available()
         return bool(self.libraries.get(library))
 
 
