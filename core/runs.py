@@ -233,6 +233,12 @@ def _process_identity(pid: int) -> dict[str, Any] | None:
 
 def _record_process(run_dir: Path, pid: int) -> None:
     identity = _process_identity(pid)
+    # Popen returns once exec has begun; the kernel sets the new command line a moment later, and
+    # /proc/PID/cmdline reads empty until then. Recording that would make the run look foreign.
+    deadline = time.monotonic() + 2.0
+    while identity is not None and not identity["cmdline"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+        identity = _process_identity(pid)
     if identity is not None:
         (run_dir / PROCESS_FILE).write_text(json.dumps(identity), encoding="utf-8")
 
