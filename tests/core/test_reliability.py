@@ -410,8 +410,10 @@ def test_create_run_leaves_nothing_when_the_disk_fills_while_writing(tmp_path, m
 
 
 def test_a_just_started_process_is_recorded_with_its_real_command_line(tmp_path):
-    """Popen returns before the kernel has set the new program's command line (/proc/PID/cmdline
-    read empty in 84 of 200 tries here): recording it then made a live run look foreign (lost)."""
+    """Popen returns before the kernel has set the new program's command line: /proc/PID/cmdline
+    read straight after Popen was empty in 84 of 200 tries here. The identity read (stat first)
+    narrows that window; on a loaded machine it was still hit (the stop-key TUI test saw its live
+    stand-in as lost). Recording waits for the command line; this checks the record proves the run."""
     import subprocess
     import sys
 
