@@ -12,6 +12,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from sftwizard.core.diskspace import exception_chain
+
 if TYPE_CHECKING:
     from sftwizard.core.config import RunConfig
 
@@ -74,7 +76,7 @@ def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[
     """(reason code, one line) for an exception raised while training.
 
     Codes: oom, nan, missing_dependency, disk_full, data, config, crash."""
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
     names = {type(e).__name__ for e in chain}
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
@@ -121,14 +123,6 @@ def _raised_while_loading_data(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
-
-
-def _chain(exc: BaseException | None):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 

@@ -96,7 +96,8 @@ def weights_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
-def _chain(exc: BaseException | None):
+def exception_chain(exc: BaseException | None):
+    """``exc`` and the exceptions it was raised from or during, each once."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -105,7 +106,7 @@ def _chain(exc: BaseException | None):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         text = str(e).lower()
