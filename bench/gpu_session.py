@@ -79,7 +79,7 @@ class Session:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sftwizard.core.cli", *args]
+    return [sys.executable, "-m", "sftwizard.cli", *args]
 
 
 def step_hw(s: Session) -> None:

@@ -112,7 +112,7 @@ def run_wizard(steps: int, work: Path) -> float:
     from sftwizard.core.events import read_events
 
     out = subprocess.run(
-        [sys.executable, "-m", "sftwizard.core.cli", "run", str(REPO / "presets/demo.yaml"),
+        [sys.executable, "-m", "sftwizard.cli", "run", str(REPO / "presets/demo.yaml"),
          *[a for o in OVERRIDES for a in ("--set", o.format(steps=steps))],
          "--set", f"run.output_root={work / 'runs'}"],
         capture_output=True, text=True, check=True,

@@ -33,7 +33,7 @@ def run_demo(samples: int, home: Path) -> dict:
 
     env = dict(os.environ, SFT_WIZARD_HOME=str(home))
     before, began = load1(), time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "sftwizard.core.cli", "run", str(REPO / "presets" / "demo.yaml"),
+    out = subprocess.run([sys.executable, "-m", "sftwizard.cli", "run", str(REPO / "presets" / "demo.yaml"),
                           "--set", f"run.samples={samples}"], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - began
     if out.returncode != 0:

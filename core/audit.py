@@ -108,7 +108,7 @@ def audit_dataset(tokenizer, examples: list[dict], template, cfg,
 
 
 def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
-    from sftwizard.core.templates import chose_no_loss, encode_examples, no_loss_reason
+    from .templates import chose_no_loss, encode_examples, no_loss_reason
 
     t = cfg.training
     max_length = t.max_length

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sftwizard.core.paths import cache_dir
+from .paths import cache_dir
 
 VERSION = 2  # bump when anything below changes what is built
 BUILTIN_NAMES = ("tiny-chat",)
@@ -74,7 +74,7 @@ def ensure_builtin(name: str = "tiny-chat") -> Path:
 
 
 def _training_texts() -> list[str]:
-    from sftwizard.core.demo_data import TRAIN_FILE
+    from .demo_data import TRAIN_FILE
 
     texts = []
     with open(TRAIN_FILE, encoding="utf-8") as fh:

@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import RunConfig
-from sftwizard.core.masks import RENDER_LOCK
+from .config import RunConfig
+from .errors import UserError
+from .masks import RENDER_LOCK
 
 _PROBE = "\ue000sftw-probe\ue000"
 
 
-class ChatError(Exception):
+class ChatError(UserError):
     """A model or run that cannot be chatted with as asked. One sentence."""
 
 
@@ -142,7 +143,7 @@ class ChatModel:
 def _device_dtype():
     import torch
 
-    from sftwizard.core.hardware import supports_bf16, torch_device_capability
+    from .hardware import supports_bf16, torch_device_capability
 
     cc = torch_device_capability()
     if cc is not None:
@@ -162,7 +163,7 @@ def load_path_model(path: str | os.PathLike, *, trust_remote_code: bool = False,
     """A model folder (a merged run, a full fine-tune, any local model) with its own template."""
     from transformers import AutoModelForCausalLM
 
-    from sftwizard.core.models import load_tokenizer
+    from .models import load_tokenizer
 
     path = Path(path).expanduser()
     if not (path / "config.json").exists():
@@ -174,7 +175,7 @@ def load_path_model(path: str | os.PathLike, *, trust_remote_code: bool = False,
 
 
 def _is_run(target: str | os.PathLike) -> bool:
-    from sftwizard.core.runner import CONFIG_FILE
+    from .runner import CONFIG_FILE
 
     p = Path(str(target)).expanduser()
     if p.is_dir():
@@ -186,8 +187,8 @@ def load_chat_model(target: str | os.PathLike, *, base: bool = False) -> ChatMod
     """The tuned model of a run (``base=True``: its base model) or a model folder, ready to chat."""
     from transformers import AutoModelForCausalLM
 
-    from sftwizard.core import merge
-    from sftwizard.core.models import load_tokenizer, resolve_model
+    from . import merge
+    from .models import load_tokenizer, resolve_model
 
     if not _is_run(target):
         if base:
@@ -226,8 +227,8 @@ def load_compare_pair(target: str | os.PathLike) -> tuple[ChatModel, ChatModel]:
     on top and answers as the base with the adapter switched off (peft's ``disable_adapter``):
     one copy of the weights, not two (an 8B model in bf16 is 16 GB per copy). A full fine-tune
     has no base inside it, so both are loaded."""
-    from sftwizard.core import merge
-    from sftwizard.core.models import load_tokenizer, resolve_model
+    from . import merge
+    from .models import load_tokenizer, resolve_model
 
     if not _is_run(target):
         raise ChatError(f"{target}: --compare needs a run (its base model is in the run's config)")
@@ -271,7 +272,7 @@ class Prompt:
 
 def eval_prompts(cfg: RunConfig, limit: int = 5) -> list[Prompt]:
     """Held-out conversations of the run's eval data, cut before their last assistant answer."""
-    from sftwizard.core.runner import resolve_data
+    from .runner import resolve_data
 
     _, evals, _ = resolve_data(cfg)
     if not evals:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import UserError
+
 # An assistant answer shorter than this (stripped, in characters) is "very short", unless it is a number.
 SHORT_ANSWER_CHARS = 3
 # How a refusal opens: matched at the start of an assistant answer, case-insensitively.
@@ -44,7 +46,7 @@ _SPACE = re.compile(r"\s+")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
 
 
-class CleaningError(ValueError):
+class CleaningError(UserError, ValueError):
     """A clean request that cannot be done (e.g. the output is the input file). One sentence."""
 
 
@@ -276,7 +278,7 @@ def clean_source(source, out: str | os.PathLike, kinds: Iterable[str] = DEFAULT_
     output holds canonical rows (``messages`` / ``prompt``+``completion`` / ``text``), which the
     data loader reads back as they are. Refuses to write over the source.
     """
-    from sftwizard.core import data as data_mod
+    from . import data as data_mod
 
     out_path = Path(out).expanduser()
     if not str(source.path).startswith("builtin:") and _same_file(source.path, out_path):

@@ -13,13 +13,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sftwizard.core.events import EVENTS_FILE, read_events
+from .errors import UserError
+from .events import EVENTS_FILE, read_events
 
 # Keys that always differ between runs and say nothing about how they trained.
 IGNORED_KEYS = ("run.name", "run.output_root")
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """Runs that cannot be compared as asked. One sentence."""
 
 
@@ -118,7 +119,7 @@ def config_diff(configs: list[dict | None]) -> list[dict[str, Any]]:
 
 
 def run_curves(run_dir) -> RunCurves:
-    from sftwizard.core.runs import run_info
+    from .runs import run_info
 
     info = run_info(run_dir)
     events = read_events(run_dir / EVENTS_FILE)
@@ -139,9 +140,9 @@ def run_curves(run_dir) -> RunCurves:
 
 def compare_runs(refs: list[str]) -> Comparison:
     """Two or more runs (ids, prefixes, directories or ``last``) side by side."""
-    from sftwizard.core.config import ConfigError, load_preset
-    from sftwizard.core.runner import CONFIG_FILE
-    from sftwizard.core.runs import find_run
+    from .config import ConfigError, load_preset
+    from .runner import CONFIG_FILE
+    from .runs import find_run
 
     if len(refs) < 2:
         raise CompareError("compare needs at least two runs")

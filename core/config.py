@@ -20,6 +20,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from .errors import UserError
+
 BUILTIN_MODEL = "builtin:tiny-chat"
 
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
@@ -33,7 +35,7 @@ MethodType = Literal["full", "lora", "qlora"]
 OomChange = Literal["max_length"]  # what run.on_oom: adapt may change beyond batch and checkpointing
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A preset or override is invalid. ``problems`` lists every ``path: message``."""
 
     def __init__(self, problems: list[str], source: str | None = None):
@@ -594,7 +596,7 @@ def save_preset(cfg: RunConfig, path: str | os.PathLike) -> Path:
 def output_root_problem(cfg: RunConfig) -> str | None:
     """Why runs cannot be written where ``run.output_root`` says (a file, a dangling link, a
     read-only folder), as one ``run.output_root: …`` sentence; None when they can."""
-    from sftwizard.core.paths import default_runs_root, unwritable_folder
+    from .paths import default_runs_root, unwritable_folder
 
     root = cfg.run.output_root or default_runs_root()
     why = unwritable_folder(root)

@@ -297,7 +297,7 @@ def _lr_far_too_high(cfg, lr: float | None) -> bool:
     """The learning rate is over 10x the top of the usual range for the method (see ``doctor.lr_range``)."""
     if cfg is None or lr is None:
         return False
-    from sftwizard.core.doctor import effective_batch, lr_range
+    from .doctor import effective_batch, lr_range
 
     try:
         return lr > 10 * lr_range(cfg.method.type, effective_batch(cfg))[1]
@@ -306,7 +306,7 @@ def _lr_far_too_high(cfg, lr: float | None) -> bool:
 
 
 def _typical_lr(cfg) -> float:
-    from sftwizard.core.doctor import effective_batch, lr_range
+    from .doctor import effective_batch, lr_range
 
     return float(f"{lr_range(cfg.method.type, effective_batch(cfg))[2]:.2g}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sftwizard.core.data_formats import (
+from .data_formats import (
     FORMATS,
     MAPPABLE,
     DataError,
@@ -22,7 +22,7 @@ from sftwizard.core.data_formats import (
     convert_row,
     detect_format,
 )
-from sftwizard.core.data_readers import BUILTIN_DATA, iter_source, locate
+from .data_readers import BUILTIN_DATA, iter_source, locate
 
 DETECT_ROWS = 64
 INSPECT_CHARS = 1_000_000  # characters of one row the audit tokenizes (a 20 MB row took 4 GB whole)
@@ -258,15 +258,15 @@ def inspect_data(source, *, tokenizer=None, template=None, cfg=None, progress=No
     if on_bad_rows != "drop":
         _raise_for_problems(report)
     if tokenizer is not None and examples:
-        from sftwizard.core.audit import audit_dataset
-        from sftwizard.core.config import RunConfig
+        from .audit import audit_dataset
+        from .config import RunConfig
 
         cfg = cfg or RunConfig()
         if template is None:
-            from sftwizard.core.templates import resolve_template
+            from .templates import resolve_template
 
             template = resolve_template(tokenizer, cfg.template)
-        from sftwizard.core.templates import prepare_tokenizer
+        from .templates import prepare_tokenizer
 
         prepare_tokenizer(tokenizer, template)
         limit = max(INSPECT_CHARS, 100 * (cfg.training.max_length or 0))
@@ -346,7 +346,7 @@ def text_audit(examples: list[dict]) -> dict:
         kinds[kind] = kinds.get(kind, 0) + 1
         turns.append(sum(1 for m in msgs if m.get("role") == "assistant"))
         chars.append(sum(len(m.get("content") or "") for m in msgs))
-    from sftwizard.core.audit import percentiles
+    from .audit import percentiles
 
     return {"tokenizer": None, "rows": len(examples), "kinds": kinds,
             "assistant_turns": percentiles(turns), "characters": percentiles(chars)}

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import UserError
+
 FORMATS = (
     "messages", "prompt_completion", "conversational_prompt_completion",
     "alpaca", "sharegpt", "text", "unknown",
@@ -30,7 +32,7 @@ MAPPABLE = (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be used. One sentence naming file, line/row and field; ``problems`` lists all."""
 
     def __init__(self, message: str, problems: list["Problem"] | None = None):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftwizard.core.data_formats import DataError, Problem
+from .data_formats import DataError, Problem
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
 BUILTIN_DATA = {"builtin:demo": ASSETS / "train.jsonl", "builtin:demo-eval": ASSETS / "eval.jsonl"}
@@ -424,8 +424,8 @@ def check_hub_dataset(source) -> None:
 def _load_hub_checked(repo_id: str, name: str | None, split: str):
     """A Hub dataset: its config and split checked (a sentence listing the ones that exist), the
     disk checked for its files, then loaded with a ``download`` phase when a run is reporting."""
-    from sftwizard.core.hub_download import watching
-    from sftwizard.core.phases import active_reporter
+    from .hub_download import watching
+    from .phases import active_reporter
 
     builder, plan = _checked_builder(repo_id, name, split)
     reporter = active_reporter()
@@ -443,7 +443,7 @@ def _checked_builder(repo_id: str, name: str | None, split: str):
     and whose files fit on the disk; DataError otherwise."""
     import datasets
 
-    from sftwizard.core.hub_download import DownloadError, plan_dataset
+    from .hub_download import DownloadError, plan_dataset
 
     try:
         builder = datasets.load_dataset_builder(repo_id, name)
@@ -470,7 +470,7 @@ def _names(items) -> str:
 def _dataset_problem(repo_id: str, name: str | None, split: str, exc: Exception) -> str:
     """One sentence for a Hub dataset that cannot be built: the config names when one is missing
     or unknown, the Hub's answer otherwise."""
-    from sftwizard.core.hub_download import explain_hub_error
+    from .hub_download import explain_hub_error
 
     text = str(exc)
     if "config" in text.lower():

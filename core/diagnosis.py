@@ -12,10 +12,10 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from sftwizard.core.diskspace import exception_chain
+from .diskspace import exception_chain
 
 if TYPE_CHECKING:
-    from sftwizard.core.config import RunConfig
+    from .config import RunConfig
 
 REASONS = ("oom", "nan", "data", "config", "missing_dependency", "killed", "disk_full", "crash")
 
@@ -32,9 +32,9 @@ def oom_advice(cfg: RunConfig | None, gpu_memory_gib: float | None = None) -> st
         gpu_memory_gib = _cuda_memory_gib()
     if gpu_memory_gib is not None:
         try:
-            from sftwizard.core.estimator import estimate_for
-            from sftwizard.core.hardware import probe_hardware
-            from sftwizard.core.models import model_facts
+            from .estimator import estimate_for
+            from .hardware import probe_hardware
+            from .models import model_facts
 
             facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
             suggestions = estimate_for(facts, cfg, probe_hardware(), gpu_memory_gib=gpu_memory_gib).suggestions
@@ -86,14 +86,14 @@ def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[
         if isinstance(e, ImportError):
             missing = getattr(e, "name", None) or next((m for m in OPTIONAL_PACKAGES if m in str(e)), None)
             if missing:
-                from sftwizard.core.hardware import install_command
+                from .hardware import install_command
 
                 top = missing.split(".")[0]
                 return "missing_dependency", f"missing package {top!r}: {install_command(top)}"
-    from sftwizard.core.diskspace import disk_full_message, is_disk_full
+    from .diskspace import disk_full_message, is_disk_full
 
     if is_disk_full(exc):
-        from sftwizard.core.paths import default_runs_root
+        from .paths import default_runs_root
 
         root = getattr(getattr(cfg, "run", None), "output_root", None) or default_runs_root()
         return "disk_full", disk_full_message(root)

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from sftwizard.core.config import RunConfig, resolved_precision
+from .config import RunConfig, resolved_precision
+from .errors import UserError
 
 ACCELERATE_CONFIG_FILE = "accelerate.yaml"
 RUNNER_MODULE = "sftwizard.core.runner"
@@ -37,7 +38,7 @@ SHARDS = {
 }
 
 
-class DistributedError(Exception):
+class DistributedError(UserError):
     """A distributed setup that cannot be launched as asked. One sentence."""
 
 
@@ -58,7 +59,7 @@ class Machine:
         if torch is not None:
             if not torch.cuda.is_available():
                 return cls()
-            from sftwizard.core.hardware import supports_bf16, torch_device_capability
+            from .hardware import supports_bf16, torch_device_capability
 
             return cls(torch.cuda.device_count(), supports_bf16(*torch_device_capability()))
         try:
@@ -80,7 +81,7 @@ class Machine:
                 pynvml.nvmlShutdown()
             except Exception:
                 pass
-        from sftwizard.core.hardware import supports_bf16
+        from .hardware import supports_bf16
 
         return cls(count, bool(ccs) and all(supports_bf16(*cc) for cc in ccs))
 
@@ -248,8 +249,8 @@ def training_command(run_dir: str | os.PathLike, resume_from: str | None = None,
                      cfg: RunConfig | None = None, machine: Machine | None = None) -> list[str]:
     """The command that trains ``run_dir``: the plain runner for one process, else
     ``accelerate launch`` (see ``launch_command``). What ``runs`` spawns."""
-    from sftwizard.core.config import load_preset
-    from sftwizard.core.runner import CONFIG_FILE
+    from .config import load_preset
+    from .runner import CONFIG_FILE
 
     run_dir = Path(run_dir)
     cfg = cfg or load_preset(run_dir / CONFIG_FILE)

@@ -5,7 +5,7 @@ and eval rows, the dataset audit (``audit_dataset``'s dict), the model facts and
 training will use — and returns ``DoctorWarning``s: a ``code``, a one-line ``message`` with the
 reason, the ``setting`` it concerns (dotted config path) and a ``suggested`` value. Nothing here
 blocks a launch; a check whose input is missing is skipped. ``gather_inputs`` (in
-``cli_doctor``) loads those inputs for a preset.
+``doctor_inputs``) loads those inputs for a preset.
 
 Rules and thresholds (named constants below; docs/doctor.md explains each):
 
@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftwizard.core import cleaning
+from . import cleaning
 
 LR_RANGE = {"full": (1e-5, 5e-5), "lora": (1e-4, 5e-4), "qlora": (1e-4, 5e-4)}
 LR_TYPICAL = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}

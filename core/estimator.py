@@ -26,9 +26,21 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sftwizard.core.estimator_memory import (
-    ALLOCATOR_SLACK, CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_GIB, EIGHT_BIT_OPTIMIZER, GIB, REQUIRED_HEADROOM,
-    ModelView, Plan, compute, fits_in, lora_targets, make_plan, model_view, total_gib,
+from .estimator_memory import (
+    ALLOCATOR_SLACK,
+    CUBLAS_WORKSPACE_BYTES,
+    CUDA_CONTEXT_GIB,
+    EIGHT_BIT_OPTIMIZER,
+    GIB,
+    REQUIRED_HEADROOM,
+    ModelView,
+    Plan,
+    compute,
+    fits_in,
+    lora_targets,
+    make_plan,
+    model_view,
+    total_gib,
 )
 
 __all__ = [
@@ -213,7 +225,7 @@ def template_embedding_rows(facts: Any, cfg: Any, assumptions: list[str]) -> int
     vocab = int(facts.vocab_size)
     if getattr(getattr(cfg, "template", None), "source", None) != "chatml":
         return vocab
-    from sftwizard.core.template_sources import grown_embedding_rows
+    from .template_sources import grown_embedding_rows
 
     path = getattr(facts, "path", None)
     rows = grown_embedding_rows(path, vocab, getattr(cfg.model, "trust_remote_code", False)) if path else None
@@ -288,7 +300,7 @@ def estimate_for(facts: Any, cfg: Any, hardware: Any = None, *, gpu_memory_gib: 
     """
     import os
 
-    from sftwizard.core.distributed import Machine, estimator_sharding
+    from .distributed import Machine, estimator_sharding
 
     gpus = list(getattr(hardware, "gpus", None) or [])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -308,11 +320,11 @@ def estimate_config(cfg: Any, *, facts: Any = None, hardware: Any = None, gpu_me
     processes and sharding of ``cfg.distributed`` (FSDP / ZeRO state is divided over all of them).
     Every face that answers "will it fit?" calls this (the assembly itself is ``estimate_for``)."""
     if facts is None:
-        from sftwizard.core.models import model_facts
+        from .models import model_facts
 
         facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
     if hardware is None:
-        from sftwizard.core.hardware import probe_hardware
+        from .hardware import probe_hardware
 
         hardware = probe_hardware()
     return estimate_for(facts, cfg, hardware, gpu_memory_gib=gpu_memory_gib, suggest=suggest)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sftwizard.core.estimator_activations import Knobs, Shape, activations
-from sftwizard.core.config import resolved_precision
-from sftwizard.core.hardware import auto_attention
+from .config import resolved_precision
+from .estimator_activations import Knobs, Shape, activations
+from .hardware import auto_attention
 
 GIB = 1024**3
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.metrics import format_duration
+from .metrics import format_duration
 
 
 def num(value: Any, spec: str) -> str:
@@ -66,7 +66,7 @@ def amount(value: Any, unit: str | None) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return str(value)
     if unit == "bytes":
-        from sftwizard.core.hub_download import format_bytes
+        from .hub_download import format_bytes
 
         return format_bytes(value)
     if unit and value == 1 and unit.endswith("s"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from sftwizard.core.diskspace import release_reserve
+from .diskspace import release_reserve
 
 EVENTS_FILE = "events.jsonl"
 # Events after which a crash must not lose the line.

@@ -32,8 +32,9 @@ from typing import Any
 
 import yaml
 
-from sftwizard.core.config import RunConfig, resolved_dtype
-from sftwizard.core.paths import unwritable_folder
+from .config import RunConfig, resolved_dtype
+from .errors import UserError
+from .paths import unwritable_folder
 
 DATA_MODES = ("auto", "messages", "tokens")
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -41,7 +42,7 @@ TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 RUNNER_ONLY = {"disable_tqdm"}
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """A preset that cannot be exported as asked. One sentence."""
 
 
@@ -106,7 +107,7 @@ def _with_system_prompt(example: dict, system_prompt: str | None) -> dict:
 
 
 def _kind(example: dict) -> str:
-    from sftwizard.core.masks import TemplateError, example_kind
+    from .masks import TemplateError, example_kind
 
     try:
         return example_kind(example)
@@ -214,7 +215,7 @@ def _embedding_modules(model_path: Path, trust_remote_code: bool) -> list[str]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from sftwizard.core.runner import _embedding_module_names
+    from .runner import _embedding_module_names
 
     config = AutoConfig.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
     with torch.device("meta"):
@@ -238,10 +239,10 @@ def _header(cfg: RunConfig, source: str | None, result: TrlExport) -> str:
 def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: str = "auto",
                      source: str | None = None) -> TrlExport:
     """Write ``out_yaml`` (+ its data folder and chat template) and say what was written."""
-    from sftwizard.core import templates
-    from sftwizard.core.distributed import is_distributed
-    from sftwizard.core.models import load_tokenizer, resolve_model
-    from sftwizard.core.runner import Environment, attn_implementation, resolve_data, sft_config_kwargs
+    from . import templates
+    from .distributed import is_distributed
+    from .models import load_tokenizer, resolve_model
+    from .runner import Environment, attn_implementation, resolve_data, sft_config_kwargs
 
     if data_mode not in DATA_MODES:
         raise ExportError(f"--data: must be one of {', '.join(DATA_MODES)}, got {data_mode!r}")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import DataSource, RunConfig
+from .config import DataSource, RunConfig
 
 PARTS = ("model", "data", "template", "method")
 FULL_HASH_LIMIT = 64 * 1024 * 1024  # files up to this size are hashed whole
@@ -53,7 +53,7 @@ def _path_items(label: str, path: Path) -> list[list[str]]:
 
 def _builtin_data_path(name: str) -> Path | None:
     try:
-        from sftwizard.core import data as data_mod
+        from . import data as data_mod
 
         table = getattr(data_mod, "BUILTIN_DATA", None)
         if table and name in table:
@@ -76,7 +76,7 @@ def _source_items(src: DataSource) -> list[list[str]]:
 
 
 def _model_items(cfg: RunConfig) -> tuple[list[list[str]], Path | None]:
-    from sftwizard.core.models import ModelError, resolve_model
+    from .models import ModelError, resolve_model
 
     items = [["model.id", cfg.model.id], ["model.revision", str(cfg.model.revision)]]
     try:
@@ -101,7 +101,7 @@ def fingerprint(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     if cfg.template.path:
         template_items += _path_items(cfg.template.path, Path(cfg.template.path).expanduser())
     if model_path is not None:
-        from sftwizard.core.models import chat_template_of
+        from .models import chat_template_of
 
         template_items.append(["model chat template", _digest(chat_template_of(model_path))])
     method_items = [[f"method.{k}", json.dumps(v)] for k, v in sorted(dataclasses.asdict(cfg.method).items())]

@@ -370,7 +370,7 @@ def _probe_nvml(nvml: Any) -> tuple[list[GpuInfo], str | None, str | None, str |
 def torch_without_cuda_note(driver_cuda: str | None, gpus: list[GpuInfo]) -> str:
     """Why torch sees no GPU that NVML sees: a CPU-only build, or a CUDA build the driver is too
     old for (with the build to install instead, from ``torch_build``)."""
-    from sftwizard.core.torch_build import choose_build, driver_cuda_of_torch, version_tuple
+    from .torch_build import choose_build, driver_cuda_of_torch, version_tuple
 
     torch = sys.modules.get("torch")
     built = version_tuple(getattr(getattr(torch, "version", None), "cuda", None))

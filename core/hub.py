@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 WHAT = ("auto", "adapter", "merged")
 # Never uploaded: pickled trainer arguments and optimizer/scheduler/RNG states.
 IGNORE = ["training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "checkpoint-*", "*.tmp"]
 
 
-class HubError(Exception):
+class HubError(UserError):
     """A push that cannot be made. One sentence; it never holds the token."""
 
 
@@ -52,7 +54,7 @@ class PushResult:
 
 def folder_to_push(run: str | os.PathLike, what: str = "auto") -> tuple[Path, str]:
     """(folder, kind) a push of ``run`` uploads: the merged model or the final adapter/model."""
-    from sftwizard.core.merge import MergeError, run_artifacts
+    from .merge import MergeError, run_artifacts
 
     if what not in WHAT:
         raise HubError(f"--what: must be one of {', '.join(WHAT)}, got {what!r}")

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 POLL_S = 0.25
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A download that cannot start or finish. One sentence for the user."""
 
 
@@ -74,10 +76,14 @@ def _repo_url(repo_id: str, repo_type: str) -> str:
 def explain_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model",
                       revision: str | None = None) -> str:
     """One sentence for what went wrong talking to the Hub (never the token, never a stack)."""
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
-    from sftwizard.core.hub import hub_token
+    from .hub import hub_token
 
     what = "dataset" if repo_type == "dataset" else "model"
     chain = []

@@ -15,12 +15,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 # Appended to one assistant message to find where its content ends in a rendering (private-use
 # characters: templates that trim whitespace leave it alone, no real data contains it).
 _SENTINEL = "\ue000\ue001sftw\ue001\ue000"
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A template cannot be resolved or applied. One sentence; ``problems`` for the details."""
 
     def __init__(self, message: str, problems: list | None = None):

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import RunConfig, load_preset, resolved_dtype
+from .config import RunConfig, load_preset, resolved_dtype
+from .errors import UserError
 
 MERGED_DIR = "merged"
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-class MergeError(Exception):
+class MergeError(UserError):
     """A run that cannot be merged. One sentence."""
 
 
@@ -44,12 +45,12 @@ class RunArtifacts:
 
 def find_run_dir(run: str | os.PathLike) -> Path:
     """A run directory from its path or id (through the runs registry)."""
-    from sftwizard.core.runner import CONFIG_FILE
+    from .runner import CONFIG_FILE
 
     path = Path(str(run)).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).exists():
         return path.resolve()
-    from sftwizard.core import runs
+    from . import runs
 
     try:  # ids, unique prefixes, `last`
         return runs.find_run(str(run))
@@ -58,7 +59,7 @@ def find_run_dir(run: str | os.PathLike) -> Path:
 
 
 def run_artifacts(run: str | os.PathLike) -> RunArtifacts:
-    from sftwizard.core.runner import CONFIG_FILE, FINAL_DIR
+    from .runner import CONFIG_FILE, FINAL_DIR
 
     run_dir = find_run_dir(run)
     cfg = load_preset(run_dir / CONFIG_FILE)
@@ -79,7 +80,7 @@ def merge_dtype(cfg: RunConfig, cuda: bool, bf16_supported: bool) -> str:
 def training_template(tokenizer, cfg: RunConfig) -> str | None:
     """The chat template the run trained with (resolved from its config, as the runner does)."""
     try:
-        from sftwizard.core import templates
+        from . import templates
 
         resolved = templates.resolve_template(tokenizer, cfg.template)
         return getattr(resolved, "template", None) or getattr(tokenizer, "chat_template", None)
@@ -89,7 +90,7 @@ def training_template(tokenizer, cfg: RunConfig) -> str | None:
 
 def set_stop_tokens(model, tokenizer) -> list[int]:
     """Make generation stop at EOS and at the template's end-of-turn token; return the ids."""
-    from sftwizard.core.chat import stop_token_ids
+    from .chat import stop_token_ids
 
     ids = stop_token_ids(tokenizer)
     gen = model.generation_config
@@ -106,12 +107,12 @@ def load_adapter_model(art: RunArtifacts, dtype: str | None = None):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sftwizard.core.models import load_tokenizer, resolve_model
+    from .models import load_tokenizer, resolve_model
 
     if not art.is_adapter:
         raise MergeError(f"{art.run_dir.name}: a {art.cfg.method.type} fine-tune saves a full model, there is "
                          f"no adapter to merge; use {art.final_dir} as it is")
-    from sftwizard.core.hardware import supports_bf16, torch_device_capability
+    from .hardware import supports_bf16, torch_device_capability
 
     cc = torch_device_capability()
     dtype = dtype or merge_dtype(art.cfg, cc is not None, cc is not None and supports_bf16(*cc))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from sftwizard.core.config import BUILTIN_MODEL, RunConfig
+from .config import BUILTIN_MODEL, RunConfig
 
 # Well-known instruct models of a few sizes, offered on a fresh box by id (their Hub names).
 WELL_KNOWN = (
@@ -122,7 +122,7 @@ def candidates(folders: Iterable[str] = (), known: bool = True,
 def _config_folder(choice: ModelChoice, fetch: bool) -> Path | None:
     """A folder holding the model's config.json: resolved locally, or (``fetch``) the config
     alone fetched from the Hub into the cache."""
-    from sftwizard.core.models import ModelError, _find_in_cache, resolve_model
+    from .models import ModelError, _find_in_cache, resolve_model
 
     if choice.source != "known":
         try:
@@ -138,7 +138,7 @@ def _config_folder(choice: ModelChoice, fetch: bool) -> Path | None:
         return None
     from huggingface_hub import hf_hub_download
 
-    from sftwizard.core.hub_download import explain_hub_error
+    from .hub_download import explain_hub_error
 
     try:
         return Path(hf_hub_download(choice.id, "config.json")).parent
@@ -150,8 +150,8 @@ def _config_folder(choice: ModelChoice, fetch: bool) -> Path | None:
 def assess(choice: ModelChoice, cfg: RunConfig, hardware: Any, *, gpu_memory_gib: float | None = None,
            fetch: bool = False) -> ModelChoice:
     """Fill in the parameters and the fit badge of ``choice`` for ``cfg``'s settings on ``hardware``."""
-    from sftwizard.core.estimator import estimate_config, fit_badge
-    from sftwizard.core.models import ModelError, _facts_for_path
+    from .estimator import estimate_config, fit_badge
+    from .models import ModelError, _facts_for_path
 
     folder = _config_folder(choice, fetch)
     if folder is None:
@@ -176,7 +176,7 @@ def list_models(cfg: RunConfig, *, hardware: Any = None, folders: Iterable[str] 
                 cached: list[CachedModel] | None = None) -> list[ModelChoice]:
     """The picker's rows for ``cfg`` (its method and settings) on this machine."""
     if hardware is None:
-        from sftwizard.core.hardware import probe_hardware
+        from .hardware import probe_hardware
 
         hardware = probe_hardware()
     return [assess(c, cfg, hardware, gpu_memory_gib=gpu_memory_gib, fetch=fetch)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -22,7 +23,7 @@ BUILTIN_PREFIX = "builtin:"
 METADATA_PATTERNS = ["*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A model cannot be found or read. The message is one sentence for the user."""
 
 
@@ -103,7 +104,7 @@ def resolve_model(
     if not model_id:
         raise ModelError("model.id: no model given")
     if model_id.startswith(BUILTIN_PREFIX):
-        from sftwizard.core.builtin_model import BUILTIN_NAMES, ensure_builtin
+        from .builtin_model import BUILTIN_NAMES, ensure_builtin
 
         name = model_id[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_NAMES:
@@ -167,7 +168,7 @@ def _select(weights: bool):
 
 
 def _download(model_id: str, revision: str | None, weights: bool, phases=None) -> Path:
-    from sftwizard.core.hub_download import DownloadError, fetch
+    from .hub_download import DownloadError, fetch
 
     try:
         return fetch(model_id, revision, allow_patterns=_allow_patterns(weights), select=_select(weights),
@@ -187,7 +188,7 @@ def check_download(model_id: str, revision: str | None = None, *, weights: bool 
     cached = _find_in_cache(model_id, revision)
     if cached is not None and (not weights or _has_weights(cached)):
         return None
-    from sftwizard.core.hub_download import DownloadError, plan_download
+    from .hub_download import DownloadError, plan_download
 
     try:
         return plan_download(model_id, revision, allow_patterns=_allow_patterns(weights), select=_select(weights))

@@ -25,7 +25,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sftwizard.core.config import RunConfig
+from .config import RunConfig
 
 ADAPT_EXIT = 75  # EX_TEMPFAIL: the runner's exit code for "out of memory, adapt me"
 MAX_ATTEMPTS = 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sftwizard.core.config import ConfigError, load_preset
-from sftwizard.core.paths import user_presets_dir
+from .config import ConfigError, load_preset
+from .paths import user_presets_dir
 
 
 def shipped_presets_dir() -> Path:

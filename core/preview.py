@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftwizard.core.masks import TemplateError, example_kind, loss_flags
+from .masks import TemplateError, example_kind, loss_flags
 
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
 
@@ -62,7 +62,7 @@ def _problem(code: str, message: str, severity: str = "warning", **extra: Any) -
 
 def load_preview_tokenizer(cfg):
     """The tokenizer of ``cfg.model`` (config and tokenizer files only, never weights)."""
-    from sftwizard.core.models import load_tokenizer, resolve_model
+    from .models import load_tokenizer, resolve_model
 
     resolved = resolve_model(cfg.model.id, cfg.model.revision, weights=False)
     return load_tokenizer(resolved.path, trust_remote_code=cfg.model.trust_remote_code)
@@ -100,12 +100,12 @@ def template_problems(tokenizer, template) -> list[dict]:
 
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template=None) -> Preview:
     """Row ``row`` of ``cfg``'s data (or of ``examples``) as it will be trained."""
-    from sftwizard.core.templates import chose_no_loss, encode_examples, prepare_tokenizer, resolve_template
+    from .templates import chose_no_loss, encode_examples, prepare_tokenizer, resolve_template
 
     if tokenizer is None:
         tokenizer = load_preview_tokenizer(cfg)
     if examples is None:
-        from sftwizard.core.data import example_at
+        from .data import example_at
 
         example = example_at(cfg, row)
     else:
@@ -146,7 +146,7 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     problems.extend(dict(note) for note in out.get("notes", []))
     dropped = False
     if trained == 0 and kind in ("messages", "conversational_prompt_completion") and not chose_no_loss(example):
-        from sftwizard.core.templates import no_loss_reason
+        from .templates import no_loss_reason
 
         dropped = True
         drop = cfg.data.on_bad_rows == "drop"

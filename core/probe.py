@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 PROBE_STEPS = 3
 PROBE_SUFFIX = ".probe.json"
 GIB = 1024**3
 
 
-class ProbeError(Exception):
+class ProbeError(UserError):
     """The probe cannot run here (no CUDA). One sentence."""
 
 
@@ -126,7 +128,7 @@ def train_probe_steps(cfg: Any, facts: Any, *, steps: int = PROBE_STEPS,
     ``run_probe`` wraps it with the CUDA measurement."""
     from datasets import Dataset
 
-    from sftwizard.core.runner import build_trainer
+    from .runner import build_trainer
 
     t = cfg.training
     padding_free = bool(t.padding_free or (t.packing and t.packing_strategy in ("bfd", "bfd_split")))
@@ -149,9 +151,9 @@ def run_probe(cfg: Any, *, steps: int = PROBE_STEPS, output_dir: str | os.PathLi
     require_cuda()
     import torch
 
-    from sftwizard.core.estimator import estimate_memory
-    from sftwizard.core.hardware import probe_hardware
-    from sftwizard.core.models import model_facts
+    from .estimator import estimate_memory
+    from .hardware import probe_hardware
+    from .models import model_facts
 
     facts = facts or model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
     hardware = probe_hardware(check_torch=True)

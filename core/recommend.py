@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sftwizard.core.config import RunConfig
-from sftwizard.core.doctor import padding_free_rows_limit
-from sftwizard.core.hardware import auto_attention, install_command
+from .config import RunConfig
+from .doctor import padding_free_rows_limit
+from .hardware import auto_attention, install_command
 
 # Leave this share of the GPU's usable memory free on top of the estimator's own margin.
 HEADROOM = 0.10
@@ -181,7 +181,7 @@ def _precision(d: _Draft, gpu: Any) -> None:
 
 def _attention(d: _Draft, gpu: Any, hardware: Any) -> str:
     """What ``auto`` would pick (``hardware.auto_attention``), written down with its reason."""
-    from sftwizard.core.config import resolved_precision
+    from .config import resolved_precision
 
     bf16_gpu = bool(gpu is not None and getattr(gpu, "bf16", False))
     compute = resolved_precision(d.cfg, bf16_gpu, gpu is not None).compute

@@ -12,10 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.curve_doctor import TRAIN_WINDOW, diagnose_events
-from sftwizard.core.events import read_events
-from sftwizard.core.masks import RENDER_LOCK
-from sftwizard.core.samples import samples_by_prompt
+from .curve_doctor import TRAIN_WINDOW, diagnose_events
+from .errors import UserError
+from .events import read_events
+from .masks import RENDER_LOCK
+from .samples import samples_by_prompt
 
 EVENTS_FILE = "events.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -24,7 +25,7 @@ DEFAULT_GENERATIONS = 3
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A run cannot be reported on (no such run, no events). One sentence."""
 
 
@@ -75,7 +76,7 @@ def loss_summary(events: list[dict]) -> dict:
 
 def held_out_prompts(cfg, n: int) -> list[dict]:
     """Up to ``n`` held-out (prompt messages, reference) pairs from the run's eval split."""
-    from sftwizard.core.runner import resolve_data
+    from .runner import resolve_data
 
     _, evals, _ = resolve_data(cfg)
     pairs = []
@@ -122,7 +123,7 @@ def generate_answers(run_dir: Path, cfg, n: int = DEFAULT_GENERATIONS,
     tokenizer = AutoTokenizer.from_pretrained(str(final))
     template = None
     try:
-        from sftwizard.core.templates import resolve_template
+        from .templates import resolve_template
 
         template = resolve_template(tokenizer, cfg.template).template
     except Exception:  # noqa: BLE001 - the tokenizer's own template is the fallback
@@ -158,7 +159,7 @@ def generate_answers(run_dir: Path, cfg, n: int = DEFAULT_GENERATIONS,
 def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict:
     """The after-run report as a JSON-ready dict (schema in docs/cli-doctor.md)."""
-    from sftwizard.core.config import ConfigError, load_preset
+    from .config import ConfigError, load_preset
 
     run_dir = Path(run_dir)
     events = read_events(run_dir / EVENTS_FILE)

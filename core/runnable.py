@@ -16,10 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftwizard.core.config import RunConfig, resolved_precision
-from sftwizard.core.trackers import tracker_problem
-from sftwizard.core.hardware import (install_command, libraries_available, supports_bf16,
-                                     supports_flash_attention_2, torch_device_capability)
+from .config import RunConfig, resolved_precision
+from .hardware import (
+    install_command,
+    libraries_available,
+    supports_bf16,
+    supports_flash_attention_2,
+    torch_device_capability,
+)
+from .trackers import tracker_problem
 
 # TrainingArguments.optim values implemented by bitsandbytes.
 BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "ademamix_8bit",

@@ -19,16 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.config import RunConfig, load_preset, resolved_precision
-from sftwizard.core.hardware import auto_attention
-from sftwizard.core.runnable import Environment, runnable_notes, runnable_problems
-from sftwizard.core.efficiency import logical_numel, meter_fields, start_meter
-from sftwizard.core.events import EVENTS_FILE, EventWriter
-from sftwizard.core.diagnosis import classify_failure  # noqa: F401 - part of the runner's API
-from sftwizard.core.diskspace import (LOW_FREE_BYTES, RESERVE_BYTES, checkpoint_estimate, disk_full_message, free_bytes, lay_reserve,
-                                      newest_checkpoint, release_reserve, weights_bytes)
-from sftwizard.core.metrics import GpuSampler, Throughput
-from sftwizard.core.phases import PhaseReporter
+from .config import RunConfig, load_preset, resolved_precision
+from .diagnosis import classify_failure  # noqa: F401 - part of the runner's API
+from .diskspace import (
+    LOW_FREE_BYTES,
+    RESERVE_BYTES,
+    checkpoint_estimate,
+    disk_full_message,
+    free_bytes,
+    lay_reserve,
+    newest_checkpoint,
+    release_reserve,
+    weights_bytes,
+)
+from .efficiency import logical_numel, meter_fields, start_meter
+from .errors import UserError
+from .events import EVENTS_FILE, EventWriter
+from .hardware import auto_attention
+from .metrics import GpuSampler, Throughput
+from .phases import PhaseReporter
+from .runnable import Environment, runnable_notes, runnable_problems
 
 CONFIG_FILE = "config.yaml"
 STOP_FILE = "STOP"
@@ -52,7 +62,7 @@ PASSTHROUGH = (
 # build_trainer (TRL 1.16 deprecates SFTTrainer's `use_liger_kernel`, removed in 2).
 
 
-class RunnerError(Exception):
+class RunnerError(UserError):
     """A configuration that cannot run here (e.g. QLoRA without CUDA). One sentence."""
 
 
@@ -126,7 +136,7 @@ def sft_config_kwargs(cfg: RunConfig, env: Environment, output_dir: str | os.Pat
 
 
 def resolve_data(cfg: RunConfig):
-    from sftwizard.core import data as data_mod
+    from . import data as data_mod
 
     train: list[dict] = []
     reports = []
@@ -243,8 +253,8 @@ def build_trainer(cfg: RunConfig, output_dir: str | os.PathLike, callbacks: list
     ``phases``, the download, tokenize, load (quantize for 4-bit) and pack phases are reported."""
     from trl import SFTConfig, SFTTrainer
 
-    from sftwizard.core import templates
-    from sftwizard.core.models import load_tokenizer, resolve_model
+    from . import templates
+    from .models import load_tokenizer, resolve_model
 
     phases = phases or PhaseReporter(None)
     env = env or Environment.detect()
@@ -335,7 +345,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._gpu_emitted = time.time()
 
         def on_train_begin(self, args, state, control, **kw):
-            from sftwizard.core.oom_adapt import injected_oom_step
+            from .oom_adapt import injected_oom_step
 
             self._oom_at = injected_oom_step(args.per_device_train_batch_size)  # test-only hook
             self._throughput = Throughput(_samples_per_step(args))
@@ -463,7 +473,7 @@ def _add_samples(trainer, prepared: Prepared, cfg: RunConfig, writer, events_cal
     """``run.samples`` held-out prompts answered before the first step and after each evaluation
     (core/samples.py). Only the main process samples, and only when it holds the whole model
     (DDP; not FSDP/DeepSpeed, whose wrapped or sharded weights generate only together)."""
-    from sftwizard.core.samples import sample_prompts, samples_callback
+    from .samples import sample_prompts, samples_callback
 
     prompts = sample_prompts(prepared.eval_examples or [], cfg.template.system_prompt, cfg.run.samples)
     if not prompts:
@@ -588,8 +598,8 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         return trainer.state.global_step if trainer is not None else None
 
     try:
-        from sftwizard.core import curve_doctor
-        from sftwizard.core.fingerprint import fingerprint
+        from . import curve_doctor
+        from .fingerprint import fingerprint
 
         cfg = load_preset(run_dir / CONFIG_FILE)
         writer = curve_doctor.watch(writer, cfg)  # loss-curve warnings go into the events as they happen
@@ -683,7 +693,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         traceback.print_exc()
         if reason == "oom" and cfg is not None and cfg.run.on_oom == "adapt":
             # run.on_oom: adapt — no end: the supervisor changes the config and trains on (core/oom_adapt.py)
-            from sftwizard.core.oom_adapt import ADAPT_EXIT
+            from .oom_adapt import ADAPT_EXIT
 
             writer.emit("error", step=_current_step(), reason=reason, message=line, exception=type(exc).__name__,
                         adapting=True)

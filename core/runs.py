@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sftwizard.core.checkpoints import checkpoint_problem
-from sftwizard.core.diskspace import LAUNCH_MIN_BYTES, disk_full_message, free_bytes, is_disk_full
-from sftwizard.core.config import RunConfig, apply_overrides, load_preset, save_preset
-from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, parse_events, parse_lines, read_events
-from sftwizard.core.paths import data_dir, default_runs_root
-from sftwizard.core.runner import CHECKPOINTS_DIR, CONFIG_FILE, STOP_FILE
+from .checkpoints import checkpoint_problem
+from .config import RunConfig, apply_overrides, load_preset, save_preset
+from .diskspace import LAUNCH_MIN_BYTES, disk_full_message, free_bytes, is_disk_full
+from .errors import UserError
+from .events import EVENTS_FILE, EventTail, EventWriter, parse_events, parse_lines, read_events
+from .paths import data_dir, default_runs_root
+from .runner import CHECKPOINTS_DIR, CONFIG_FILE, STOP_FILE
 
 try:
     import fcntl
@@ -54,7 +55,7 @@ SEGMENT_STARTS = ("start", "resume")
 PLACEHOLDER_STEPS = ("start", "prepared")  # written before the trainer knows its step
 
 
-class RunsError(Exception):
+class RunsError(UserError):
     """A run cannot be found or acted on. One sentence."""
 
 
@@ -111,7 +112,7 @@ def launch_space_problem(cfg: RunConfig) -> str | None:
     need = LAUNCH_MIN_BYTES
     what = "the run's files"
     try:
-        from sftwizard.core.models import resolve_model
+        from .models import resolve_model
 
         folder = resolve_model(cfg.model.id, cfg.model.revision, allow_download=False).path
         weights = sum(p.stat().st_size for p in Path(folder).glob("*") if p.suffix in (".safetensors", ".bin"))
@@ -722,8 +723,8 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
     the same ``events.jsonl``. Refuses (RunsError) when the model, data, template or method
     changed since that checkpoint. ``overrides`` (``training.max_steps=500``…) change the run's
     config first; they too must keep those four parts."""
-    from sftwizard.core.fingerprint import changed_parts, fingerprint
-    from sftwizard.core.models import ModelError, resolve_model
+    from .fingerprint import changed_parts, fingerprint
+    from .models import ModelError, resolve_model
 
     run_dir = find_run(ref)
     info = run_info(run_dir)

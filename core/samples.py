@@ -43,7 +43,7 @@ class SamplePrompt:
 def sample_prompts(eval_examples: list[dict], system_prompt: str | None, n: int) -> list[SamplePrompt]:
     """``n`` held-out conversations spread evenly over the eval split (so a split ordered by task
     shows more than one task), cut before their last answer as ``sft-wizard chat --compare`` cuts."""
-    from sftwizard.core.chat import prompts_from_examples
+    from .chat import prompts_from_examples
 
     if n <= 0 or not eval_examples:
         return []
@@ -87,7 +87,7 @@ def generate_samples(model, tokenizer, template: str | None, prompts: list[Sampl
                      stop_ids: list[int]) -> list[dict[str, Any]]:
     """One answer per prompt from ``model`` as it is now, as ``sample`` event fields. The model's
     mode and the RNG states are left as found; no gradient is recorded."""
-    from sftwizard.core.chat import ChatModel
+    from .chat import ChatModel
 
     chat = ChatModel(model, tokenizer, template, "the model in training", stop_ids)
     was_training = model.training
@@ -114,7 +114,7 @@ def samples_callback(writer, tokenizer, template: str | None, prompts: list[Samp
     ``paused(seconds)`` hears how long generation took (the runner takes it out of tokens/s)."""
     from transformers import TrainerCallback
 
-    from sftwizard.core.chat import stop_token_ids
+    from .chat import stop_token_ids
 
     class SamplesCallback(TrainerCallback):
         def __init__(self):

@@ -15,28 +15,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sftwizard.core.diagnosis import describe_exit
-from sftwizard.core.diskspace import release_reserve
-from sftwizard.core.events import EVENTS_FILE, EventTail, read_events
-from sftwizard.core.oom_adapt import ADAPT_EXIT
-from sftwizard.core.runner import CONFIG_FILE, STOP_FILE
-from sftwizard.core.runs import LOG_FILE, _segments, _summary_of, with_writer
+from .diagnosis import describe_exit
+from .diskspace import release_reserve
+from .events import EVENTS_FILE, EventTail, read_events
+from .oom_adapt import ADAPT_EXIT
+from .runner import CONFIG_FILE, STOP_FILE
+from .runs import LOG_FILE, _segments, _summary_of, with_writer
 
 
 def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
     """The command of the training process the supervisor starts: ``python -m
     sftwizard.core.runner RUN_DIR``, under ``accelerate launch`` when the config asks for more
     than one process or machine (issue 7; see core/distributed.py, no torch import)."""
-    from sftwizard.core.distributed import training_command as command
+    from .distributed import training_command as command
 
     return command(run_dir, resume_from)
 
 
 def training_env(run_dir: Path) -> dict[str, str]:
     """The training process's environment: a single-process run on a multi-GPU box sees one GPU."""
-    from sftwizard.core.config import load_preset
-    from sftwizard.core.distributed import Machine, pinned_device, training_env as env_for
-    from sftwizard.core.runner import CONFIG_FILE
+    from .config import load_preset
+    from .distributed import Machine, pinned_device
+    from .distributed import training_env as env_for
+    from .runner import CONFIG_FILE
 
     cfg = load_preset(run_dir / CONFIG_FILE)
     machine = Machine.detect()
@@ -121,9 +122,9 @@ def _size_and_inode(path: Path) -> tuple[int, int | None]:
 def adapt_after_oom(run_dir: Path, attempt: int, oom: dict) -> str | None:
     """``run.on_oom: adapt``: the next fix written into config.yaml and an ``adapt`` event; returns
     the checkpoint to resume from ("" for step 0), or None after writing the failing ``end``."""
-    from sftwizard.core.config import load_preset, save_preset
-    from sftwizard.core.oom_adapt import MAX_ATTEMPTS, give_up_message, next_fix
-    from sftwizard.core.runs import discard_checkpoints_after, resume_point
+    from .config import load_preset, save_preset
+    from .oom_adapt import MAX_ATTEMPTS, give_up_message, next_fix
+    from .runs import discard_checkpoints_after, resume_point
 
     cfg = load_preset(run_dir / CONFIG_FILE)
     fix = next_fix(cfg) if attempt <= MAX_ATTEMPTS else None

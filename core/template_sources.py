@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftwizard.core.masks import TemplateError
-from sftwizard.core.template_probe import TemplateBehaviour, cross_check, probe_template
+from .masks import TemplateError
+from .template_probe import TemplateBehaviour, cross_check, probe_template
 
 TEMPLATE_SOURCES = ("tokenizer", "trl-training", "file", "inferred", "chatml", "none")
 
@@ -322,7 +322,7 @@ def grown_embedding_rows(model_path: str | Path, embedding_rows: int, trust_remo
 
 @functools.lru_cache(maxsize=16)
 def _tokenizer_size_with_chatml(model_path: str, trust_remote_code: bool) -> int | None:
-    from sftwizard.core.models import ModelError, load_tokenizer
+    from .models import ModelError, load_tokenizer
 
     try:
         tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)

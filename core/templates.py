@@ -26,7 +26,7 @@ import logging
 import re
 from typing import Any, Callable
 
-from sftwizard.core.masks import (
+from .masks import (
     Rendered,
     TemplateError,
     example_kind,
@@ -34,7 +34,7 @@ from sftwizard.core.masks import (
     render_example,
     tokens_and_masks,
 )
-from sftwizard.core.template_sources import (  # re-exported: templates is the public face
+from .template_sources import (  # re-exported: templates is the public face
     CHATML_TEMPLATE,
     CHATML_TOKENS,
     PLAIN_TEMPLATE_FILE,
@@ -127,7 +127,7 @@ def build_dataset(
     """
     from datasets import Dataset
 
-    from sftwizard.core.data import Problem
+    from .data import Problem
 
     prepare_tokenizer(tokenizer, template)
     on_bad = getattr(getattr(cfg, "data", None), "on_bad_rows", "stop")
@@ -234,14 +234,14 @@ def effective_loss_flags(cfg, example: dict) -> tuple[bool, bool]:
 
 def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None):
     """The preview of one row: see ``sftwizard.core.preview.render_preview``."""
-    from sftwizard.core.preview import render_preview as _render_preview
+    from .preview import render_preview as _render_preview
 
     return _render_preview(cfg, row, tokenizer=tokenizer, examples=examples)
 
 
 def audit_dataset(tokenizer, examples, template, cfg, progress=None) -> dict:
     """Dataset-wide audit: see ``sftwizard.core.audit.audit_dataset``."""
-    from sftwizard.core.audit import audit_dataset as _audit
+    from .audit import audit_dataset as _audit
 
     return _audit(tokenizer, examples, template, cfg, progress=progress)
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from sftwizard.core.cli import main
+from .app import run_app
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:2]))
+    sys.exit(int(run_app(sys.argv[1] if len(sys.argv) > 1 else None) or 0))

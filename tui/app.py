@@ -16,7 +16,8 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from sftwizard.core.config import RunConfig
-from sftwizard.tui import services
+
+from . import services
 
 DEMO_PRESET = "demo"
 THEME = "textual-dark"
@@ -26,7 +27,7 @@ class WizardCommands(Provider):
     """A palette entry for every step and every action."""
 
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
-        from sftwizard.tui.screens.wizard import STEPS
+        from .screens.wizard import STEPS
 
         app: SftWizardApp = self.app  # type: ignore[assignment]
         out = []
@@ -91,14 +92,14 @@ class SftWizardApp(App):
         self.theme = theme or THEME
 
     def get_default_screen(self):
-        from sftwizard.tui.screens.wizard import STEP_IDS, WizardScreen
+        from .screens.wizard import STEP_IDS, WizardScreen
 
         start = STEP_IDS.index(self.start_step) if self.start_step in STEP_IDS else 0
         return WizardScreen(self.initial_config, self.preset_path, start)
 
     @property
     def wizard(self):
-        from sftwizard.tui.screens.wizard import WizardScreen
+        from .screens.wizard import WizardScreen
 
         for screen in self.screen_stack:
             if isinstance(screen, WizardScreen):
@@ -138,7 +139,7 @@ class SftWizardApp(App):
 
     async def action_quit(self) -> None:
         """Quit; a run launched from here goes on (it is its own process), and we say how to find it."""
-        from sftwizard.tui.widgets.run_monitor import RunMonitor
+        from .widgets.run_monitor import RunMonitor
 
         going = [m.run_dir.name for screen in self.screen_stack for m in screen.query(RunMonitor)
                  if m.run_dir is not None and not m.finished]
@@ -150,7 +151,7 @@ class SftWizardApp(App):
             self.exit()
 
     def action_runs(self) -> None:
-        from sftwizard.tui.screens.runs import RunsScreen
+        from .screens.runs import RunsScreen
 
         if not isinstance(self.screen, RunsScreen):
             self.push_screen(RunsScreen())

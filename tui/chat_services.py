@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftwizard.tui import services
+from . import services
 
 MAX_NEW_TOKENS = 128
 COMPARE_LIMIT = 3

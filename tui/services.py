@@ -17,7 +17,6 @@ from typing import Any
 
 from sftwizard.core.config import BUILTIN_MODEL, RunConfig
 
-
 _IMPORT_LOCK = threading.Lock()
 _imported = False
 
@@ -66,9 +65,9 @@ def _core(module: str, name: str) -> Any:
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is a sentence for the user (shown inline, not as a crash)."""
-    from sftwizard.core.cli import user_error_types as types
+    from sftwizard.core.errors import UserError
 
-    return types() + (NotAvailable,)
+    return (UserError, NotAvailable)
 
 
 # --------------------------------------------------------------------------- presets
@@ -162,8 +161,9 @@ def doctor_warnings(cfg: RunConfig) -> list[dict]:
     """The pre-launch doctor's warnings (dicts: code, message, setting, suggested); never blocking."""
     _heavy_imports()
     _resolve_first(cfg)
-    warnings = _core("cli_doctor", "validation_warnings")
-    return warnings(cfg)
+    from sftwizard.core.doctor_inputs import doctor_warnings
+
+    return doctor_warnings(cfg)
 
 
 # --------------------------------------------------------------------------- estimate

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "sftwizard.core.cli"]
+CLI = [sys.executable, "-m", "sftwizard.cli"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -89,7 +89,7 @@ def test_qlora_on_cpu_is_not_refused_but_validate_warns_it_is_slow(repo_root: Pa
     assert out.returncode == 0, out.stderr
     warnings = {w["code"]: w for w in json.loads(out.stdout)["warnings"]}
     assert "slow" in warnings["qlora_on_cpu"]["message"]
-    from sftwizard.core.cli_run import preflight
+    from sftwizard.cli.run import preflight
     from sftwizard.core.config import apply_overrides, load_preset
 
     preflight(apply_overrides(load_preset(repo_root / "presets/demo.yaml"), ["method.type=qlora"]))  # no UserError
@@ -184,7 +184,7 @@ def test_a_folder_the_os_refuses_to_write_is_one_sentence(tmp_path: Path, repo_r
     # as root a chmod'ed folder stays writable, so the OS's refusal (a read-only mount) is played here
     import tempfile
 
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     def refuse(*args, **kwargs):
         raise OSError(30, "Read-only file system")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sftwizard.cli.main import main
 from sftwizard.core import cleaning
 from sftwizard.core.cleaning import clean_examples, find_duplicates, find_overlap, row_flags
-from sftwizard.core.cli import main
 
 
 def conv(user: str, answer: str, system: str | None = None) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sftwizard.core.cli import main
+from sftwizard.cli.main import main
 from sftwizard.core.compare import compare_runs, config_diff, curves_of
 from sftwizard.core.config import load_preset, save_preset
 

@@ -37,8 +37,8 @@ def test_builtin_demo_paths():
 
 # --------------------------------------------------------------------------- formats
 
-from tests.fixtures.datasets import MALFORMED, write, write_sparse_gigabyte  # noqa: E402
 from sftwizard.core.data import detect_source_format, parse_mapping  # noqa: E402
+from tests.fixtures.datasets import MALFORMED, write, write_sparse_gigabyte  # noqa: E402
 
 
 def load(path, on_bad_rows="stop", **kw):

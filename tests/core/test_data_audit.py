@@ -70,7 +70,7 @@ def test_data_modules_import_without_heavy_libraries():
     code = (
         "import sys\n"
         "import sftwizard.core.data, sftwizard.core.templates, sftwizard.core.audit, sftwizard.core.preview\n"
-        "import sftwizard.core.cli_data, sftwizard.core.masks\n"
+        "import sftwizard.cli.data, sftwizard.core.masks\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'textual', 'sftwizard.tui')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"

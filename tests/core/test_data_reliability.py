@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sftwizard.core.cli import main
+from sftwizard.cli.main import main
 from tests.fixtures.datasets import GOOD, line, msgs, write
 from tests.fixtures.tokenizers import save_model_dir
 from tests.fixtures.trainer import isolated_home

@@ -158,7 +158,7 @@ def test_estimator_divides_sharded_state_per_gpu(tmp_path):
 
 def test_interop_modules_import_no_torch_and_no_tui():
     """The TUI imports these at start-up: no torch, transformers, trl, peft or textual."""
-    code = ("import sys; import sftwizard.core.cli_interop, sftwizard.core.distributed, sftwizard.core.trackers, "
+    code = ("import sys; import sftwizard.cli.interop, sftwizard.core.distributed, sftwizard.core.trackers, "
             "sftwizard.core.export, sftwizard.core.merge, sftwizard.core.chat, sftwizard.core.hub; "
             "from sftwizard.core.trackers import available_trackers; available_trackers(); "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'textual', 'sftwizard.tui') "

@@ -351,7 +351,7 @@ def test_every_warning_has_code_one_line_message_setting_and_json_form():
 
 def test_validation_warnings_on_real_data_model_and_template(tmp_path, builtin_model_dir):
     """gather_inputs really loads data, facts, the template and a token audit (no mocks)."""
-    from sftwizard.core.cli_doctor import validation_warnings
+    from sftwizard.core.doctor_inputs import doctor_warnings
 
     rows = distinct(40) + distinct(3) + [conv("Tell me", "I'm sorry, but I cannot share that.")]
     data = tmp_path / "train.jsonl"
@@ -359,29 +359,29 @@ def test_validation_warnings_on_real_data_model_and_template(tmp_path, builtin_m
     cfg = RunConfig()
     cfg = cfg.replace(data=cfg.data.__class__(sources=[DataSource(path=str(data))]))
     cfg = apply_overrides(cfg, ["training.max_length=12", "method.type=lora", "method.lora_target_modules=[q_proj]"])
-    found = {w["code"]: w for w in validation_warnings(cfg)}
+    found = {w["code"]: w for w in doctor_warnings(cfg)}
     assert {"max_length_below_p95", "lora_no_mlp", "train_duplicates", "refusals", "no_eval"} <= set(found)
     assert "checks_skipped" not in found
     cut = found["max_length_below_p95"]
     assert cut["details"]["rows_over"] > 0 and cut["suggested"] > 12
 
     fine = apply_overrides(cfg, ["training.max_length=512", "method.lora_target_modules=all-linear"])
-    found = {w["code"] for w in validation_warnings(fine)}
+    found = {w["code"] for w in doctor_warnings(fine)}
     assert not {"max_length_below_p95", "lora_no_mlp", "checks_skipped"} & found
 
 
 def test_validation_warnings_skip_what_cannot_be_loaded(tmp_path):
-    from sftwizard.core.cli_doctor import validation_warnings
+    from sftwizard.core.doctor_inputs import doctor_warnings
 
     cfg = apply_overrides(RunConfig(), [f"model.id={tmp_path / 'nothing-here'}"])
-    found = validation_warnings(cfg)
+    found = doctor_warnings(cfg)
     skipped = [w for w in found if w["code"] == "checks_skipped"]
     assert [w["setting"] for w in skipped] == ["model.id"]
     assert "no_eval" in {w["code"] for w in found}  # config-only checks still run
 
 
 def test_validate_json_lists_warnings(capsys, repo_root):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     rc = main(["validate", str(repo_root / "presets" / "demo.yaml"), "--json",
                "--set", "method.type=lora", "--set", "method.lora_target_modules=[q_proj,v_proj]"])
@@ -414,7 +414,7 @@ def test_doctor_modules_are_headless_and_light():
     import sys
 
     code = ("import sys, sftwizard.core.doctor, sftwizard.core.curve_doctor, sftwizard.core.cleaning, "
-            "sftwizard.core.report, sftwizard.core.cli_doctor\n"
+            "sftwizard.core.report, sftwizard.cli.doctor\n"
             "print(','.join(m for m in ('textual', 'sftwizard.tui', 'torch', 'transformers', 'trl', 'datasets')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from sftwizard.core.efficiency import (
-    BatchCounter, BatchCounts, FlopsModel, efficiency_fields, flops_per_token, mfu, padding_share,
-    peak_tflops, rate, trained_tokens_per_s,
+    BatchCounter,
+    BatchCounts,
+    FlopsModel,
+    efficiency_fields,
+    flops_per_token,
+    mfu,
+    padding_share,
+    peak_tflops,
+    rate,
+    trained_tokens_per_s,
 )
 
 
@@ -68,9 +76,9 @@ def test_flops_per_token_matches_pytorch_flop_counter(tiny_model, builtin_model_
 
 
 def test_lora_flops_skip_frozen_weight_gradients(tiny_model):
-    from peft import LoraConfig, get_peft_model
-
     import copy
+
+    from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(copy.deepcopy(tiny_model),
                                 LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))

@@ -238,10 +238,8 @@ def _measured_step_peak(folder: Path, method: str, attn: str, batch: int, seq: i
     """Peak bytes of one training step on CPU, the way SFTTrainer runs it: TRL's fused LM head,
     PEFT LoRA, transformers' checkpointing, torch AdamW; the optimizer states already exist."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
-
-    from transformers import AutoConfig
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.bfloat16,
@@ -455,7 +453,7 @@ def test_estimate_with_suggestions_takes_under_5_ms(facts):
 # --------------------------------------------------------------------------- CLI
 
 def test_estimate_cli_with_a_folder_holding_only_config_json(tmp_path, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     folder = write_config("llama-3-8b", tmp_path / "llama")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
@@ -474,7 +472,7 @@ def test_estimate_cli_with_a_folder_holding_only_config_json(tmp_path, capsys):
 
 
 def test_estimate_cli_from_a_preset_with_flag_overrides(tmp_path, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     folder = write_config("qwen2-0.5b", tmp_path / "qwen")
     preset = tmp_path / "p.yaml"
@@ -485,7 +483,7 @@ def test_estimate_cli_from_a_preset_with_flag_overrides(tmp_path, capsys):
 
 
 def test_estimate_cli_user_mistakes_exit_2(tmp_path, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     assert main(["estimate"]) == 2
     assert "PRESET or --model" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sftwizard.core.cli_run import format_event
+from sftwizard.cli.run import format_event
 from sftwizard.core.event_lines import as_float, event_line, gpu_text
 
 

@@ -176,7 +176,7 @@ def test_lora_and_system_prompt_are_carried_over(repo_root, builtin_model_dir, t
 
 
 def test_cli_export_json_and_bad_target(repo_root, builtin_model_dir, tmp_path, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     out = tmp_path / "x.yaml"
     rc = main(["export", str(repo_root / "presets" / "demo.yaml"), "--to", "trl", str(out), "--json",

@@ -238,7 +238,7 @@ def test_docs_templates_md_is_what_the_tests_measure():
     ("mistral_nemo", set(), {"system_prompt_dropped"}),  # rendered as at inference instead
 ])
 def test_doctor_warns_about_what_the_template_does_to_rows(family, expected, absent, tmp_path):
-    from sftwizard.core.cli_doctor import validation_warnings
+    from sftwizard.core.doctor_inputs import doctor_warnings
 
     model_dir = save_family_dir(family, tmp_path / "model")
     data = tmp_path / "data.jsonl"
@@ -246,5 +246,5 @@ def test_doctor_warns_about_what_the_template_does_to_rows(family, expected, abs
     cfg = RunConfig()
     cfg.model.id = str(model_dir)
     cfg.data.sources[0].path = str(data)
-    codes = {w["code"] for w in validation_warnings(cfg)}
+    codes = {w["code"] for w in doctor_warnings(cfg)}
     assert expected <= codes and not (absent & codes), codes

@@ -190,7 +190,7 @@ def test_validate_warns_and_run_refuses_before_a_run_dir(tmp_path, monkeypatch, 
     """The same check: validate lists it as a warning (exit 0), run refuses it (exit 2) with no run dir."""
     import json
 
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
     preset = tmp_path / "fa2.yaml"

@@ -163,7 +163,7 @@ def test_to_dict_matches_the_hw_json_schema():
 
 
 def test_hw_command_json(capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     assert main(["hw", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

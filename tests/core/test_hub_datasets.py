@@ -92,7 +92,7 @@ def test_a_dataset_too_big_for_the_disk_is_refused_before_its_download(hub, monk
 
 
 def test_run_refuses_a_missing_split_before_starting_a_process(hub, tmp_path, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     preset = tmp_path / "hubdata.yaml"
     preset.write_text("model:\n  id: builtin:tiny-chat\ndata:\n  sources:\n    - path: org/chat\n      split: dev\n"

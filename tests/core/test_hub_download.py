@@ -82,7 +82,7 @@ def test_not_enough_disk_is_one_sentence_with_both_sizes_before_any_byte(hub, ti
 
 
 def test_the_run_command_refuses_with_exit_2_before_starting_a_process(hub, tmp_path, monkeypatch, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(hub_download.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 2000, 2000))
@@ -156,7 +156,7 @@ def downloaded_run(tiny_model_dir, tmp_path_factory) -> tuple[Path, str]:
         server = FakeHub(models={"org/tiny": FakeRepo.from_folder(tiny_model_dir)}, chunk_delay_s=0.01).start()
         try:
             env = point_hub_at(server, monkeypatch, folder / "hf")
-            out = subprocess.run([sys.executable, "-m", "sftwizard.core.cli", "run",
+            out = subprocess.run([sys.executable, "-m", "sftwizard.cli", "run",
                                   str(write_preset(folder, "org/tiny"))],
                                  capture_output=True, text=True, timeout=300, env={**os.environ, **env})
         finally:
@@ -188,7 +188,7 @@ def test_a_run_of_a_model_to_download_shows_its_phases_in_order(downloaded_run, 
     assert set(events[-1]["phase_durations_s"]) >= {"download", "tokenize", "load", "train", "save"}
     for name in ("download", "tokenize", "load", "train"):
         assert f"{name} done in" in printed, printed[:2000]
-    out = subprocess.run([sys.executable, "-m", "sftwizard.core.cli", "attach", str(run_dir), "--no-follow"],
+    out = subprocess.run([sys.executable, "-m", "sftwizard.cli", "attach", str(run_dir), "--no-follow"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

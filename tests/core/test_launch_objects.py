@@ -105,7 +105,6 @@ def launch_environment(cfg, run_dir: Path) -> dict[str, str]:
 def _reset_accelerate():
     import torch.distributed as dist
     from accelerate.state import AcceleratorState, PartialState
-
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     AcceleratorState._reset_state(True)

@@ -92,8 +92,8 @@ def test_truncation_matches_trainer(family, packing, tmp_path):
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
 def test_builtin_model_preview_equals_trainer(builtin_tokenizer, packing, tmp_path):
-    from sftwizard.core.data import load_examples
     from sftwizard.core.config import DataSource
+    from sftwizard.core.data import load_examples
 
     examples, _ = load_examples(DataSource(path="builtin:demo", max_rows=12))
     cfg = _config(packing, max_length=64)

@@ -91,7 +91,7 @@ def test_chat_with_the_merged_model_and_the_stop_check(merged_dir):
 
 
 def test_cli_chat_prompt_json_and_compare(lora_run, merged_dir, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     assert main(["chat", str(lora_run), "--prompt", "What is 2 + 3?", "--max-new-tokens", "12", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -131,7 +131,7 @@ def test_compare_holds_one_copy_of_an_adapter_runs_weights(lora_run, merged_dir)
 
 
 def test_merge_of_a_full_run_is_one_sentence(tmp_path, builtin_model_dir, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
     from sftwizard.core.config import RunConfig, save_preset
 
     run_dir = tmp_path / "full-run"
@@ -158,7 +158,7 @@ def test_push_with_the_hub_unreachable_is_one_sentence_and_leaks_no_token(lora_r
                                                                           capsys, sftw_home):
     import huggingface_hub.constants as hf_constants
 
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     monkeypatch.setenv("HF_TOKEN", SECRET)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)

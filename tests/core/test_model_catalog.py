@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sftwizard.core.cli import main
+from sftwizard.cli.main import main
 from tests.fixtures import fake_nvml
 
 LLAMA_8B = "tests/fixtures/configs/llama-3.1-8b"

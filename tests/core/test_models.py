@@ -184,9 +184,9 @@ def test_hub_weight_download_leaves_original_checkpoints_out(tmp_path: Path, mon
 def test_core_is_headless_and_light():
     """Importing the core (and the CLI) loads neither textual nor the TUI nor torch."""
     code = (
-        "import sys, sftwizard.core.config, sftwizard.core.models, sftwizard.core.cli, sftwizard.core.runs, "
+        "import sys, sftwizard.core.config, sftwizard.core.models, sftwizard.cli.main, sftwizard.core.runs, "
         "sftwizard.core.presets, sftwizard.core.events\n"
-        "import sftwizard.core.cli as c; c.build_parser()\n"
+        "import sftwizard.cli.main as c; c.build_parser()\n"
         "bad = [m for m in ('textual', 'sftwizard.tui', 'torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
         "print(','.join(bad))"
     )

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from sftwizard.core.cli_progress import EventPrinter
+from sftwizard.cli.progress import EventPrinter
 from sftwizard.core.event_lines import event_line
 from sftwizard.core.phases import PHASES, PhaseReporter, current_phase
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sftwizard.core.config import DataSource, RunConfig, apply_overrides, config_from_dict
 from sftwizard.core import recommend as recommend_mod
+from sftwizard.core.config import DataSource, RunConfig, apply_overrides, config_from_dict
 from sftwizard.core.recommend import HEADROOM, Recommendations, cpu_bf16_instructions, recommend
 
 QWEN_05B = {

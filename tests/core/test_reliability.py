@@ -254,7 +254,7 @@ def _preset(tmp_path: Path, model_dtype: str | None = None, **training) -> Path:
     ({"padding_free": True}, "training.padding_free: without packing"),
 ])
 def test_validate_refuses_settings_that_crashed_after_launch(tmp_path, capsys, setting, expected):
-    from sftwizard.core.cli import main as cli_main
+    from sftwizard.cli.main import main as cli_main
 
     preset = _preset(tmp_path, **setting)
     assert cli_main(["validate", str(preset)]) == 2
@@ -269,7 +269,7 @@ def test_validate_refuses_settings_that_crashed_after_launch(tmp_path, capsys, s
     (None, {"report_to": "no_such_tracker_pkg"}, "training.report_to: no_such_tracker_pkg is not installed"),
 ])
 def test_validate_says_what_this_machine_cannot_run(tmp_path, capsys, model_dtype, training, expected):
-    from sftwizard.core.cli import main as cli_main
+    from sftwizard.cli.main import main as cli_main
 
     preset = _preset(tmp_path, model_dtype, **training)
     capsys.readouterr()
@@ -357,7 +357,7 @@ def test_enospc_while_writing_is_named_disk_full_and_the_end_is_still_written(tm
 
 
 def test_starting_on_a_full_disk_is_one_sentence_and_leaves_no_run(tmp_path, small_disk, capsys, monkeypatch):
-    from sftwizard.core.cli import main as cli_main
+    from sftwizard.cli.main import main as cli_main
     from sftwizard.core.config import save_preset
 
     monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
@@ -371,7 +371,7 @@ def test_starting_on_a_full_disk_is_one_sentence_and_leaves_no_run(tmp_path, sma
 
 def test_a_run_directory_that_was_never_completed_is_read_without_a_traceback(tmp_path, capsys, monkeypatch):
     """What a full disk at launch used to leave: a registered directory with no config.yaml."""
-    from sftwizard.core.cli import main as cli_main
+    from sftwizard.cli.main import main as cli_main
 
     monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
     complete = train_in_process(tmp_path, max_steps=2, save_steps=100)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sftwizard.core.cli import main
+from sftwizard.cli.main import main
 from sftwizard.core.config import DataSource, RunConfig, save_preset
 from sftwizard.core.events import EventWriter
 from sftwizard.core.report import best_checkpoint, build_report, loss_summary

@@ -77,14 +77,14 @@ def scenario_detached(tmp: Path) -> dict:
     cfg = tiny_config(tmp / "runs", write_data(tmp / "data.jsonl"), max_steps=6, save_steps=100)
     preset = save_preset(cfg, tmp / "tiny.yaml")
     t0 = time.time()
-    parent = subprocess.run([sys.executable, "-m", "sftwizard.core.cli", "run", str(preset), "--detach"],
+    parent = subprocess.run([sys.executable, "-m", "sftwizard.cli", "run", str(preset), "--detach"],
                             capture_output=True, text=True, timeout=120)
     parent_s = time.time() - t0
     run_id = parent.stdout.strip()
     run_dir = runs.find_run(run_id)
     pid = runs.run_info(run_dir).pid
     own_session = os.getsid(pid) == pid if runs.is_alive(run_dir) else None
-    attach = subprocess.run([sys.executable, "-m", "sftwizard.core.cli", "attach", run_id],
+    attach = subprocess.run([sys.executable, "-m", "sftwizard.cli", "attach", run_id],
                             capture_output=True, text=True, timeout=DEADLINE_S)  # follows it to the end
     info = wait_done(run_dir)
     return dict(parent=parent, parent_s=parent_s, run_id=run_id, info=info, own_session=own_session, attach=attach)
@@ -152,7 +152,7 @@ def scenario_failures(tmp: Path, model_dir: Path) -> dict:
     os.kill(start["pid"], signal.SIGKILL)
     killed = runs.launch(tiny_config(tmp / "runs", data))
     wait_for(lambda: first(killed.run_dir, "start"), "the start event")
-    from sftwizard.core.cli import main as cli_main
+    from sftwizard.cli.main import main as cli_main
 
     out["kill_rc"] = cli_main(["stop", killed.run_dir.name, "--kill"])
     for name, launched in (("gone", gone), ("bad", bad), ("nan", nan), ("victim", victim), ("killed", killed)):
@@ -267,7 +267,7 @@ def test_failures_show_failed_with_a_reason(scenarios):
 
 
 def test_cli_lists_and_attaches(scenarios, capsys):
-    from sftwizard.core.cli import main as cli_main
+    from sftwizard.cli.main import main as cli_main
 
     r = result(scenarios, "sigkill")
     run_id = r["run_dir"].name

@@ -15,11 +15,10 @@ import pytest
 
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict
+from sftwizard.core.diagnosis import classify_failure, describe_exit
 from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, read_events
 from sftwizard.core.fingerprint import changed_parts, fingerprint
 from sftwizard.core.metrics import GpuSampler, Throughput, eta_seconds, format_duration
-from sftwizard.core.diagnosis import classify_failure, describe_exit
-
 
 # --------------------------------------------------------------------------- events
 
@@ -87,7 +86,7 @@ def test_status_from_events(tmp_path):
 
 
 def test_a_running_run_not_yet_training_shows_its_phase(tmp_path, monkeypatch, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     start = {"event": "start", "time": 100.0, "step": 0, "model": "org/big", "method": "lora"}
     download = {"event": "phase", "time": 101.0, "step": None, "phase": "download", "state": "progress",
@@ -284,7 +283,7 @@ def test_fingerprint_names_what_changed(tmp_path, builtin_model_dir):
 
 def test_run_management_imports_no_heavy_or_ui_modules():
     """The TUI imports these at start-up; the supervisor must stay a few MiB."""
-    code = ("import sys\nimport sftwizard.core.runs, sftwizard.core.cli_runs, sftwizard.core.supervisor, "
+    code = ("import sys\nimport sftwizard.core.runs, sftwizard.cli.runs, sftwizard.core.supervisor, "
             "sftwizard.core.metrics, sftwizard.core.diagnosis\n"
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -383,7 +382,7 @@ ODD_LINES = [{"event": "end"}, {"event": "log", "time": 101.5, "step": {"n": 2},
 
 
 def test_odd_event_lines_are_skipped_and_counted_by_every_reader(tmp_path, monkeypatch, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
 
     monkeypatch.setenv("SFT_WIZARD_HOME", str(tmp_path / "home"))
     good = [{"event": "start", "time": 100.0, "step": 0, "model": "builtin:tiny-chat", "method": "full"},

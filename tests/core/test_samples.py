@@ -34,7 +34,7 @@ def train_in_process(cfg) -> Path:
 
 
 def test_samples_at_each_eval_with_the_base_model_first(tmp_path, capsys):
-    from sftwizard.core.cli import main
+    from sftwizard.cli.main import main
     from sftwizard.core.report import build_report
 
     run_dir = train_in_process(demo_config(tmp_path))

@@ -16,10 +16,10 @@ from sftwizard.core.templates import (
 from tests.fixtures.tokenizers import (
     FOREIGN_FAMILIES,
     MULTI,
+    NO_TOOL_FAMILIES,
     SINGLE,
     TOOL_CONVERSATION,
     TOOL_FAMILIES,
-    NO_TOOL_FAMILIES,
     TRL_FAMILIES,
     conversations,
     make_tokenizer,

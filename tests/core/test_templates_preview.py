@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sftwizard.core.cli import main
+from sftwizard.cli.main import main
 from sftwizard.core.config import RunConfig
 from sftwizard.core.templates import TemplateError, render_preview
 from tests.fixtures.datasets import GOOD, line, msgs
@@ -170,8 +170,8 @@ def test_a_preview_and_a_data_audit_render_at_once_in_threads_as_they_do_alone(b
 
     from sftwizard.core.config import load_preset
     from sftwizard.core.data import inspect_data
-    from sftwizard.core.preview import load_preview_tokenizer
     from sftwizard.core.presets import shipped_presets_dir
+    from sftwizard.core.preview import load_preview_tokenizer
 
     cfg = load_preset(shipped_presets_dir() / "demo.yaml")
     alone_audit = inspect_data(cfg.data.sources[0], tokenizer=load_preview_tokenizer(cfg), cfg=cfg).to_dict()

@@ -11,7 +11,7 @@ import pytest
 
 from sftwizard.core.events import read_events
 
-CLI = [sys.executable, "-m", "sftwizard.core.cli"]
+CLI = [sys.executable, "-m", "sftwizard.cli"]
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sftwizard.core.cli import main
+from sftwizard.cli.main import main
 from sftwizard.core.config import RunConfig, apply_overrides
 from tests.fixtures import fake_nvml
 from tests.tui.helpers import screen_text, settle

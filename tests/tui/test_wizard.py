@@ -301,7 +301,6 @@ async def test_a_preset_argument_opens_on_review_and_a_bad_one_is_a_user_error(t
 
 async def test_picking_a_preset_on_the_first_screen_loads_it(make_app, tmp_path):
     from sftwizard.core.config import apply_overrides, save_preset
-
     from sftwizard.core.presets import find_preset
 
     base = load_preset(find_preset("demo"))

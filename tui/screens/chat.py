@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
 from textual.worker import Worker, WorkerState
 
-from sftwizard.tui import chat_services
+from .. import chat_services
 
 
 class ChatScreen(Screen):

@@ -17,8 +17,9 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from sftwizard.core.metrics import format_duration
-from sftwizard.tui import services
-from sftwizard.tui.widgets.compare_chart import LETTERS, CompareChart
+
+from .. import services
+from ..widgets.compare_chart import LETTERS, CompareChart
 
 
 def _fmt(value, spec: str) -> str:

@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from sftwizard.tui.widgets.run_monitor import RunMonitor
-from sftwizard.tui.widgets.samples_view import SamplesView
+from ..widgets.run_monitor import RunMonitor
+from ..widgets.samples_view import SamplesView
 
 
 class RunScreen(Screen):

@@ -12,7 +12,8 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from sftwizard.core.event_lines import run_status_text
-from sftwizard.tui import services
+
+from .. import services
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -101,7 +102,7 @@ class RunsScreen(Screen):
         if len(self.marked) < 2:
             self.notify("Mark two or more runs with space, then press o to compare them.", severity="warning")
             return
-        from sftwizard.tui.screens.compare import CompareScreen
+        from .compare import CompareScreen
 
         self.app.push_screen(CompareScreen([self.dirs[m] for m in self.marked]))
 
@@ -114,7 +115,7 @@ class RunsScreen(Screen):
     def action_attach(self) -> None:
         key = self._highlighted()
         if key in self.dirs:
-            from sftwizard.tui.screens.run import RunScreen
+            from .run import RunScreen
 
             self.app.push_screen(RunScreen(self.dirs[key]))
 
@@ -126,7 +127,7 @@ class RunsScreen(Screen):
             self.notify(f"{key} is {self.statuses.get(key, '?')}: only a finished run has a model to chat with.",
                         severity="warning")
             return
-        from sftwizard.tui.screens.chat import ChatScreen
+        from .chat import ChatScreen
 
         self.app.push_screen(ChatScreen(self.dirs[key]))
 
@@ -139,7 +140,7 @@ class RunsScreen(Screen):
             self.notify(f"{key} is {status}: only a stopped, failed or lost run can be resumed.",
                         severity="warning")
             return
-        from sftwizard.tui.screens.run import RunScreen
+        from .run import RunScreen
 
         self.app.push_screen(RunScreen(self.dirs[key], resume=True))
 

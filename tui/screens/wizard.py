@@ -22,18 +22,19 @@ from textual.widgets import Button, ContentSwitcher, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from sftwizard.core.config import ConfigError, RunConfig, config_from_dict
-from sftwizard.tui import services
-from sftwizard.tui.steps.base import Step, WizardContext
-from sftwizard.tui.steps.dataset import DatasetStep
-from sftwizard.tui.steps.hardware import HardwareStep
-from sftwizard.tui.steps.method import MethodStep
-from sftwizard.tui.steps.model import ModelStep
-from sftwizard.tui.steps.review import ReviewStep
-from sftwizard.tui.steps.run import RunStep
-from sftwizard.tui.steps.template import TemplateStep
-from sftwizard.tui.steps.training import TrainingStep
-from sftwizard.tui.widgets.gpu_panel import gpu_memory_gib
-from sftwizard.tui.widgets.step_bar import StepBar
+
+from .. import services
+from ..steps.base import Step, WizardContext
+from ..steps.dataset import DatasetStep
+from ..steps.hardware import HardwareStep
+from ..steps.method import MethodStep
+from ..steps.model import ModelStep
+from ..steps.review import ReviewStep
+from ..steps.run import RunStep
+from ..steps.template import TemplateStep
+from ..steps.training import TrainingStep
+from ..widgets.gpu_panel import gpu_memory_gib
+from ..widgets.step_bar import StepBar
 
 STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, MethodStep, TrainingStep,
                            ReviewStep, RunStep]
@@ -332,7 +333,7 @@ class WizardScreen(Screen):
             self.show_step(STEP_IDS.index(step_id))
 
     def action_save_preset(self) -> None:
-        from sftwizard.tui.modals.save_preset import SavePresetModal
+        from ..modals.save_preset import SavePresetModal
 
         name = Path(self.context.preset_path).stem if self.context.preset_path else (self.draft.run.name or "my-run")
         self.app.push_screen(SavePresetModal(name), self._save_preset_named)

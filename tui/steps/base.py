@@ -12,7 +12,8 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Select, Static
 
 from sftwizard.core.config import ConfigError, RunConfig, apply_overrides
-from sftwizard.tui.steps.fields import ConfigField, get_path
+
+from .fields import ConfigField, get_path
 
 
 @dataclass

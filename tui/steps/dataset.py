@@ -10,8 +10,9 @@ from textual.suggester import Suggester
 from textual.widgets import Static
 
 from sftwizard.core.config import DataSource
-from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
-from sftwizard.tui.steps.fields import ConfigField
+
+from .base import Step, WizardContext, problem_severity, problem_text
+from .fields import ConfigField
 
 FORMATS = ["auto", "messages", "prompt_completion", "conversational_prompt_completion", "alpaca", "sharegpt", "text"]
 MAX_PROBLEMS_SHOWN = 12

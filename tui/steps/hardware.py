@@ -8,9 +8,9 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Label, Select, Static
 
-from sftwizard.tui import services
-from sftwizard.tui.steps.base import Step, WizardContext
-from sftwizard.tui.widgets.gpu_panel import GpuPanel
+from .. import services
+from ..widgets.gpu_panel import GpuPanel
+from .base import Step, WizardContext
 
 
 class HardwareStep(Step):

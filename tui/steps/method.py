@@ -6,10 +6,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
 
-from sftwizard.tui.steps.base import Step, WizardContext
-from sftwizard.tui.steps.fields import ConfigField
-from sftwizard.tui.widgets.gpu_panel import gpu_memory_gib, has_cuda
-from sftwizard.tui.widgets.memory_bar import MemoryBar
+from ..widgets.gpu_panel import gpu_memory_gib, has_cuda
+from ..widgets.memory_bar import MemoryBar
+from .base import Step, WizardContext
+from .fields import ConfigField
 
 METHODS = [
     ("full", "Full fine-tune — every weight trains; most memory"),

@@ -11,8 +11,9 @@ from textual.widgets.option_list import Option
 
 from sftwizard.core.config import BUILTIN_MODEL
 from sftwizard.core.model_catalog import format_params as _count
-from sftwizard.tui.steps.base import Step, WizardContext
-from sftwizard.tui.steps.fields import ConfigField
+
+from .base import Step, WizardContext
+from .fields import ConfigField
 
 
 def _size(n: int) -> str:

@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Static
 
-from sftwizard.tui import services
-from sftwizard.tui.steps.base import Step, WizardContext
+from .. import services
+from .base import Step, WizardContext
 
 
 def preset_argument(preset: str) -> str:
@@ -24,25 +24,18 @@ def preset_argument(preset: str) -> str:
     return shlex.quote(preset)
 
 
-def _has_command_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"sftwizard.core.{name}") is not None
-
-
 def command_lines(context: WizardContext) -> list[str]:
     """What runs this draft without the wizard."""
     preset = context.preset_path
     name = Path(preset).stem if preset else "my-preset"
     target = preset_argument(preset) if preset and context.saved_equal else name
     lines = [f"sft-wizard run {target}", f"sft-wizard run {target} --detach    # survives the terminal"]
-    if _has_command_module("cli_interop"):
-        lines.append(f"sft-wizard export {target} --to trl trl-{name}.yaml && trl sft --config trl-{name}.yaml"
-                     "    # plain TRL, same rows")
-        d = context.config.distributed
-        gpus = len(getattr(context.hardware, "gpus", None) or [])
-        if (d.num_processes or 0) > 1 or d.num_machines > 1 or gpus > 1:
-            lines.append(f"sft-wizard accelerate {target}    # the accelerate launch command(s), multi-GPU / multi-node")
+    lines.append(f"sft-wizard export {target} --to trl trl-{name}.yaml && trl sft --config trl-{name}.yaml"
+                 "    # plain TRL, same rows")
+    d = context.config.distributed
+    gpus = len(getattr(context.hardware, "gpus", None) or [])
+    if (d.num_processes or 0) > 1 or d.num_machines > 1 or gpus > 1:
+        lines.append(f"sft-wizard accelerate {target}    # the accelerate launch command(s), multi-GPU / multi-node")
     if not context.saved_equal:
         lines.insert(0, f"# save first (ctrl+s) as {name}, then:")
     return lines

@@ -7,7 +7,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
 
-from sftwizard.tui.steps.base import Step, WizardContext
+from .base import Step, WizardContext
 
 
 class RunStep(Step):
@@ -43,14 +43,14 @@ class RunStep(Step):
 
     @property
     def monitor(self):
-        from sftwizard.tui.widgets.run_monitor import RunMonitor
+        from ..widgets.run_monitor import RunMonitor
 
         found = self.query(RunMonitor)
         return found.first() if found else None
 
     async def show_run(self, run_dir, process=None):
         """Mount the monitor (plotext loads only now, not at start-up) and follow the run."""
-        from sftwizard.tui.widgets.run_monitor import RunMonitor
+        from ..widgets.run_monitor import RunMonitor
 
         monitor = self.monitor
         if monitor is None:

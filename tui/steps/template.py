@@ -8,10 +8,11 @@ from textual.message import Message
 from textual.widgets import Button, Static
 
 from sftwizard.core.template_probe import REASONING_MODES
-from sftwizard.tui.steps.base import Step, WizardContext, problem_severity, problem_text
-from sftwizard.tui.steps.dataset import PathSuggester
-from sftwizard.tui.steps.fields import ConfigField
-from sftwizard.tui.widgets.mask_view import MaskView
+
+from ..widgets.mask_view import MaskView
+from .base import Step, WizardContext, problem_severity, problem_text
+from .dataset import PathSuggester
+from .fields import ConfigField
 
 SOURCES = [
     ("auto (tokenizer's, else TRL's, else inferred)", "auto"),

@@ -13,11 +13,12 @@ from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from sftwizard.core.config import ConfigError, apply_overrides
-from sftwizard.tui import services
-from sftwizard.tui.steps.base import Step, WizardContext
-from sftwizard.tui.steps.fields import ConfigField
-from sftwizard.tui.steps.method import show_estimate
-from sftwizard.tui.widgets.memory_bar import MemoryBar
+
+from .. import services
+from ..widgets.memory_bar import MemoryBar
+from .base import Step, WizardContext
+from .fields import ConfigField
+from .method import show_estimate
 
 SCHEDULERS = ["linear", "cosine", "cosine_with_min_lr", "constant", "constant_with_warmup", "warmup_stable_decay",
               "inverse_sqrt", "polynomial", "cosine_with_restarts", "reduce_lr_on_plateau"]

@@ -14,17 +14,18 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.reactive import reactive
-from textual.markup import escape
 from textual.widgets import Static
 
 from sftwizard.core.event_lines import as_float, event_line, gpu_text
 from sftwizard.core.metrics import format_duration
-from sftwizard.tui import services
-from sftwizard.tui.widgets.log_pane import LogPane
-from sftwizard.tui.widgets.loss_chart import LossChart
-from sftwizard.tui.widgets.phase_bar import PhaseBar
+
+from .. import services
+from .log_pane import LogPane
+from .loss_chart import LossChart
+from .phase_bar import PhaseBar
 
 TICK_S = 0.25
 

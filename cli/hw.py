@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sftwizard.core.cli import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sftwizard.core.cli import UserError, add_json_flag, print_json
 from sftwizard.core.metrics import format_duration
+
+from .common import UserError, add_json_flag, print_json
 
 CURVE_POINTS = 6  # eval points shown per run in the text output
 

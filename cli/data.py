@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sftwizard.core.cli import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, print_json
 
 FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "conversational_prompt_completion",
                   "alpaca", "sharegpt", "text"]
@@ -179,7 +179,7 @@ def _preview_config(args):
     from sftwizard.core.config import RunConfig, TemplateSection, apply_overrides
 
     if args.preset:
-        from sftwizard.core.cli_run import load_with_overrides
+        from .run import load_with_overrides
 
         _, cfg = load_with_overrides(args.preset, args.overrides)
     else:

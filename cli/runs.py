@@ -8,8 +8,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from sftwizard.core.cli import EXIT_USER_ERROR, add_json_flag, print_json
 from sftwizard.core.metrics import format_duration
+
+from .common import EXIT_USER_ERROR, add_json_flag, print_json
 
 USER_REASONS = {"config", "data"}
 
@@ -81,7 +82,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def format_history_event(ev: dict) -> str | None:
     """`run`'s live lines, plus the turns of a run's life (ends, resumes) for a full history."""
-    from sftwizard.core.cli_run import format_event
+    from .run import format_event
 
     kind = ev.get("event")
     if kind == "resume":
@@ -96,7 +97,7 @@ def _follow(run_dir: Path, from_start: bool, on_interrupt) -> None:
     from sftwizard.core.events import EVENTS_FILE, EventTail
     from sftwizard.core.runs import is_alive
 
-    from sftwizard.core.cli_progress import EventPrinter
+    from .progress import EventPrinter
 
     path = run_dir / EVENTS_FILE
     tail = EventTail(path, offset=0 if from_start or not path.exists() else path.stat().st_size)
@@ -151,7 +152,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     info = runs.run_info(run_dir)
     print(f"run {info.id}  {info.status}  ({info.dir})", file=sys.stderr)
     if args.no_follow or info.status != "running":
-        from sftwizard.core.cli_progress import EventPrinter
+        from .progress import EventPrinter
 
         printer = EventPrinter(format_history_event, live=False)  # a history: phases as plain lines
         events = runs.history(run_dir)

@@ -7,9 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from sftwizard.core.cli import EXIT_USER_ERROR, UserError, add_json_flag, print_json
 from sftwizard.core.config import ConfigError, apply_overrides, load_preset
 from sftwizard.core.presets import find_preset, list_presets
+
+from .common import EXIT_USER_ERROR, UserError, add_json_flag, print_json
 
 # Failure reasons that are the user's input, not a crash: exit code 2 like any bad input.
 USER_REASONS = {"config", "data"}
@@ -86,9 +87,10 @@ def preflight(cfg) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sftwizard.core import runs
-    from sftwizard.core.cli_progress import EventPrinter
     from sftwizard.core.events import EventTail
     from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
+
+    from .progress import EventPrinter
 
     path, cfg = load_with_overrides(args.preset, args.overrides)
     preflight(cfg)
@@ -194,9 +196,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return EXIT_USER_ERROR
         raise
     # --- doctor (issue 9): pre-launch warnings; they inform, never block -------------------
-    from sftwizard.core.cli_doctor import format_warning, validation_warnings
+    from sftwizard.core.doctor_inputs import doctor_warnings
 
-    warnings: list[dict] = validation_warnings(cfg) + runnable_warnings(cfg)
+    from .doctor import format_warning
+
+    warnings: list[dict] = doctor_warnings(cfg) + runnable_warnings(cfg)
     # ----------------------------------------------------------------------------------------
     if args.json:
         print_json({"valid": True, "preset": str(path), "problems": [], "warnings": warnings})

@@ -11,7 +11,7 @@ import argparse
 import sys
 from functools import wraps
 
-from sftwizard.core.cli import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, print_json
 
 
 def _user_errors(func):
@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(preset: str, overrides: list[str]):
-    from sftwizard.core.cli_run import load_with_overrides
+    from .run import load_with_overrides
 
     return load_with_overrides(preset, overrides)
 
