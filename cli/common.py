@@ -6,16 +6,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from contextlib import contextmanager, redirect_stdout
+from typing import Any, Iterator
 
 from sftwizard.core.errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["EXIT_USER_ERROR", "UserError", "add_json_flag", "print_json"]
+__all__ = ["EXIT_USER_ERROR", "UserError", "add_json_flag", "json_stdout", "print_json"]
+
+# Where print_json writes while json_stdout() holds stdout for the JSON alone.
+_json_streams: list = []
 
 
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, default=str, ensure_ascii=False)
-    sys.stdout.write("\n")
+    out = _json_streams[-1] if _json_streams else sys.stdout
+    json.dump(obj, out, indent=2, default=str, ensure_ascii=False)
+    out.write("\n")
+
+
+@contextmanager
+def json_stdout() -> Iterator[None]:
+    """While a ``--json`` command runs, stdout carries the JSON document and nothing else: any other
+    print to stdout (a library's log line, e.g. deepspeed's "Setting accelerator to CPU" when
+    transformers imports it) goes to stderr, so ``sft-wizard X --json | jq`` always parses."""
+    _json_streams.append(sys.stdout)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_streams.pop()
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
