@@ -16,6 +16,7 @@ import math
 import random
 from typing import Callable
 
+from .findings import finding_dict
 from .stop_tokens import BlankTokens, stop_token_ids, stop_token_trained
 
 MAX_ROW_PROBLEMS = 20  # per kind; counts are always complete
@@ -101,10 +102,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
     def note(code: str, row: int, message: str, severity: str = "warning", field: str | None = None) -> None:
         counts[code] = counts.get(code, 0) + 1
         if counts[code] <= MAX_ROW_PROBLEMS:
-            item = {"code": code, "row": row, "message": message, "severity": severity}
-            if field:
-                item["field"] = field
-            row_problems.append(item)
+            row_problems.append(finding_dict(code, message, severity, row=row, **({"field": field} if field else {})))
 
     total = len(examples)
     for base in range(0, total, chunk):

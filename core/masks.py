@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .findings import Severity, finding_dict
 
 # Appended to one assistant message to find where its content ends in a rendering (private-use
 # characters: templates that trim whitespace leave it alone, no real data contains it).
@@ -110,8 +111,8 @@ def render_chat(tokenizer, template: str, messages: list[dict], *, add_generatio
     return rendered[0], (indices[0] if with_indices else None)
 
 
-def _note(code: str, message: str, severity: str) -> dict:
-    return {"code": code, "message": message, "severity": severity}
+def _note(code: str, message: str, severity: Severity) -> dict:
+    return finding_dict(code, message, severity)
 
 
 def _merge_adjacent(spans: list) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .findings import Severity, finding_dict
 from .masks import TemplateError, example_kind, loss_flags
 from .stop_tokens import BlankTokens, stop_token_ids, stop_token_trained
 
@@ -57,8 +58,8 @@ class Preview:
         return [t["trained"] for t in self.tokens if not t.get("truncated")]
 
 
-def _problem(code: str, message: str, severity: str = "warning", **extra: Any) -> dict:
-    return {"code": code, "message": message, "severity": severity, **extra}
+def _problem(code: str, message: str, severity: Severity = "warning", **extra: Any) -> dict:
+    return finding_dict(code, message, severity, **extra)
 
 
 def load_preview_tokenizer(cfg):
