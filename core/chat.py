@@ -20,7 +20,7 @@ from typing import Any
 from .chat_model import ChatError, ChatModel, Reply
 from .config import RunConfig
 from .held_out import HeldOutPrompt, held_out_prompts
-from .stop_tokens import end_of_turn_token, stop_token_ids
+from .stop_tokens import end_of_turn_token, end_of_turn_trained, stop_token_ids
 
 __all__ = ["ChatError", "ChatModel", "Comparison", "Prompt", "Reply", "StopReport", "compare", "end_of_turn_token",
            "eval_prompts", "load_chat_model", "load_compare_pair", "load_path_model", "prompts_from_examples",
@@ -194,14 +194,8 @@ def stop_check(replies: list[Reply], chat: ChatModel | None = None, max_new_toke
 def _stop_hint(chat: ChatModel | None) -> str:
     if chat is None or not chat.template:
         return ""
-    try:
-        from trl.chat_template_utils import has_generation_markers, is_chat_template_stop_token_trained
-
-        if has_generation_markers(chat.template) and not is_chat_template_stop_token_trained(
-                chat.tokenizer, chat.template):
-            return " — this template leaves the end-of-turn token outside the assistant mask, so it is never trained"
-    except Exception:
-        return ""
+    if end_of_turn_trained(chat.tokenizer, chat.template) is False:
+        return " — this template leaves the end-of-turn token outside the assistant mask, so it is never trained"
     return " (train longer, or check that the assistant mask covers the end-of-turn token)"
 
 

@@ -11,16 +11,21 @@ not stop" in the report. Every caller now asks here:
 - ``stop_token_trained(...)``: does a row teach the model to stop — is its last trained token
   (whitespace aside) one of those ids? (preview's ``eos_not_trained``, the audit's ``eos_coverage``);
 - ``stop_index(new_ids, stop_ids)``: where a generation stopped, or None when it never did
-  (chat, the samples taken while training, the report).
+  (chat, the samples taken while training, the report);
+- ``end_of_turn_trained(tokenizer, template)``: does a template's ``{% generation %}`` block cover
+  its end-of-turn token (chat's hint when a model never stops)?
 
 No heavy imports: the tokenizer is the caller's.
 """
 
 from __future__ import annotations
 
+import re
+
 from .masks import TemplateError, render_chat
 
 _PROBE = "\ue000sftw-probe\ue000"
+_MARKERS = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def end_of_turn_token(tokenizer, template: str | None = None) -> str | None:
@@ -48,6 +53,27 @@ def end_of_turn_token(tokenizer, template: str | None = None) -> str | None:
         return None
     special = set(getattr(tokenizer, "all_special_ids", []) or []) | set(getattr(tokenizer, "added_tokens_decoder", {}))
     return tokenizer.convert_ids_to_tokens(ids[0]) if ids[0] in special else None
+
+
+def end_of_turn_trained(tokenizer, template: str | None) -> bool | None:
+    """Whether the template's ``{% generation %}`` block (what carries loss) covers the end-of-turn
+    token after an answer; None when it cannot tell: no template, no end-of-turn token, or no
+    markers (the wizard then infers each turn, its end-of-turn included)."""
+    if not template or not _MARKERS.search(template):
+        return None
+    eot = end_of_turn_token(tokenizer, template)
+    if eot is None:
+        return None
+    try:
+        text, spans = render_chat(tokenizer, template,
+                                  [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}],
+                                  with_indices=True)
+    except TemplateError:
+        return None
+    if not spans:
+        return None
+    at = text.find(eot, text.find(_PROBE) + len(_PROBE))
+    return at >= 0 and any(start <= at and at + len(eot) <= end for start, end in spans)
 
 
 def stop_token_ids(tokenizer, template: str | None = None, model=None) -> list[int]:

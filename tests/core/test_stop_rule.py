@@ -49,6 +49,29 @@ def test_the_token_that_ends_a_trained_turn_is_a_stop_token_for_every_family(fam
         assert eot in stop and stop_index(words + [eot] + words, stop) == len(words)
 
 
+def test_chats_never_trained_hint_is_the_preview_rule():
+    """chat's "this template leaves the end-of-turn outside the mask" hint (it asked TRL's helper)
+    now asks stop_tokens, and agrees with the preview on the same template."""
+    from sftwizard.core.chat import stop_check
+    from sftwizard.core.chat_model import ChatModel, Reply
+    from sftwizard.core.preview import render_preview
+    from sftwizard.core.stop_tokens import end_of_turn_trained
+    from tests.fixtures.tokenizers import CHATML_MARKERS_CONTENT_ONLY, SINGLE, make_tokenizer
+
+    tok = make_tokenizer("qwen2_5")
+    assert end_of_turn_trained(tok, CHATML_MARKERS_CONTENT_ONLY) is False
+    assert end_of_turn_trained(tok, tok.chat_template) is None  # no markers: the turn is inferred, end included
+    tok.chat_template = CHATML_MARKERS_CONTENT_ONLY
+    assert "eos_not_trained" in {p["code"] for p in render_preview(RunConfig(), 0, tokenizer=tok, examples=SINGLE).problems}
+    chat = ChatModel(None, tok, CHATML_MARKERS_CONTENT_ONLY, "probe", stop_token_ids(tok, CHATML_MARKERS_CONTENT_ONLY))
+    report = stop_check([Reply("Paris", 4, False, None)], chat, 4)
+    assert not report.ok and "outside the assistant mask" in report.message
+    good = make_family_tokenizer("qwen2_5")
+    from sftwizard.core.templates import resolve_template
+
+    assert end_of_turn_trained(good, resolve_template(good, TemplateSection()).template) is True
+
+
 def test_a_generation_that_never_emits_a_stop_token_did_not_stop():
     tok = make_family_tokenizer("phi3_5")
     stop = stop_token_ids(tok)
