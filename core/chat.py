@@ -7,7 +7,9 @@ conversation; ``compare`` answers held-out eval prompts with the base and the tu
 by side; ``stop_check`` flags answers that never emitted EOS / the end-of-turn token — a model
 that never learned to stop.
 
-Plain functions for the CLI and the TUI's chat pane. Heavy imports inside functions.
+Plain functions for the CLI and the TUI's chat pane. Heavy imports inside functions. The pieces
+report and the samples share live lower down: answering (``chat_model.ChatModel``), the held-out
+prompts (``held_out``) and what ends a turn (``stop_tokens``); they are re-exported here.
 """
 
 from __future__ import annotations
