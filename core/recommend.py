@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from .config import RunConfig
 from .doctor import padding_free_rows_limit
+from .findings import Finding
 from .hardware import auto_attention, install_command
 
 # Leave this share of the GPU's usable memory free on top of the estimator's own margin.
@@ -36,15 +37,26 @@ ROW_MULTIPLE = 64  # packed rows shortened to the longest example are rounded up
 FUSED_ADAMW = "adamw_torch_fused"
 
 
-@dataclass
-class Recommendation:
-    setting: str  # dotted RunConfig path, e.g. "training.packing"
-    value: Any
-    reason: str  # one line, shown next to the field in the wizard
-    changed: bool = False  # differs from the config recommend() was given
+class Recommendation(Finding):
+    """A recommended value for one setting: a ``Finding`` (severity info) whose ``setting`` is the
+    dotted RunConfig path (e.g. ``training.packing``), ``suggestion`` the value and ``message`` the
+    one-line reason shown next to the field in the wizard. ``changed``: it differs from the config
+    recommend() was given. Written as ``{setting, value, reason, changed}`` (docs, unchanged)."""
+
+    def __init__(self, setting: str, value: Any, reason: str, changed: bool = False):
+        super().__init__("recommended_value", reason, "info", setting=setting, suggestion=value)
+        self.changed = changed
+
+    @property
+    def value(self) -> Any:
+        return self.suggestion
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"setting": self.setting, "value": self.value, "reason": self.reason, "changed": self.changed}
 
 
 @dataclass

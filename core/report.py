@@ -15,7 +15,6 @@ from typing import Any
 from .curve_doctor import TRAIN_WINDOW, diagnose_events
 from .errors import UserError
 from .events import read_events
-from .masks import RENDER_LOCK
 from .samples import samples_by_prompt
 
 EVENTS_FILE = "events.jsonl"
@@ -74,84 +73,45 @@ def loss_summary(events: list[dict]) -> dict:
     return out
 
 
-def held_out_prompts(cfg, n: int) -> list[dict]:
-    """Up to ``n`` held-out (prompt messages, reference) pairs from the run's eval split."""
+def held_out_prompts(cfg, n: int):
+    """Up to ``n`` held-out prompts of the run's eval split, as training formatted them (its
+    system prompt included: ``held_out.held_out_prompts``, the builder chat and samples use)."""
+    from .held_out import held_out_prompts as build
     from .runner import resolve_data
 
     _, evals, _ = resolve_data(cfg)
-    pairs = []
-    for ex in evals:
-        if len(pairs) >= n:
-            break
-        if "messages" in ex:
-            msgs = ex["messages"]
-            last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
-            if last is None:
-                continue
-            pairs.append({"messages": msgs[:last], "reference": msgs[last].get("content") or ""})
-        elif isinstance(ex.get("prompt"), list):
-            ref = ex.get("completion") or []
-            pairs.append({"messages": ex["prompt"],
-                          "reference": " ".join(m.get("content") or "" for m in ref if isinstance(m, dict))})
-        elif isinstance(ex.get("prompt"), str):
-            pairs.append({"text": ex["prompt"], "reference": ex.get("completion") or ""})
-    return pairs
-
-
-def _load_final(final: Path):
-    if (final / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        return AutoPeftModelForCausalLM.from_pretrained(str(final))
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(final))
+    return build(evals, cfg.template.system_prompt, n)
 
 
 def generate_answers(run_dir: Path, cfg, n: int = DEFAULT_GENERATIONS,
                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[dict]:
-    """Greedy answers of the run's final model to ``n`` held-out prompts, beside the references."""
-    import torch
-    from transformers import AutoTokenizer
+    """Greedy answers of the run's final model to ``n`` held-out prompts, beside the references.
+
+    The model, template and stop tokens are chat's (``chat.load_chat_model``: the merged model,
+    the adapter on its base, or the full fine-tune, with the template the run trained with and
+    ``stop_tokens``' end of turn), so ``stopped`` means what it means in ``sft-wizard chat``."""
+    from .chat import load_chat_model
 
     final = Path(run_dir) / FINAL_DIR
     if not final.is_dir():
         raise ReportError(f"{final}: no final model (the run did not finish)")
-    pairs = held_out_prompts(cfg, n)
-    if not pairs:
+    prompts = held_out_prompts(cfg, n)
+    if not prompts:
         return []
-    tokenizer = AutoTokenizer.from_pretrained(str(final))
-    template = None
-    try:
-        from .templates import resolve_template
-
-        template = resolve_template(tokenizer, cfg.template).template
-    except Exception:  # noqa: BLE001 - the tokenizer's own template is the fallback
-        template = None
-    model = _load_final(final)
-    model.eval()
     out = []
-    for pair in pairs:
-        if "messages" in pair:
-            with RENDER_LOCK:
-                prompt = tokenizer.apply_chat_template(pair["messages"], chat_template=template, tokenize=False,
-                                                       add_generation_prompt=True)
-        else:
-            prompt = pair["text"]
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        new = gen[0, ids.shape[1]:].tolist()
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        stop_ids = {tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None}
+    try:
+        chat = load_chat_model(run_dir)
+        replies = [chat.generate(p.messages, max_new_tokens=max_new_tokens) if p.messages is not None
+                   else chat.complete(p.text, max_new_tokens=max_new_tokens) for p in prompts]
+    except UserError as exc:  # no base model for the adapter, no chat template...: one sentence
+        raise ReportError(str(exc).splitlines()[0]) from None
+    for prompt, reply in zip(prompts, replies):
         out.append({
-            "prompt": pair.get("messages") or pair.get("text"),
-            "reference": pair["reference"],
-            "generated": tokenizer.decode(new, skip_special_tokens=True).strip(),
-            "stopped": bool(new) and new[-1] in stop_ids,
-            "new_tokens": len(new),
+            "prompt": prompt.messages if prompt.messages is not None else prompt.text,
+            "reference": prompt.reference or "",
+            "generated": reply.text,
+            "stopped": reply.stopped,
+            "new_tokens": reply.new_tokens,
         })
     return out
 
