@@ -165,7 +165,6 @@ class RunState:
         self.seg_first_log: tuple[float, int] | None = None  # … its first log (time, step): the ETA's rate
         self.warning: dict | None = None  # … its last warning
         self.phase: dict | None = None  # … the phase under way (its latest event), None once ended
-        self.phase_times: dict[str, float] = {}  # … phases ended so far, in seconds
         self.last_time: float | None = None
         # the latest value of each throughput figure a log carried (a log without one keeps the last)
         self.learning_rate: float | None = None
@@ -193,7 +192,7 @@ class RunState:
                 self.closed_duration += self.segment_duration(alive=False, now=0.0)
             self.segments += 1
             self.seg_first, self.seg_end, self.seg_error, self.seg_log = t, None, None, None
-            self.seg_first_log, self.warning, self.phase, self.phase_times = None, None, None, {}
+            self.seg_first_log, self.warning, self.phase = None, None, None
         if self.first is None:
             self.first = ev
         if self.seg_first is None:
@@ -219,8 +218,6 @@ class RunState:
             self.warning = ev
         elif kind == Kind.PHASE:
             self.phase = ev if ev.get("state") != "end" else None
-            if ev.get("state") == "end" and isinstance(ev.get("duration_s"), (int, float)):
-                self.phase_times[str(ev.get("phase"))] = float(ev["duration_s"])
         elif kind == Kind.LOG:
             self._apply_log(ev, t, step)
         elif kind == Kind.EVAL and as_float(ev.get("eval_loss")) is not None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict, load_preset
-from sftwizard.core.events import EVENTS_FILE, read_events
+from sftwizard.core.events import read_events
+from sftwizard.core.rundir import EVENTS_FILE
 from tests.tui.helpers import open_run, screen_text, settle
 
 REPO = Path(__file__).resolve().parents[2]
