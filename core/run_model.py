@@ -315,8 +315,9 @@ class RunState:
     @property
     def eta_s(self) -> float | None:
         """The current process's ETA: the runner's own, else from its step rate so far."""
-        if self.seg_log is not None and "eta_s" in self.seg_log:
-            return as_float(self.seg_log["eta_s"])
+        reported = as_float(self.seg_log.get("eta_s")) if self.seg_log is not None else None
+        if reported is not None:
+            return reported
         if not (self.seg_first_log and self.last_time and self.max_steps and self.step is not None
                 and self.step > self.seg_first_log[1]):
             return None
