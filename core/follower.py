@@ -16,7 +16,7 @@ import os
 import subprocess
 
 from .events import EventTail
-from .run_model import SEGMENT_STARTS, Reason, RunState, Status
+from .run_model import Reason, RunState, Status
 from .rundir import RunDir
 
 STARTING = "starting"  # a viewer's status before the run's (new) process has written anything
@@ -37,11 +37,15 @@ class RunFollower:
         self.process = process
         self.state = RunState()
         self.tail = EventTail(self.run.events)
-        self.awaiting_start = resumed
         self.gone = False  # the processes are gone without the end of the current one
         self.returncode: int | None = None
-        if not from_start:
-            self.state.feed(self.tail.poll())
+        history = self.tail.poll()  # what was written before: folded now, returned by the first poll
+        self.state.feed(history)
+        self._pending = list(history) if from_start else []
+        # A resumed process opens a segment after the history's (it writes its `start`/`resume`
+        # only once torch and the config are loaded: seconds after this is made).
+        self._segments_before = self.state.segments
+        self.awaiting_start = resumed
 
     # ------------------------------------------------------------------ reading
 
@@ -55,13 +59,16 @@ class RunFollower:
         return is_alive(self.run.path)
 
     def poll(self) -> list[dict]:
-        """The new events (empty once done); marks the run gone when its processes are."""
+        """The events not returned yet (the history first, with ``from_start``); marks the run
+        gone when its processes are gone without its end."""
         if self.done:
-            return []
+            batch, self._pending = self._pending, []  # a run that had ended before: its history
+            return batch
         alive = self.alive()  # before reading: an end written meanwhile is then seen
-        batch = self.tail.poll()
-        self.state.feed(batch)
-        if self.awaiting_start and any(ev.get("event") in SEGMENT_STARTS for ev in batch):
+        new = self.tail.poll()
+        self.state.feed(new)
+        batch, self._pending = self._pending + new, []
+        if self.awaiting_start and self.state.segments > self._segments_before:
             self.awaiting_start = False
         if not alive and not self.ended:
             self.gone = True

@@ -88,6 +88,7 @@ class RunMonitor(Vertical):
         self._timer = None
         self._resuming = False  # a resume is being checked and started (one at a time)
         self._stop_asked = False
+        self._shown: str | None = None
         self._ended_phases: dict[str, float] = {}  # phases ended before training, for one log line
 
     @property
@@ -109,6 +110,7 @@ class RunMonitor(Vertical):
         self.process = process
         self._follower = services.follow_run(self.run_dir, process, resumed=resumed)
         self._stop_asked = False
+        self._shown = None  # the follower's status last drawn
         self._ended_phases = {}
         self.query_one(LossChart).clear_points()
         self.query_one(LogPane).clear()
@@ -167,12 +169,12 @@ class RunMonitor(Vertical):
         follower = self._follower
         if follower is None:
             return
-        if follower.done:
-            if self.process is None or self.process.poll() is not None:  # our child: reaped
-                self._timer.pause()
-            return
         events = follower.poll()
-        self.apply_events(events)
+        if events or follower.status != self._shown:
+            self._shown = follower.status
+            self.apply_events(events)
+        if follower.done and self._timer is not None and (self.process is None or self.process.poll() is not None):
+            self._timer.pause()  # (our child, once reaped)
 
     def apply_events(self, events: list[dict]) -> None:
         """Draw what ``events`` add (chart points, log lines, samples) and the follower's status."""
@@ -205,7 +207,8 @@ class RunMonitor(Vertical):
             chart = self.query_one(LossChart)
             chart.add(train, evals)
             chart.replot()
-        self.query_one(LogPane).add_lines(lines)
+        if lines:
+            self.query_one(LogPane).add_lines(lines)
         if samples:
             self.post_message(self.SamplesArrived(self, samples))
         status = self._follower.status if self._follower is not None else self.status
