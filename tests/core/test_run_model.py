@@ -262,3 +262,13 @@ def test_a_pid_file_holding_no_process_id_is_not_alive(tmp_path):
     for text in ("99999999999", "-1", "0"):
         RunDir(run_dir).pid_file.write_text(text)
         assert runs.is_alive(run_dir) is False
+
+
+def test_runs_follow_yields_the_history_then_stops_at_the_end(tmp_path):
+    d = tmp_path / "20260101-000000-done"
+    writer = EventWriter(RunDir(d).events)
+    writer.emit(Kind.START, 0, model="m", method="full")
+    writer.emit(Kind.END, 0, status="stopped", reason="stopped", message="on request")
+    writer.close()
+    batches = list(runs.follow(d, interval=0.01))
+    assert [[e["event"] for e in b] for b in batches] == [["start", "end"]]
