@@ -9,11 +9,9 @@ from pathlib import Path
 
 from sftwizard.core.config import ConfigError, apply_overrides, load_preset
 from sftwizard.core.presets import find_preset, list_presets
+from sftwizard.core.run_model import USER_REASONS, Kind, Status
 
 from .common import EXIT_USER_ERROR, UserError, add_json_flag, print_json
-
-# Failure reasons that are the user's input, not a crash: exit code 2 like any bad input.
-USER_REASONS = {"config", "data"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,8 +85,7 @@ def preflight(cfg) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sftwizard.core import runs
-    from sftwizard.core.events import EventTail
-    from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
+    from sftwizard.core.follower import RunFollower
 
     from .progress import EventPrinter
 
@@ -103,59 +100,50 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0
     print(f"run {run_dir.name}  ({run_dir})", file=sys.stderr)
-    tail = EventTail(run_dir / EVENTS_FILE)
+    follower = RunFollower(run_dir, launched.process)
     printer = EventPrinter(format_event)  # one updating line per phase on a terminal
-    end = None
     interrupted = 0
     try:
-        while end is None:
+        while not follower.done:
             try:
-                for ev in tail.poll():
+                for ev in follower.poll():
                     printer(ev)
-                    if ev.get("event") == "end":
-                        end = ev
-                if end is None:
-                    if launched.process.poll() is not None:
-                        time.sleep(0.2)
-                        for ev in tail.poll():
-                            printer(ev)
-                            if ev.get("event") == "end":
-                                end = ev
-                        if end is None:
-                            end = {"status": "failed", "reason": "crash",
-                                   "message": f"the training process exited with code {launched.process.returncode}; "
-                                              f"see {run_dir / 'train.log'}"}
-                        break
+                if not follower.done:
                     time.sleep(0.25)
             except KeyboardInterrupt:
                 interrupted += 1
                 if interrupted == 1:
-                    (run_dir / STOP_FILE).touch()
+                    follower.run.request_stop()
                     print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
                 else:
                     runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
     finally:
         printer.close()
-    status = end.get("status")
-    if status == "finished":
+    return run_outcome(follower)
+
+
+def run_outcome(follower) -> int:
+    """`run`'s last line, from the run's state: how it ended; the exit code for it."""
+    status, end = follower.status, follower.end or {}
+    if status == Status.FINISHED:
         from sftwizard.core.event_lines import best_checkpoint_text
 
         print(f"finished in {end.get('duration_s', 0):.1f} s — model: {end.get('final_dir')}{best_checkpoint_text(end)}",
               file=sys.stderr)
         return 0
-    if status == "stopped":
-        print(f"stopped at step {end.get('step')} — resume with: sft-wizard resume {run_dir.name}", file=sys.stderr)
+    if status == Status.STOPPED:
+        print(f"stopped at step {end.get('step')} — resume with: sft-wizard resume {follower.run.id}", file=sys.stderr)
         return 0
-    message = end.get("message") or "training failed"
-    print(f"sft-wizard: error: {message} (details: {run_dir / 'train.log'})", file=sys.stderr)
-    return EXIT_USER_ERROR if end.get("reason") in USER_REASONS else 1
+    message = follower.message or "training failed"
+    print(f"sft-wizard: error: {message} (details: {follower.run.log})", file=sys.stderr)
+    return EXIT_USER_ERROR if follower.reason in USER_REASONS else 1
 
 
 def format_event(ev: dict) -> str | None:
     """`run`'s live line for an event; the start and end are told by `run` itself."""
     from sftwizard.core.event_lines import event_line
 
-    if ev.get("event") in ("start", "resume", "end", "error"):
+    if ev.get("event") in (Kind.START, Kind.RESUME, Kind.END, Kind.ERROR):
         return None
     return event_line(ev)
 

@@ -66,11 +66,11 @@ def load_path_model(path: str | os.PathLike, *, trust_remote_code: bool = False,
 
 
 def _is_run(target: str | os.PathLike) -> bool:
-    from .runner import CONFIG_FILE
+    from .rundir import RunDir
 
     p = Path(str(target)).expanduser()
     if p.is_dir():
-        return (p / CONFIG_FILE).exists()
+        return RunDir(p).config.exists()
     return True  # not a folder: a run id
 
 

@@ -250,10 +250,10 @@ def training_command(run_dir: str | os.PathLike, resume_from: str | None = None,
     """The command that trains ``run_dir``: the plain runner for one process, else
     ``accelerate launch`` (see ``launch_command``). What ``runs`` spawns."""
     from .config import load_preset
-    from .runner import CONFIG_FILE
+    from .rundir import RunDir
 
     run_dir = Path(run_dir)
-    cfg = cfg or load_preset(run_dir / CONFIG_FILE)
+    cfg = cfg or load_preset(RunDir(run_dir).config)
     if is_distributed(cfg, machine):
         return launch_command(cfg, run_dir, resume_from=resume_from, machine=machine)
     cmd = [sys.executable, "-m", RUNNER_MODULE, str(run_dir)]

@@ -45,10 +45,10 @@ class RunArtifacts:
 
 def find_run_dir(run: str | os.PathLike) -> Path:
     """A run directory from its path or id (through the runs registry)."""
-    from .runner import CONFIG_FILE
+    from .rundir import RunDir
 
     path = Path(str(run)).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).exists():
+    if path.is_dir() and RunDir(path).config.exists():
         return path.resolve()
     from . import runs
 
@@ -59,11 +59,11 @@ def find_run_dir(run: str | os.PathLike) -> Path:
 
 
 def run_artifacts(run: str | os.PathLike) -> RunArtifacts:
-    from .runner import CONFIG_FILE, FINAL_DIR
+    from .rundir import RunDir
 
     run_dir = find_run_dir(run)
-    cfg = load_preset(run_dir / CONFIG_FILE)
-    final = run_dir / FINAL_DIR
+    cfg = load_preset(RunDir(run_dir).config)
+    final = RunDir(run_dir).final
     if not (final / "adapter_config.json").exists() and not (final / "config.json").exists():
         raise MergeError(f"{final}: the run has no final model yet (it is still running, stopped or failed)")
     return RunArtifacts(run_dir, cfg, final, (final / "adapter_config.json").exists())

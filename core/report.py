@@ -15,11 +15,10 @@ from typing import Any
 from .curve_doctor import TRAIN_WINDOW, diagnose_events
 from .errors import UserError
 from .events import read_events
+from .run_model import Kind, Status, fold
+from .rundir import RunDir
 from .samples import samples_by_prompt
 
-EVENTS_FILE = "events.jsonl"
-CONFIG_FILE = "config.yaml"
-FINAL_DIR = "final"
 DEFAULT_GENERATIONS = 3
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -34,12 +33,12 @@ def _num(v: Any) -> float | None:
 
 def best_checkpoint(events: list[dict]) -> dict | None:
     """The evaluation with the lowest eval loss, and the checkpoint saved at that step if any."""
-    evals = [(e.get("step") or 0, _num(e.get("eval_loss"))) for e in events if e.get("event") == "eval"]
+    evals = [(e.get("step") or 0, _num(e.get("eval_loss"))) for e in events if e.get("event") == Kind.EVAL]
     evals = [(s, loss) for s, loss in evals if loss is not None]
     if not evals:
         return None
     step, loss = min(evals, key=lambda e: (e[1], e[0]))
-    ckpts = {e.get("step"): e.get("path") for e in events if e.get("event") == "checkpoint" and e.get("path")}
+    ckpts = {e.get("step"): e.get("path") for e in events if e.get("event") == Kind.CHECKPOINT and e.get("path")}
     path = ckpts.get(step)
     return {"step": step, "eval_loss": loss, "checkpoint": path,
             "checkpoint_exists": bool(path and Path(path).is_dir())}
@@ -47,15 +46,15 @@ def best_checkpoint(events: list[dict]) -> dict | None:
 
 def train_loss_at(events: list[dict], step: int) -> float | None:
     losses = [_num(e.get("loss")) for e in events
-              if e.get("event") == "log" and (e.get("step") or 0) <= step]
+              if e.get("event") == Kind.LOG and (e.get("step") or 0) <= step]
     losses = [v for v in losses if v is not None][-TRAIN_WINDOW:]
     return sum(losses) / len(losses) if losses else None
 
 
 def loss_summary(events: list[dict]) -> dict:
     """Last train/eval losses and the gap between them (eval minus train), at the end and at the best."""
-    evals = [e for e in events if e.get("event") == "eval" and _num(e.get("eval_loss")) is not None]
-    logs = [e for e in events if e.get("event") == "log" and _num(e.get("loss")) is not None]
+    evals = [e for e in events if e.get("event") == Kind.EVAL and _num(e.get("eval_loss")) is not None]
+    logs = [e for e in events if e.get("event") == Kind.LOG and _num(e.get("loss")) is not None]
     out: dict[str, Any] = {
         "final_train_loss": _num(logs[-1]["loss"]) if logs else None,
         "final_eval_loss": _num(evals[-1]["eval_loss"]) if evals else None,
@@ -92,7 +91,7 @@ def generate_answers(run_dir: Path, cfg, n: int = DEFAULT_GENERATIONS,
     ``stop_tokens``' end of turn), so ``stopped`` means what it means in ``sft-wizard chat``."""
     from .chat import load_chat_model
 
-    final = Path(run_dir) / FINAL_DIR
+    final = RunDir(run_dir).final
     if not final.is_dir():
         raise ReportError(f"{final}: no final model (the run did not finish)")
     prompts = held_out_prompts(cfg, n)
@@ -122,21 +121,22 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
     from .config import ConfigError, load_preset
 
     run_dir = Path(run_dir)
-    events = read_events(run_dir / EVENTS_FILE)
+    rd = RunDir(run_dir)
+    events = read_events(rd.events)
     if not events:
-        raise ReportError(f"{run_dir / EVENTS_FILE}: no events (not a run directory, or the run never started)")
+        raise ReportError(f"{rd.events}: no events (not a run directory, or the run never started)")
     try:
-        cfg = load_preset(run_dir / CONFIG_FILE)
+        cfg = load_preset(rd.config)
     except ConfigError:
         cfg = None
-    ends = [e for e in events if e.get("event") == "end"]
-    recorded = [e for e in events if e.get("event") == "warning" and e.get("source") == "curve"]
-    curve = recorded or diagnose_events([e for e in events if e.get("event") != "warning"], cfg)
+    state = fold(events)
+    recorded = [e for e in events if e.get("event") == Kind.WARNING and e.get("source") == "curve"]
+    curve = recorded or diagnose_events([e for e in events if e.get("event") != Kind.WARNING], cfg)
     report: dict[str, Any] = {
         "run": run_dir.name,
         "run_dir": str(run_dir),
-        "status": ends[-1].get("status") if ends else "running",
-        "steps": max((e.get("step") or 0 for e in events), default=0),
+        "status": state.end_status or Status.RUNNING,  # what the events say (report reads files only)
+        "steps": state.top_step,
         "best": best_checkpoint(events),
         **loss_summary(events),
         "curve_warnings": [{k: w.get(k) for k in ("step", "code", "message", "setting", "suggested")}
@@ -149,8 +149,8 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
     }
     if generations > 0:
         if cfg is None:
-            report["generation_error"] = f"{run_dir / CONFIG_FILE}: missing or invalid, cannot find held-out rows"
-        elif not (run_dir / FINAL_DIR).is_dir():
+            report["generation_error"] = f"{rd.config}: missing or invalid, cannot find held-out rows"
+        elif not rd.final.is_dir():
             report["generation_error"] = "no final model (the run did not finish)"
         else:
             try:

@@ -177,51 +177,49 @@ def estimate_memory(facts, cfg: RunConfig, gpu_memory_gib: float | None, hardwar
 # --------------------------------------------------------------------------- runs
 
 def launch(cfg: RunConfig, preset_path: str | None):
+    """Start a run (a ``runs.Launched``: ``run_dir``, ``process``)."""
     from sftwizard.core.config import ConfigError, output_root_problem
+    from sftwizard.core.runs import launch as launch_run
 
     if problem := output_root_problem(cfg):
         raise ConfigError([problem])
-    return _core("runs", "launch")(cfg, preset_path)
+    return launch_run(cfg, preset_path)
 
 
 def stop_run(run_dir: Path) -> None:
     """Ask a run to stop gracefully (it finishes the step and saves a checkpoint)."""
-    try:
-        stop = _core("runs", "stop")
-    except NotAvailable:
-        stop = None
-    if stop is not None:
-        try:
-            stop(run_dir)
-            return
-        except Exception:  # an unregistered run dir, or an older signature: the STOP file is the contract
-            pass
-    from sftwizard.core.runner import STOP_FILE
+    from sftwizard.core.rundir import RunDir
 
-    (run_dir / STOP_FILE).touch()
+    RunDir(run_dir).request_stop()
 
 
 def resume_run(run_dir: Path):
     """Continue a stopped, failed or lost run from its newest complete checkpoint (a ``Launched``:
     ``run_dir``, ``process``, ``checkpoint``); RunsError, a sentence, when it cannot."""
-    return _core("runs", "resume")(run_dir)
+    from sftwizard.core.runs import resume
+
+    return resume(run_dir)
 
 
 def run_alive(run_dir: Path) -> bool:
     """Whether the run's processes are alive (the run registry's own test: lock, then pid)."""
-    return _core("runs", "is_alive")(run_dir)
+    from sftwizard.core.runs import is_alive
+
+    return is_alive(run_dir)
 
 
 def list_runs() -> list:
-    return _core("runs", "list_runs")()
+    """Every run, newest first: ``runs.RunInfo`` (the fold of each run's events)."""
+    from sftwizard.core.runs import list_runs as runs
+
+    return runs()
 
 
-def events_file(run_dir: Path) -> Path:
-    return run_dir / _core("events", "EVENTS_FILE")
+def follow_run(run_dir: Path, process=None, *, resumed: bool = False):
+    """A ``RunFollower`` on the run: its events, folded state and liveness, polled on a timer."""
+    from sftwizard.core.follower import RunFollower
 
-
-def new_tail(run_dir: Path):
-    return _core("events", "EventTail")(events_file(run_dir))
+    return RunFollower(run_dir, process, resumed=resumed)
 
 
 # --------------------------------------------------------------------------- recommendations
