@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from typing import Any, Callable, Iterator
 
 from .events import EventTail
 from .run_model import Reason, RunState, Status
@@ -124,3 +126,20 @@ class RunFollower:
     def end(self) -> dict | None:
         """The ``end`` event of the process followed, when written."""
         return self.state.seg_end if self.ended else None
+
+
+def follow(ref: str | os.PathLike, interval: float = 0.5,
+           stop: Callable[[], bool] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Batches of events: the whole history first, then new ones as they are written, until the
+    run writes its end or its processes are gone (or ``stop()`` says so). A loop over
+    :class:`RunFollower`, for scripts; a viewer on a timer calls its ``poll()`` itself."""
+    from .runs import find_run
+
+    follower = RunFollower(find_run(ref))
+    while True:
+        batch = follower.poll()
+        if batch:
+            yield batch
+        if follower.done or (stop is not None and stop()):
+            return
+        time.sleep(interval)

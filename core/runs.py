@@ -16,7 +16,7 @@ A run's status and numbers are the fold of its events (``core/run_model.py``) pl
 processes live; following one live is ``core/follower.py``.
 
 Plain functions for the CLI and the TUI: ``list_runs``, ``run_info``, ``find_run``, ``history``,
-``follow``, ``stop``, ``resume``, ``launch``; errors are ``RunsError`` (one sentence).
+``stop``, ``resume``, ``launch``; errors are ``RunsError`` (one sentence).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .checkpoints import checkpoint_problem
 from .config import RunConfig, apply_overrides, load_preset, save_preset
@@ -464,21 +464,6 @@ def history(ref: str | os.PathLike) -> list[dict[str, Any]]:
     return read_events(RunDir(find_run(ref)).events)
 
 
-def follow(ref: str | os.PathLike, interval: float = 0.5,
-           stop: Callable[[], bool] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Batches of events: the whole history first, then new ones as they are written, until the
-    run writes its end or its processes are gone (or ``stop()`` says so). A loop over
-    ``follower.RunFollower``, for scripts; a viewer on a timer calls its ``poll()`` itself."""
-    from .follower import RunFollower
-
-    follower = RunFollower(find_run(ref))
-    while True:
-        batch = follower.poll()
-        if batch:
-            yield batch
-        if follower.done or (stop is not None and stop()):
-            return
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- start

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from sftwizard.core import runs
+from sftwizard.core import follower, runs
 from sftwizard.core.event_lines import event_line
 from sftwizard.core.events import EventWriter, event_problem
 from sftwizard.core.follower import STARTING, RunFollower
@@ -264,11 +264,11 @@ def test_a_pid_file_holding_no_process_id_is_not_alive(tmp_path):
         assert runs.is_alive(run_dir) is False
 
 
-def test_runs_follow_yields_the_history_then_stops_at_the_end(tmp_path):
+def test_follow_yields_the_history_then_stops_at_the_end(tmp_path):
     d = tmp_path / "20260101-000000-done"
     writer = EventWriter(RunDir(d).events)
     writer.emit(Kind.START, 0, model="m", method="full")
     writer.emit(Kind.END, 0, status="stopped", reason="stopped", message="on request")
     writer.close()
-    batches = list(runs.follow(d, interval=0.01))
+    batches = list(follower.follow(d, interval=0.01))
     assert [[e["event"] for e in b] for b in batches] == [["start", "end"]]
