@@ -272,3 +272,18 @@ def test_follow_yields_the_history_then_stops_at_the_end(tmp_path):
     writer.close()
     batches = list(follower.follow(d, interval=0.01))
     assert [[e["event"] for e in b] for b in batches] == [["start", "end"]]
+
+
+def test_the_architecture_doc_lists_every_kind_status_and_reason_of_the_schema(repo_root):
+    # The one table of event kinds is docs/architecture.md (the README links to it): it must not
+    # drift from the schema in either direction.
+    import re
+
+    from sftwizard.core.run_model import Kind, Reason, Status
+
+    doc = (repo_root / "docs" / "architecture.md").read_text()
+    section = doc[doc.index("## The run model"):]
+    table_kinds = set(re.findall(r"^\| `(\w+)` \(`[A-Z_]+`\)", section, flags=re.M))
+    assert table_kinds == set(Kind.ALL)
+    for name in (*Status.ALL, *Reason.ALL):
+        assert f"`{name}`" in section, name
