@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .held_out import HeldOutPrompt, held_out_prompts, spread
+from .run_model import Kind
 
-SAMPLE_EVENT = "sample"
 MIN_NEW_TOKENS = 32  # every prompt may say at least this much
 MAX_NEW_TOKENS = 128  # the cap, however long the reference
 
@@ -136,7 +136,7 @@ def samples_callback(writer, tokenizer, template: str | None, prompts: list[Samp
                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 answers = []
             for fields in answers:
-                writer.emit(SAMPLE_EVENT, **fields)
+                writer.emit(Kind.SAMPLE, **fields)
             self.sampled_steps.append(step)
             if paused is not None:
                 paused(time.perf_counter() - began)
@@ -179,7 +179,7 @@ def samples_by_prompt(events: list[dict]) -> list[PromptSamples]:
     a resume, keeps its last answer)."""
     found: dict[int, PromptSamples] = {}
     for ev in events:
-        if ev.get("event") != SAMPLE_EVENT or not isinstance(ev.get("prompt_id"), int):
+        if ev.get("event") != Kind.SAMPLE or not isinstance(ev.get("prompt_id"), int):
             continue
         entry = found.setdefault(ev["prompt_id"], PromptSamples(ev["prompt_id"], str(ev.get("prompt") or ""),
                                                                 ev.get("reference")))
@@ -192,4 +192,4 @@ def samples_by_prompt(events: list[dict]) -> list[PromptSamples]:
 
 def generation_seconds(events: list[dict]) -> float:
     """Total time the run spent sampling (not training)."""
-    return round(sum(ev.get("generation_s") or 0 for ev in events if ev.get("event") == SAMPLE_EVENT), 3)
+    return round(sum(ev.get("generation_s") or 0 for ev in events if ev.get("event") == Kind.SAMPLE), 3)
