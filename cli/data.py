@@ -179,9 +179,9 @@ def _preview_config(args):
     from sftwizard.core.config import RunConfig, TemplateSection, apply_overrides
 
     if args.preset:
-        from .run import load_with_overrides
+        from sftwizard.core import presets
 
-        _, cfg = load_with_overrides(args.preset, args.overrides)
+        _, cfg = presets.load(args.preset, args.overrides)
     else:
         if not (args.model and args.data):
             raise UserError("preview: give a preset, or both --model and --data")

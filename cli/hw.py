@@ -141,18 +141,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def config_for_estimate(args: argparse.Namespace, *, need_model: bool = True):
     """The RunConfig the flags describe: a preset (or the defaults) with the flags applied."""
-    from sftwizard.core.config import RunConfig, apply_overrides, load_preset
+    from sftwizard.core import presets
+    from sftwizard.core.config import RunConfig, apply_overrides
 
-    if args.preset:
-        from sftwizard.core.presets import find_preset
-
-        cfg = load_preset(find_preset(args.preset))
-    elif args.model or not need_model:
-        cfg = RunConfig()
-    else:
-        raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
     overrides = _overrides(args) + list(getattr(args, "overrides", None) or [])
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    if args.preset:
+        return presets.load(args.preset, overrides)[1]
+    if not (args.model or not need_model):
+        raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
+    return apply_overrides(RunConfig(), overrides) if overrides else RunConfig()
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from sftwizard.core.config import ConfigError, apply_overrides, load_preset
-from sftwizard.core.presets import find_preset, list_presets
+from sftwizard.core import presets
+from sftwizard.core.config import ConfigError
+from sftwizard.core.presets import list_presets
 
-from .common import EXIT_USER_ERROR, UserError, add_json_flag, print_json
+from .common import EXIT_USER_ERROR, add_json_flag, print_json
 
 # Failure reasons that are the user's input, not a crash: exit code 2 like any bad input.
 USER_REASONS = {"config", "data"}
@@ -35,64 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_presets)
 
 
-def load_with_overrides(preset: str, overrides: list[str]):
-    path = find_preset(preset)
-    cfg = load_preset(path)
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-    return path, cfg
-
-
-def preflight(cfg) -> None:
-    """Cheap checks before a process is started: files that must exist do, the runs folder is writable."""
-    from sftwizard.core.config import output_root_problem
-    from sftwizard.core.models import ModelError, resolve_model
-
-    if problem := output_root_problem(cfg):
-        raise UserError(problem)
-
-    if cfg.model.id.startswith(("/", "./", "../", "~")) or cfg.model.id.startswith("builtin:"):
-        try:
-            resolve_model(cfg.model.id, allow_download=False)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
-    else:
-        from sftwizard.core.models import check_download
-
-        try:  # a hub model not in the cache: the repo exists, we may read it, and it fits on the disk
-            check_download(cfg.model.id, cfg.model.revision, weights=True)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
-    from sftwizard.core.runnable import Environment, runnable_problems, runs_anywhere
-
-    if not runs_anywhere(cfg):  # only then is torch imported to look at this machine
-        problems = runnable_problems(cfg, Environment.detect())
-        if problems:
-            raise UserError(problems[0])
-    for i, src in enumerate(list(cfg.data.sources) + ([cfg.data.eval_source] if cfg.data.eval_source else [])):
-        if src.path.startswith("builtin:"):
-            continue
-        p = Path(src.path).expanduser()
-        local_like = src.path.startswith(("/", "./", "../", "~")) or p.suffix.lower() in (
-            ".jsonl", ".json", ".parquet", ".csv", ".txt")
-        if local_like and not p.exists():
-            raise UserError(f"{src.path}: no such data file")
-        if p.is_file() and p.stat().st_size == 0:
-            raise UserError(f"{src.path}: the data file is empty")
-        if not local_like and not p.exists():
-            from sftwizard.core.data_readers import check_hub_dataset
-
-            check_hub_dataset(src)  # a Hub dataset: its config, split and room on the disk (DataError)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from sftwizard.core import runs
     from sftwizard.core.events import EventTail
+    from sftwizard.core.preflight import preflight
     from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
 
     from .progress import EventPrinter
 
-    path, cfg = load_with_overrides(args.preset, args.overrides)
+    path, cfg = presets.load(args.preset, args.overrides)
     preflight(cfg)
     launched = runs.launch(cfg, str(path))
     run_dir = launched.run_dir
@@ -187,7 +138,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from sftwizard.core.config import output_root_problem
 
     try:
-        path, cfg = load_with_overrides(args.preset, args.overrides)
+        path, cfg = presets.load(args.preset, args.overrides)
         if problem := output_root_problem(cfg):
             raise ConfigError([problem], str(path))
     except ConfigError as exc:
