@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,8 +59,7 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--attn", choices=["eager", "sdpa", "flash_attention_2"])
     p.add_argument("--optim", metavar="NAME", help="a TrainingArguments optimizer name, e.g. adamw_8bit")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any other setting, as for `run` (e.g. distributed.strategy=zero3)")
+    add_set_flag(p, "any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
                    help="memory to fit in (default: free memory of this machine's first GPU)")
 

@@ -12,7 +12,7 @@ import sys
 
 from sftwizard.core import presets
 
-from .common import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("preset", help="a preset YAML file, or the name of a shipped/user preset")
     p.add_argument("--to", dest="target", required=True, choices=["trl"], help="the tool to export to")
     p.add_argument("out", metavar="OUT.yaml", help="the config to write; the data goes to OUT.data/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_set_flag(p)
     p.add_argument("--data", dest="data_mode", choices=["auto", "messages", "tokens"], default="auto",
                    help="rows TRL renders itself (messages) or the wizard's tokens and masks (tokens); "
                         "auto: messages when TRL would train the same tokens")
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("accelerate", help="the accelerate config and `accelerate launch` command(s) for a preset "
                                           "(multi-GPU / multi-node)")
     p.add_argument("preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_set_flag(p)
     p.add_argument("--config-out", metavar="FILE", help="write the accelerate config here")
     p.add_argument("--run-dir", metavar="DIR", default="RUN_DIR",
                    help="the run directory the commands train (same path on every machine)")

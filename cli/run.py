@@ -10,7 +10,7 @@ from sftwizard.core import presets
 from sftwizard.core.config import ConfigError
 from sftwizard.core.presets import list_presets
 
-from .common import EXIT_USER_ERROR, add_json_flag, print_json
+from .common import EXIT_USER_ERROR, add_json_flag, add_set_flag, print_json
 
 # Failure reasons that are the user's input, not a crash: exit code 2 like any bad input.
 USER_REASONS = {"config", "data"}
@@ -19,14 +19,13 @@ USER_REASONS = {"config", "data"}
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="fine-tune from a preset (headless; follows the run unless --detach)")
     p.add_argument("preset", help="a preset YAML file, or the name of a shipped/user preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable), e.g. --set training.max_steps=50")
+    add_set_flag(p)
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run goes on")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a preset: schema, ranges, and what this machine can run")
     p.add_argument("preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_set_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_validate)
 
