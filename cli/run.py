@@ -116,23 +116,6 @@ def print_event(ev: dict) -> None:
         print(line, flush=True)
 
 
-def runnable_warnings(cfg) -> list[dict]:
-    """What this machine cannot run, as validate's warnings (code ``not_runnable_here``): a preset
-    may be meant for another machine, so they inform; ``run`` refuses the same problems."""
-    from sftwizard.core.hardware import probe_hardware
-    from sftwizard.core.runnable import Environment, runnable_notes, runnable_problems, runs_anywhere
-
-    if runs_anywhere(cfg):
-        return []
-    env = Environment.from_hardware(probe_hardware(check_torch=True))
-    problems = runnable_problems(cfg, env)
-    return [{"code": "not_runnable_here", "message": f"not runnable on this machine: {p}",
-             "setting": p.split(":", 1)[0], "suggested": None, "details": {}}
-            for p in problems] + ([] if problems else [
-        {"code": "qlora_on_cpu", "message": note, "setting": "method.type", "suggested": None, "details": {}}
-        for note in runnable_notes(cfg, env)])
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from sftwizard.core.config import output_root_problem
 
@@ -147,6 +130,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise
     # --- doctor (issue 9): pre-launch warnings; they inform, never block -------------------
     from sftwizard.core.doctor_inputs import doctor_warnings
+    from sftwizard.core.runnable import runnable_warnings
 
     from .doctor import format_warning
 
