@@ -98,6 +98,19 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["p.yaml"]
 
 
+def test_a_write_that_fails_halfway_leaves_the_old_file_and_no_temp_file(tmp_path: Path):
+    from sftwizard.core.paths import atomic_writer
+
+    target = tmp_path / "rows.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(target) as fh:
+            fh.write("new, half written\n")
+            raise RuntimeError("the disk filled up")
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
 def test_overrides_parse_values_and_revalidate():
     cfg = apply_overrides(RunConfig(), ["training.max_steps=7", "method.type=full", "training.learning_rate=1e-5"])
     assert cfg.training.max_steps == 7 and cfg.method.type == "full"
