@@ -5,8 +5,11 @@
 - the core modules import one another without a circle, so the engine reads bottom-up.
 
 Every module file of the three packages is walked, and every import statement in it counts, including
-those inside functions: a lazy import is still an edge. The rule on heavy libraries (torch, transformers
-… only inside functions, never at start-up) is a different one; the start-up tests check it.
+those inside functions: a lazy import is still an edge.
+
+A different rule, checked here from the source too: heavy libraries (torch, transformers, …) are imported
+only inside functions, never when a module is imported. The start-up tests (``python -c "import …"``
+and a look at ``sys.modules``) check what that rule is for: the TUI and the CLI start without them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ FORBIDDEN = {
     "sftwizard.core": ("sftwizard.cli", "sftwizard.tui", "textual", "rich"),
     "sftwizard.tui": ("sftwizard.cli",),
 }
+HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "bitsandbytes", "accelerate", "deepspeed")
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -56,6 +60,40 @@ def imports_of(name: str, path: Path) -> list[tuple[str, int]]:
             out.append((module, node.lineno))
             out += [(f"{module}.{alias.name}", node.lineno) for alias in node.names]
     return out
+
+
+def import_time_imports(name: str, path: Path) -> list[tuple[str, int]]:
+    """Like ``imports_of``, but only the imports run when the module is imported: not those inside a
+    function, nor under ``if TYPE_CHECKING:``."""
+    out = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            out.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out.append((node.module or "", node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    return out
+
+
+def heavy_at_import(root: Path) -> list[str]:
+    """``file:line: module imports torch`` for every heavy library imported when a module is."""
+    found = []
+    for name, path in module_files(root).items():
+        for module, line in import_time_imports(name, path):
+            hit = next((h for h in HEAVY if _within(module, h)), None)
+            if hit:
+                found.append(f"{path.relative_to(root)}:{line}: {name} imports {hit} at import time")
+    return sorted(found)
 
 
 def _within(module: str, prefix: str) -> bool:
@@ -150,6 +188,11 @@ def test_core_and_tui_respect_the_import_contract():
     assert not breaches, "imports across a forbidden boundary:\n" + "\n".join(breaches)
 
 
+def test_heavy_libraries_are_imported_only_inside_functions():
+    found = heavy_at_import(REPO)
+    assert not found, "move these imports into the functions that need them:\n" + "\n".join(found)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "circles left in files other branches own (issue 16): samples -> chat -> merge -> chat (chat/merge/samples), "
     "estimator -> distributed -> runner -> diagnosis -> estimator (distributed's run-dir constant import)"))
@@ -187,6 +230,8 @@ def test_the_checks_catch_lazy_imports_relative_imports_and_circles(tmp_path):
         "tui/__init__.py": "",
         "tui/app.py": "def main():\n    import sftwizard.cli.main\n",
         "cli/main.py": "from sftwizard.tui import app\n",  # the CLI may open the TUI
+        "cli/train.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n"
+                         "class A:\n    import trl.trainer\ndef f():\n    import transformers\n"),
     })
     assert contract_breaches(root) == [
         "core/a.py:2: sftwizard.core.a imports textual",
@@ -194,6 +239,7 @@ def test_the_checks_catch_lazy_imports_relative_imports_and_circles(tmp_path):
         "core/d.py:1: sftwizard.core.d imports sftwizard.tui",
         "tui/app.py:2: sftwizard.tui.app imports sftwizard.cli",
     ]
+    assert heavy_at_import(root) == ["cli/train.py:5: sftwizard.cli.train imports trl at import time"]
     [(circle, group)] = core_cycles(root)
     assert list(map(_short, circle)) == ["a", "b", "c", "a"] and set(map(_short, group)) == {"a", "b", "c"}
     (root / "core/c.py").write_text("x = 1\n")
