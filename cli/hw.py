@@ -146,7 +146,7 @@ def config_for_estimate(args: argparse.Namespace, *, need_model: bool = True):
     overrides = _overrides(args) + list(getattr(args, "overrides", None) or [])
     if args.preset:
         return presets.load(args.preset, overrides)[1]
-    if not (args.model or not need_model):
+    if need_model and not args.model:
         raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
     return apply_overrides(RunConfig(), overrides) if overrides else RunConfig()
 
