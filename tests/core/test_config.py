@@ -135,6 +135,20 @@ def test_user_presets_are_listed_from_the_config_dir(sftw_home: Path):
     assert os.environ["SFT_WIZARD_HOME"] == str(sftw_home)
 
 
+def test_a_preset_loads_by_name_with_overrides_and_a_user_preset_comes_first(sftw_home: Path):
+    from sftwizard.core import presets
+    from sftwizard.core.paths import user_presets_dir
+
+    path, cfg = presets.load("demo", ["training.max_steps=7"])
+    assert path == presets.shipped_presets_dir() / "demo.yaml" and cfg.training.max_steps == 7
+    mine = apply_overrides(RunConfig(), ["training.max_steps=3"])
+    save_preset(mine, user_presets_dir() / "demo.yaml")
+    path, cfg = presets.load("demo")
+    assert path == user_presets_dir() / "demo.yaml" and cfg.training.max_steps == 3
+    with pytest.raises(ConfigError, match="training.max_step: unknown key"):
+        presets.load("demo", ["training.max_step=7"])
+
+
 def test_load_best_model_at_end_states_what_transformers_would_refuse_before_a_run():
     evals = {"data": {"eval_fraction": 0.1}}
     assert problems_of({"training": {"load_best_model_at_end": True}}) == [
