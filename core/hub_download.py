@@ -8,8 +8,9 @@ them with ``snapshot_download`` while a thread reads the bytes arriving in the c
 folder (finished blobs and ``.incomplete`` parts alike, so a resumed file counts what it already
 had) and reports them to a ``phases.Phase`` in bytes.
 
-The token is whatever ``huggingface_hub`` finds (``HF_TOKEN`` or the login); it is never read,
-printed or written here.
+Also what every Hub call here and in ``hub.py`` (the push) shares: ``hub_token`` (whatever
+``huggingface_hub`` finds: ``HF_TOKEN`` or the login; never printed or written), ``scrub_token``
+and ``explain_hub_error``, one sentence per thing the Hub can answer.
 """
 
 from __future__ import annotations
