@@ -1,4 +1,4 @@
-"""What every command module shares: the ``--json`` flag and its printer, and the user-error
+"""What every command module shares: the ``--json`` and ``--set`` flags, the JSON printer, and the user-error
 type (core's, re-exported so a command raises the one class the entry point catches)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from sftwizard.core.errors import EXIT_USER_ERROR, UserError
 
-__all__ = ["EXIT_USER_ERROR", "UserError", "add_json_flag", "json_stdout", "print_json"]
+__all__ = ["EXIT_USER_ERROR", "UserError", "add_json_flag", "add_set_flag", "json_stdout", "print_json"]
 
 # Where print_json writes while json_stdout() holds stdout for the JSON alone.
 _json_streams: list = []
@@ -38,3 +38,10 @@ def json_stdout() -> Iterator[None]:
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON (schema in the README)")
+
+
+def add_set_flag(parser: argparse.ArgumentParser,
+                 help: str = "override one setting (repeatable), e.g. --set training.max_steps=50") -> None:
+    """``--set SECTION.KEY=VALUE`` (repeatable), gathered in ``args.overrides`` for ``apply_overrides``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=help)

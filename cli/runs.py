@@ -11,7 +11,7 @@ from pathlib import Path
 from sftwizard.core.metrics import format_duration
 from sftwizard.core.run_model import USER_REASONS, Kind, Reason, Status
 
-from .common import EXIT_USER_ERROR, add_json_flag, print_json
+from .common import EXIT_USER_ERROR, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("resume", help="continue a stopped, failed or lost run from its last checkpoint")
     p.add_argument("run")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change a setting that keeps the checkpoint valid, e.g. --set training.max_steps=500")
+    add_set_flag(p, "change a setting that keeps the checkpoint valid, e.g. --set training.max_steps=500")
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run goes on")
     p.set_defaults(func=cmd_resume)
 

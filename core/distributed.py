@@ -25,6 +25,7 @@ import yaml
 
 from .config import RunConfig, resolved_precision
 from .errors import UserError
+from .paths import atomic_write
 
 ACCELERATE_CONFIG_FILE = "accelerate.yaml"
 RUNNER_MODULE = "sftwizard.core.runner"
@@ -199,11 +200,7 @@ def write_accelerate_config(cfg: RunConfig, path: str | os.PathLike, machine: Ma
         "# mixed_precision follows the preset as resolved on the machine that wrote this file.\n"
         "# Use it with: accelerate launch --config_file THIS_FILE -m sftwizard.core.runner RUN_DIR\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, header + yaml.safe_dump(conf, sort_keys=False))
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@
 ``recommend(cfg, hardware=..., facts=..., audit=..., estimate_fn=...)`` returns a new RunConfig
 and one ``Recommendation`` (setting, value, reason) per setting it decided. Inputs are plain
 objects — a HardwareReport (``sftwizard.core.hardware.probe_hardware``), ModelFacts
-(``sftwizard.core.models.model_facts``), the data audit dict (``sftwizard.core.templates.audit_dataset``)
+(``sftwizard.core.models.model_facts``), the data audit dict (``sftwizard.core.audit.audit_dataset``)
 and ``estimate_memory`` — so the rules run anywhere, GPU or not, in well under a second.
 
 One rule above the others: no recommendation changes *what is trained*. Packing is best-fit

@@ -154,7 +154,7 @@ def audit_data(cfg: RunConfig, progress=None):
 def render_preview(cfg: RunConfig, row: int):
     _heavy_imports()
     _resolve_first(cfg)
-    return _core("templates", "render_preview")(cfg, row)
+    return _core("preview", "render_preview")(cfg, row)
 
 
 def doctor_warnings(cfg: RunConfig) -> list[dict]:

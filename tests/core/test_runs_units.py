@@ -282,11 +282,11 @@ def test_fingerprint_names_what_changed(tmp_path, builtin_model_dir):
     assert changed_parts(before, after) == [f"data ({data} changed)", "method (method.lora_r changed)"]
 
 
-def test_run_management_imports_no_heavy_or_ui_modules():
+def test_run_management_imports_no_heavy_modules():
     """The TUI imports these at start-up; the supervisor must stay a few MiB."""
     code = ("import sys\nimport sftwizard.core.runs, sftwizard.cli.runs, sftwizard.core.supervisor, "
             "sftwizard.core.metrics, sftwizard.core.diagnosis\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
