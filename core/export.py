@@ -34,7 +34,7 @@ import yaml
 
 from .config import RunConfig, resolved_dtype
 from .errors import UserError
-from .paths import unwritable_folder
+from .paths import atomic_write, atomic_writer, unwritable_folder
 
 DATA_MODES = ("auto", "messages", "tokens")
 TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -156,12 +156,10 @@ def _tokens_reasons(cfg: RunConfig, examples: list[dict], template_text: str | N
 
 def _write_jsonl(path: Path, rows) -> int:
     n = 0
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_writer(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 
@@ -388,9 +386,7 @@ def build_trl_export(cfg: RunConfig, out_yaml: str | os.PathLike, *, data_mode: 
         resolved=resolved_notes, command=["trl", "sft", "--config", str(out)],
     )
     text = _header(cfg, source, result) + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write(out, text)
     return result
 
 
