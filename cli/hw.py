@@ -156,14 +156,15 @@ def config_for_estimate(args: argparse.Namespace, *, need_model: bool = True):
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from sftwizard.core.estimator import estimate_config
+    from sftwizard.core.estimator import estimate_for
+    from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.models import model_facts
 
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
     cfg = config_for_estimate(args)
     facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
-    est = estimate_config(cfg, facts=facts, gpu_memory_gib=args.gpu_memory_gib)
+    est = estimate_for(cfg, probe_hardware(), facts, gpu_memory_gib=args.gpu_memory_gib)
     measured = _probe(args, cfg, facts) if args.probe else None
     if args.json:
         d = est.to_dict()
