@@ -302,9 +302,9 @@ def test_the_recommender_sizes_for_the_launch_on_the_gpu_the_run_lands_on(qwen_f
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
     rec = services.recommend_settings(cfg, box, qwen_facts, AUDIT)
     assert rec.estimate.gpu_memory_gib == pytest.approx(free.usable_memory_mib / 1024, abs=0.01)  # GPU 1's room
-    same = estimate_for(qwen_facts, rec.config, box, gpu_memory_gib=rec.estimate.gpu_memory_gib)
+    same = estimate_for(rec.config, box, qwen_facts, gpu_memory_gib=rec.estimate.gpu_memory_gib)
     assert rec.estimate.total_gib == same.total_gib
     alone = estimate_memory(qwen_facts, rec.config, gpu_memory_gib=rec.estimate.gpu_memory_gib)  # one process
     assert same.components["optimizer"] == pytest.approx(alone.components["optimizer"] / 2, rel=0.01)  # ZeRO-3 over 2
-    bar = services.estimate_memory(qwen_facts, rec.config, None, box)  # the TUI's memory bar
+    bar = services.estimate_memory(rec.config, box, qwen_facts)  # the TUI's memory bar
     assert bar.total_gib == same.total_gib and bar.gpu_memory_gib == same.gpu_memory_gib
