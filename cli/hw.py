@@ -213,6 +213,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.hub_download import format_bytes
     from sftwizard.core.model_catalog import format_params, list_models
+    from sftwizard.core.placement import placement
 
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
@@ -223,7 +224,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise UserError(f"--folder {folder}: no config.json there")
     cfg = config_for_estimate(args, need_model=False)
     hardware = probe_hardware()
-    gpu = hardware.best_gpu()
+    gpu = placement(cfg, hardware).gpu  # the one each badge's estimate checks against
     memory = args.gpu_memory_gib if args.gpu_memory_gib is not None else (
         round(gpu.usable_memory_mib / 1024, 2) if gpu is not None else None)
     rows = list_models(cfg, hardware=hardware, folders=args.folder, fetch=args.fetch,

@@ -63,10 +63,7 @@ class RunsScreen(Screen):
             rows = list(event.worker.result or [])
         else:
             rows = [{"id": p.name, "dir": str(p), "status": "?"} for p in self.app.session_runs]
-            if isinstance(event.worker.error, services.NotAvailable):
-                note = "Full run listing arrives with run management; showing this session's runs."
-            else:
-                note = f"Could not list runs: {event.worker.error}"
+            note = f"Could not list runs: {event.worker.error}"
         table = self.query_one(DataTable)
         table.clear()
         self.dirs = {}
