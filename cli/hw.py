@@ -62,7 +62,7 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
-                   help="memory to fit in (default: free memory of this machine's first GPU)")
+                   help="memory to fit in (default: free memory of the GPU the run lands on)")
 
 
 # --------------------------------------------------------------------------- hw
