@@ -200,30 +200,15 @@ def _hardware():
 
 
 def _audit(cfg) -> dict:
-    """The data audit recommend() reads; audit_dataset when it exists, else the two numbers it uses."""
-    from sftwizard.core import templates
+    """The data audit recommend() reads."""
+    from sftwizard.core.audit import audit_dataset
     from sftwizard.core.models import load_tokenizer, resolve_model
     from sftwizard.core.runner import resolve_data
+    from sftwizard.core.templates import resolve_template
 
     tok = load_tokenizer(resolve_model(cfg.model.id).path)
-    template = templates.resolve_template(tok, cfg.template)
     examples, _, _ = resolve_data(cfg)
-    if hasattr(templates, "audit_dataset"):
-        try:
-            return templates.audit_dataset(tok, examples, template, cfg)
-        except Exception:  # noqa: BLE001 - fall back below
-            pass
-    ds = templates.build_dataset(tok, examples, template, cfg)
-    lengths = sorted((min(len(ids), cfg.training.max_length) for ids in ds["input_ids"]), reverse=True)
-    bins: list[int] = []  # best-fit decreasing: free space per row
-    for n in lengths:
-        fit = [i for i, free in enumerate(bins) if free >= n]
-        if fit:
-            best = min(fit, key=lambda i: bins[i])
-            bins[best] -= n
-        else:
-            bins.append(cfg.training.max_length - n)
-    return {"rows": len(lengths), "token_length": {"max": lengths[0]}, "padding": {"packed_sequences": len(bins)}}
+    return audit_dataset(tok, examples, resolve_template(tok, cfg.template), cfg)
 
 
 def run_wizard(model: str, data: Path, steps: int, warmup: int, out: Path, max_length: int) -> dict:

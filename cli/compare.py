@@ -6,7 +6,7 @@ import argparse
 
 from sftwizard.core.metrics import format_duration
 
-from .common import UserError, add_json_flag, print_json
+from .common import add_json_flag, print_json
 
 CURVE_POINTS = 6  # eval points shown per run in the text output
 
@@ -24,12 +24,9 @@ def _fmt(value, spec: str) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from sftwizard.core.compare import CompareError, compare_runs
+    from sftwizard.core.compare import compare_runs
 
-    try:
-        comparison = compare_runs(args.runs)
-    except CompareError as exc:
-        raise UserError(str(exc)) from None
+    comparison = compare_runs(args.runs)  # CompareError is a UserError: one sentence, exit 2
     if args.json:
         print_json(comparison.to_dict())
         return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, add_set_flag, print_json
 
 FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "conversational_prompt_completion",
                   "alpaca", "sharegpt", "text"]
@@ -48,8 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template-source", choices=TEMPLATE_CHOICES, help="override template.source")
     p.add_argument("--template-file", help="a Jinja chat template file (template.source: file)")
     p.add_argument("--system-prompt", help="override template.system_prompt")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a preset setting (repeatable)")
+    add_set_flag(p, "override a preset setting (repeatable)")
     add_json_flag(p)
     p.set_defaults(func=cmd_preview)
 
@@ -179,9 +178,9 @@ def _preview_config(args):
     from sftwizard.core.config import RunConfig, TemplateSection, apply_overrides
 
     if args.preset:
-        from .run import load_with_overrides
+        from sftwizard.core import presets
 
-        _, cfg = load_with_overrides(args.preset, args.overrides)
+        _, cfg = presets.load(args.preset, args.overrides)
     else:
         if not (args.model and args.data):
             raise UserError("preview: give a preset, or both --model and --data")

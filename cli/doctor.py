@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from sftwizard.core.cleaning import DEFAULT_KINDS, KINDS, CleaningError, clean_source
+    from sftwizard.core.cleaning import DEFAULT_KINDS, KINDS, clean_source
     from sftwizard.core.config import DataSource
 
     kinds = [k.strip() for k in args.drop.split(",") if k.strip()] if args.drop else list(DEFAULT_KINDS)
@@ -64,10 +64,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         kinds.append("overlap")
     source = DataSource(path=args.source, format=args.format)
     against = DataSource(path=args.against) if args.against else None
-    try:
-        report = clean_source(source, args.out, kinds, against, on_bad_rows=args.on_bad_rows)
-    except CleaningError as exc:
-        raise UserError(str(exc)) from None
+    report = clean_source(source, args.out, kinds, against, on_bad_rows=args.on_bad_rows)  # CleaningError
     if args.json:
         print_json(report.to_dict())
         return 0
@@ -93,15 +90,12 @@ def _find_run(ref: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sftwizard.core.report import ReportError, build_report
+    from sftwizard.core.report import build_report
 
     if args.generations < 0 or args.max_new_tokens <= 0:
         raise UserError("--generations must be >= 0 and --max-new-tokens > 0")
     run_dir = _find_run(args.run)
-    try:
-        report = build_report(run_dir, generations=args.generations, max_new_tokens=args.max_new_tokens)
-    except ReportError as exc:
-        raise UserError(str(exc)) from None
+    report = build_report(run_dir, generations=args.generations, max_new_tokens=args.max_new_tokens)  # ReportError
     if args.json:
         print_json(report)
         return 0

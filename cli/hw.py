@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UserError, add_json_flag, print_json
+from .common import UserError, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,8 +59,7 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--attn", choices=["eager", "sdpa", "flash_attention_2"])
     p.add_argument("--optim", metavar="NAME", help="a TrainingArguments optimizer name, e.g. adamw_8bit")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any other setting, as for `run` (e.g. distributed.strategy=zero3)")
+    add_set_flag(p, "any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
                    help="memory to fit in (default: free memory of the GPU the run lands on)")
 
@@ -141,18 +140,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def config_for_estimate(args: argparse.Namespace, *, need_model: bool = True):
     """The RunConfig the flags describe: a preset (or the defaults) with the flags applied."""
-    from sftwizard.core.config import RunConfig, apply_overrides, load_preset
+    from sftwizard.core import presets
+    from sftwizard.core.config import RunConfig, apply_overrides
 
-    if args.preset:
-        from sftwizard.core.presets import find_preset
-
-        cfg = load_preset(find_preset(args.preset))
-    elif args.model or not need_model:
-        cfg = RunConfig()
-    else:
-        raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
     overrides = _overrides(args) + list(getattr(args, "overrides", None) or [])
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    if args.preset:
+        return presets.load(args.preset, overrides)[1]
+    if need_model and not args.model:
+        raise UserError("estimate: give a PRESET or --model (a hub id or a folder holding config.json)")
+    return apply_overrides(RunConfig(), overrides) if overrides else RunConfig()
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """`sft-wizard export`, `accelerate`, `merge`, `chat`, `push` and `trackers`: back to the ecosystem.
 
 Thin faces over ``core.export``, ``core.distributed``, ``core.merge``, ``core.chat``,
-``core.hub`` and ``core.trackers``; their errors are the user's: one sentence, exit 2.
+``core.hub`` and ``core.trackers``; their errors are UserErrors: one sentence, exit 2.
 JSON schemas: docs/cli-interop.md.
 """
 
@@ -9,28 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import wraps
 
-from .common import UserError, add_json_flag, print_json
+from sftwizard.core import presets
 
-
-def _user_errors(func):
-    """Turn this module family's error classes into UserError (exit 2, one sentence)."""
-
-    @wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        from sftwizard.core.chat import ChatError
-        from sftwizard.core.distributed import DistributedError
-        from sftwizard.core.export import ExportError
-        from sftwizard.core.hub import HubError
-        from sftwizard.core.merge import MergeError
-
-        try:
-            return func(args)
-        except (ExportError, MergeError, ChatError, HubError, DistributedError) as exc:
-            raise UserError(str(exc)) from None
-
-    return wrapper
+from .common import UserError, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("preset", help="a preset YAML file, or the name of a shipped/user preset")
     p.add_argument("--to", dest="target", required=True, choices=["trl"], help="the tool to export to")
     p.add_argument("out", metavar="OUT.yaml", help="the config to write; the data goes to OUT.data/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_set_flag(p)
     p.add_argument("--data", dest="data_mode", choices=["auto", "messages", "tokens"], default="auto",
                    help="rows TRL renders itself (messages) or the wizard's tokens and masks (tokens); "
                         "auto: messages when TRL would train the same tokens")
@@ -48,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("accelerate", help="the accelerate config and `accelerate launch` command(s) for a preset "
                                           "(multi-GPU / multi-node)")
     p.add_argument("preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_set_flag(p)
     p.add_argument("--config-out", metavar="FILE", help="write the accelerate config here")
     p.add_argument("--run-dir", metavar="DIR", default="RUN_DIR",
                    help="the run directory the commands train (same path on every machine)")
@@ -89,17 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_trackers)
 
 
-def _load(preset: str, overrides: list[str]):
-    from .run import load_with_overrides
-
-    return load_with_overrides(preset, overrides)
-
-
-@_user_errors
 def cmd_export(args: argparse.Namespace) -> int:
     from sftwizard.core.export import build_trl_export
 
-    path, cfg = _load(args.preset, args.overrides)
+    path, cfg = presets.load(args.preset, args.overrides)
     result = build_trl_export(cfg, args.out, data_mode=args.data_mode, source=str(path))
     if args.json:
         print_json(result.to_dict())
@@ -114,11 +89,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def cmd_accelerate(args: argparse.Namespace) -> int:
     from sftwizard.core import distributed
 
-    _, cfg = _load(args.preset, args.overrides)
+    _, cfg = presets.load(args.preset, args.overrides)
     machine = distributed.Machine.detect()
     config_file = args.config_out or "accelerate.yaml"
     conf = distributed.accelerate_config(cfg, machine, check=False)
@@ -152,7 +126,6 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def cmd_merge(args: argparse.Namespace) -> int:
     from sftwizard.core.merge import merge_run
 
@@ -169,7 +142,6 @@ def _print_reply(label: str, reply) -> None:
     print(f"{label}> {reply.text}{flag}")
 
 
-@_user_errors
 def cmd_chat(args: argparse.Namespace) -> int:
     from sftwizard.core import chat
 
@@ -239,7 +211,6 @@ def _chat_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-@_user_errors
 def cmd_push(args: argparse.Namespace) -> int:
     from sftwizard.core.hub import push
 

@@ -16,6 +16,8 @@ from typing import Callable
 
 from sftwizard.core.errors import EXIT_USER_ERROR, UserError
 
+from .common import json_stdout
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -48,6 +50,9 @@ def _open_tui(preset: str | None) -> int:
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "json", False):
+            with json_stdout():
+                return int(func(args) or 0)
         return int(func(args) or 0)
     except UserError as exc:
         msg = str(exc)

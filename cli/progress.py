@@ -12,6 +12,7 @@ import sys
 from typing import Callable, TextIO
 
 from sftwizard.core.event_lines import phase_line, phase_progress_text
+from sftwizard.core.run_model import Kind
 
 PLAIN_EVERY_S = 5.0
 
@@ -29,7 +30,7 @@ class EventPrinter:
         self._last_plain: dict[str, float] = {}
 
     def __call__(self, ev: dict) -> None:
-        if ev.get("event") == "phase":
+        if ev.get("event") == Kind.PHASE:
             (self._live_phase if self.live else self._plain_phase)(ev)
             return
         line = self.format_event(ev)

@@ -5,28 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from sftwizard.core.config import ConfigError, apply_overrides, load_preset
-from sftwizard.core.presets import find_preset, list_presets
+from sftwizard.core import presets
+from sftwizard.core.config import ConfigError
+from sftwizard.core.presets import list_presets
+from sftwizard.core.run_model import USER_REASONS, Kind, Status
 
-from .common import EXIT_USER_ERROR, UserError, add_json_flag, print_json
-
-# Failure reasons that are the user's input, not a crash: exit code 2 like any bad input.
-USER_REASONS = {"config", "data"}
+from .common import EXIT_USER_ERROR, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="fine-tune from a preset (headless; follows the run unless --detach)")
     p.add_argument("preset", help="a preset YAML file, or the name of a shipped/user preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable), e.g. --set training.max_steps=50")
+    add_set_flag(p)
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run goes on")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a preset: schema, ranges, and what this machine can run")
     p.add_argument("preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_set_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_validate)
 
@@ -35,64 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_presets)
 
 
-def load_with_overrides(preset: str, overrides: list[str]):
-    path = find_preset(preset)
-    cfg = load_preset(path)
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-    return path, cfg
-
-
-def preflight(cfg) -> None:
-    """Cheap checks before a process is started: files that must exist do, the runs folder is writable."""
-    from sftwizard.core.config import output_root_problem
-    from sftwizard.core.models import ModelError, resolve_model
-
-    if problem := output_root_problem(cfg):
-        raise UserError(problem)
-
-    if cfg.model.id.startswith(("/", "./", "../", "~")) or cfg.model.id.startswith("builtin:"):
-        try:
-            resolve_model(cfg.model.id, allow_download=False)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
-    else:
-        from sftwizard.core.models import check_download
-
-        try:  # a hub model not in the cache: the repo exists, we may read it, and it fits on the disk
-            check_download(cfg.model.id, cfg.model.revision, weights=True)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
-    from sftwizard.core.runnable import Environment, runnable_problems, runs_anywhere
-
-    if not runs_anywhere(cfg):  # only then is torch imported to look at this machine
-        problems = runnable_problems(cfg, Environment.detect())
-        if problems:
-            raise UserError(problems[0])
-    for i, src in enumerate(list(cfg.data.sources) + ([cfg.data.eval_source] if cfg.data.eval_source else [])):
-        if src.path.startswith("builtin:"):
-            continue
-        p = Path(src.path).expanduser()
-        local_like = src.path.startswith(("/", "./", "../", "~")) or p.suffix.lower() in (
-            ".jsonl", ".json", ".parquet", ".csv", ".txt")
-        if local_like and not p.exists():
-            raise UserError(f"{src.path}: no such data file")
-        if p.is_file() and p.stat().st_size == 0:
-            raise UserError(f"{src.path}: the data file is empty")
-        if not local_like and not p.exists():
-            from sftwizard.core.data_readers import check_hub_dataset
-
-            check_hub_dataset(src)  # a Hub dataset: its config, split and room on the disk (DataError)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from sftwizard.core import runs
-    from sftwizard.core.events import EventTail
-    from sftwizard.core.runner import EVENTS_FILE, STOP_FILE
+    from sftwizard.core.follower import RunFollower
+    from sftwizard.core.preflight import preflight
 
     from .progress import EventPrinter
 
-    path, cfg = load_with_overrides(args.preset, args.overrides)
+    path, cfg = presets.load(args.preset, args.overrides)
     preflight(cfg)
     launched = runs.launch(cfg, str(path))
     run_dir = launched.run_dir
@@ -103,59 +50,50 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0
     print(f"run {run_dir.name}  ({run_dir})", file=sys.stderr)
-    tail = EventTail(run_dir / EVENTS_FILE)
+    follower = RunFollower(run_dir, launched.process)
     printer = EventPrinter(format_event)  # one updating line per phase on a terminal
-    end = None
     interrupted = 0
     try:
-        while end is None:
+        while not follower.done:
             try:
-                for ev in tail.poll():
+                for ev in follower.poll():
                     printer(ev)
-                    if ev.get("event") == "end":
-                        end = ev
-                if end is None:
-                    if launched.process.poll() is not None:
-                        time.sleep(0.2)
-                        for ev in tail.poll():
-                            printer(ev)
-                            if ev.get("event") == "end":
-                                end = ev
-                        if end is None:
-                            end = {"status": "failed", "reason": "crash",
-                                   "message": f"the training process exited with code {launched.process.returncode}; "
-                                              f"see {run_dir / 'train.log'}"}
-                        break
+                if not follower.done:
                     time.sleep(0.25)
             except KeyboardInterrupt:
                 interrupted += 1
                 if interrupted == 1:
-                    (run_dir / STOP_FILE).touch()
+                    follower.run.request_stop()
                     print("stopping after this step (saving a checkpoint); Ctrl-C again to kill", file=sys.stderr)
                 else:
                     runs.stop(run_dir, kill=True)  # the whole process group, not just the supervisor
     finally:
         printer.close()
-    status = end.get("status")
-    if status == "finished":
+    return run_outcome(follower)
+
+
+def run_outcome(follower) -> int:
+    """`run`'s last line, from the run's state: how it ended; the exit code for it."""
+    status, end = follower.status, follower.end or {}
+    if status == Status.FINISHED:
         from sftwizard.core.event_lines import best_checkpoint_text
 
         print(f"finished in {end.get('duration_s', 0):.1f} s — model: {end.get('final_dir')}{best_checkpoint_text(end)}",
               file=sys.stderr)
         return 0
-    if status == "stopped":
-        print(f"stopped at step {end.get('step')} — resume with: sft-wizard resume {run_dir.name}", file=sys.stderr)
+    if status == Status.STOPPED:
+        print(f"stopped at step {end.get('step')} — resume with: sft-wizard resume {follower.run.id}", file=sys.stderr)
         return 0
-    message = end.get("message") or "training failed"
-    print(f"sft-wizard: error: {message} (details: {run_dir / 'train.log'})", file=sys.stderr)
-    return EXIT_USER_ERROR if end.get("reason") in USER_REASONS else 1
+    message = follower.message or "training failed"
+    print(f"sft-wizard: error: {message} (details: {follower.run.log})", file=sys.stderr)
+    return EXIT_USER_ERROR if follower.reason in USER_REASONS else 1
 
 
 def format_event(ev: dict) -> str | None:
     """`run`'s live line for an event; the start and end are told by `run` itself."""
     from sftwizard.core.event_lines import event_line
 
-    if ev.get("event") in ("start", "resume", "end", "error"):
+    if ev.get("event") in (Kind.START, Kind.RESUME, Kind.END, Kind.ERROR):
         return None
     return event_line(ev)
 
@@ -166,28 +104,11 @@ def print_event(ev: dict) -> None:
         print(line, flush=True)
 
 
-def runnable_warnings(cfg) -> list[dict]:
-    """What this machine cannot run, as validate's warnings (code ``not_runnable_here``): a preset
-    may be meant for another machine, so they inform; ``run`` refuses the same problems."""
-    from sftwizard.core.hardware import probe_hardware
-    from sftwizard.core.runnable import Environment, runnable_notes, runnable_problems, runs_anywhere
-
-    if runs_anywhere(cfg):
-        return []
-    env = Environment.from_hardware(probe_hardware(check_torch=True))
-    problems = runnable_problems(cfg, env)
-    return [{"code": "not_runnable_here", "message": f"not runnable on this machine: {p}",
-             "setting": p.split(":", 1)[0], "suggested": None, "details": {}}
-            for p in problems] + ([] if problems else [
-        {"code": "qlora_on_cpu", "message": note, "setting": "method.type", "suggested": None, "details": {}}
-        for note in runnable_notes(cfg, env)])
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from sftwizard.core.config import output_root_problem
 
     try:
-        path, cfg = load_with_overrides(args.preset, args.overrides)
+        path, cfg = presets.load(args.preset, args.overrides)
         if problem := output_root_problem(cfg):
             raise ConfigError([problem], str(path))
     except ConfigError as exc:
@@ -197,6 +118,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise
     # --- doctor (issue 9): pre-launch warnings; they inform, never block -------------------
     from sftwizard.core.doctor_inputs import doctor_warnings
+    from sftwizard.core.runnable import runnable_warnings
 
     from .doctor import format_warning
 

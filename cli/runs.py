@@ -9,10 +9,9 @@ from datetime import datetime
 from pathlib import Path
 
 from sftwizard.core.metrics import format_duration
+from sftwizard.core.run_model import USER_REASONS, Kind, Reason, Status
 
-from .common import EXIT_USER_ERROR, add_json_flag, print_json
-
-USER_REASONS = {"config", "data"}
+from .common import EXIT_USER_ERROR, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("resume", help="continue a stopped, failed or lost run from its last checkpoint")
     p.add_argument("run")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change a setting that keeps the checkpoint valid, e.g. --set training.max_steps=500")
+    add_set_flag(p, "change a setting that keeps the checkpoint valid, e.g. --set training.max_steps=500")
     p.add_argument("--detach", action="store_true", help="print the run id and return; the run goes on")
     p.set_defaults(func=cmd_resume)
 
@@ -73,7 +71,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for n, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
         info = infos[n - 1] if n else None
-        if info is not None and (info.status in ("failed", "lost") or info.reason == "killed"):
+        if info is not None and (info.status in (Status.FAILED, Status.LOST) or info.reason == Reason.KILLED):
             print(f"    └ {info.reason}: {info.message}")
     return 0
 
@@ -85,31 +83,29 @@ def format_history_event(ev: dict) -> str | None:
     from .run import format_event
 
     kind = ev.get("event")
-    if kind == "resume":
+    if kind == Kind.RESUME:
         return f"— resumed from {Path(ev.get('resume_from') or '?').name}"
-    if kind == "end" and ev.get("status") != "finished":
+    if kind == Kind.END and ev.get("status") != Status.FINISHED:
         return f"— {ev.get('status')} at step {ev.get('step')}: {ev.get('message')}"
     return format_event(ev)
 
 
-def _follow(run_dir: Path, from_start: bool, on_interrupt) -> None:
-    """Print events as they are written until the run's processes are gone."""
-    from sftwizard.core.events import EVENTS_FILE, EventTail
-    from sftwizard.core.runs import is_alive
+def _follow(run_dir: Path, from_start: bool, on_interrupt, process=None, resumed: bool = False) -> None:
+    """Print events as they are written until the run ends or its processes are gone (``process``
+    and ``resumed``: see ``RunFollower``)."""
+    from sftwizard.core.follower import RunFollower
 
     from .progress import EventPrinter
 
-    path = run_dir / EVENTS_FILE
-    tail = EventTail(path, offset=0 if from_start or not path.exists() else path.stat().st_size)
+    follower = RunFollower(run_dir, process, from_start=from_start, resumed=resumed)
     printer = EventPrinter(format_history_event)  # one updating line per phase on a terminal
     try:
         while True:
             try:
-                alive = is_alive(run_dir)
-                for ev in tail.poll():
+                for ev in follower.poll():
                     printer(ev)
-                if not alive:
-                    _note_skipped(run_dir, tail.skipped)
+                if follower.done:
+                    _note_skipped(run_dir, follower.tail.skipped)
                     return
                 time.sleep(0.3)
             except KeyboardInterrupt:
@@ -120,26 +116,30 @@ def _follow(run_dir: Path, from_start: bool, on_interrupt) -> None:
 
 
 def _note_skipped(run_dir: Path, skipped: int) -> None:
+    from sftwizard.core.rundir import RunDir
+
     if skipped:
-        print(f"note: {skipped} line{'s' if skipped != 1 else ''} of {run_dir / 'events.jsonl'} skipped "
+        print(f"note: {skipped} line{'s' if skipped != 1 else ''} of {RunDir(run_dir).events} skipped "
               "(torn, or not events of the expected shape)", file=sys.stderr)
 
 
 def _outcome(info) -> int:
-    """Print how the run ended (or that it goes on); the exit code for it."""
-    if info.status == "running":
+    """Print how the run ended (or that it goes on), from its state (``RunInfo``); the exit code."""
+    from sftwizard.core.rundir import RunDir
+
+    if info.status == Status.RUNNING:
         print(f"run {info.id} goes on (step {_step(info)}); follow it: sft-wizard attach {info.id}", file=sys.stderr)
         return 0
-    if info.status == "finished":
+    if info.status == Status.FINISHED:
         best = f" — the best checkpoint: {Path(info.best_checkpoint).name}" if info.best_checkpoint else ""
-        print(f"finished at step {info.step} in {format_duration(info.duration_s)} — model: {Path(info.dir) / 'final'}"
+        print(f"finished at step {info.step} in {format_duration(info.duration_s)} — model: {RunDir(info.dir).final}"
               f"{best}", file=sys.stderr)
         return 0
-    if info.status == "stopped":
+    if info.status == Status.STOPPED:
         print(f"stopped at step {info.step} ({info.message}) — resume with: sft-wizard resume {info.id}",
               file=sys.stderr)
         return 0
-    print(f"sft-wizard: {info.status}: {info.message} (details: {Path(info.dir) / 'train.log'})", file=sys.stderr)
+    print(f"sft-wizard: {info.status}: {info.message} (details: {RunDir(info.dir).log})", file=sys.stderr)
     if info.last_checkpoint:
         print(f"  resume from {Path(info.last_checkpoint).name} with: sft-wizard resume {info.id}", file=sys.stderr)
     return EXIT_USER_ERROR if info.reason in USER_REASONS else 1
@@ -151,7 +151,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     run_dir = runs.find_run(args.run)
     info = runs.run_info(run_dir)
     print(f"run {info.id}  {info.status}  ({info.dir})", file=sys.stderr)
-    if args.no_follow or info.status != "running":
+    if args.no_follow or info.status != Status.RUNNING:
         from .progress import EventPrinter
 
         printer = EventPrinter(format_history_event, live=False)  # a history: phases as plain lines
@@ -215,5 +215,5 @@ def cmd_resume(args: argparse.Namespace) -> int:
             pass  # it ended meanwhile
         return True
 
-    _follow(launched.run_dir, from_start=False, on_interrupt=stop_run)
+    _follow(launched.run_dir, from_start=False, on_interrupt=stop_run, process=launched.process, resumed=True)
     return _outcome(runs.run_info(launched.run_dir))

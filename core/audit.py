@@ -16,6 +16,9 @@ import math
 import random
 from typing import Callable
 
+from .findings import finding_dict
+from .stop_tokens import BlankTokens, stop_token_ids, stop_token_trained
+
 MAX_ROW_PROBLEMS = 20  # per kind; counts are always complete
 
 
@@ -31,35 +34,6 @@ def percentiles(values: list[float] | list[int]) -> dict:
 
     return {"p50": rank(0.5), "p90": rank(0.9), "p95": rank(0.95), "p99": rank(0.99), "max": ordered[-1],
             "mean": round(sum(ordered) / n, 3)}
-
-
-def _stop_ids(tokenizer) -> set[int]:
-    ids = set(tokenizer.get_added_vocab().values())
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
-class _Blank:
-    """Whether a token decodes to whitespace only (cached per id)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.cache: dict[int, bool] = {}
-
-    def __call__(self, token_id: int) -> bool:
-        hit = self.cache.get(token_id)
-        if hit is None:
-            hit = self.cache[token_id] = self.tokenizer.decode([token_id]).strip() == ""
-        return hit
-
-
-def _stop_trained(ids: list[int], mask: list[int], stop: set[int], blank: _Blank) -> bool:
-    """The last trained token that is not whitespace is a stop token (end-of-turn / EOS)."""
-    for t in range(len(ids) - 1, -1, -1):
-        if mask[t] and not blank(ids[t]):
-            return ids[t] in stop
-    return False
 
 
 def pack_bins(lengths: list[int], capacity: int) -> int:
@@ -113,8 +87,8 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
     t = cfg.training
     max_length = t.max_length
     split = bool(t.packing and t.packing_strategy == "bfd_split" and max_length)
-    stop = _stop_ids(tokenizer)
-    blank = _Blank(tokenizer)
+    stop = set(stop_token_ids(tokenizer, getattr(template, "template", None)))  # what ends a turn: the one rule
+    blank = BlankTokens(tokenizer)
     lengths: list[int] = []
     kept_lengths: list[int] = []
     shares: list[float] = []
@@ -128,10 +102,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
     def note(code: str, row: int, message: str, severity: str = "warning", field: str | None = None) -> None:
         counts[code] = counts.get(code, 0) + 1
         if counts[code] <= MAX_ROW_PROBLEMS:
-            item = {"code": code, "row": row, "message": message, "severity": severity}
-            if field:
-                item["field"] = field
-            row_problems.append(item)
+            row_problems.append(finding_dict(code, message, severity, row=row, **({"field": field} if field else {})))
 
     total = len(examples)
     for base in range(0, total, chunk):
@@ -186,7 +157,7 @@ def _audit(tokenizer, examples, template, cfg, progress, chunk) -> dict:
             is_conv = "messages" in examples[row] or isinstance(examples[row].get("prompt"), list)
             if trained:
                 conv_rows += 1
-                if _stop_trained(ids[:kept_n], kept, stop, blank):
+                if stop_token_trained(ids[:kept_n], kept, stop, blank):
                     stop_rows += 1
                 elif is_conv or not max_length or n <= max_length:
                     note("eos_not_trained", row, "the last trained token is not an end-of-turn/EOS token")

@@ -7,137 +7,28 @@ conversation; ``compare`` answers held-out eval prompts with the base and the tu
 by side; ``stop_check`` flags answers that never emitted EOS / the end-of-turn token — a model
 that never learned to stop.
 
-Plain functions for the CLI and the TUI's chat pane. Heavy imports inside functions.
+Plain functions for the CLI and the TUI's chat pane. Heavy imports inside functions. The pieces
+report and the samples share live lower down: answering (``chat_model.ChatModel``), the held-out
+prompts (``held_out``) and what ends a turn (``stop_tokens``); they are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .chat_model import ChatError, ChatModel, Reply
 from .config import RunConfig
-from .errors import UserError
-from .masks import RENDER_LOCK
+from .held_out import HeldOutPrompt, held_out_prompts
+from .stop_tokens import end_of_turn_token, end_of_turn_trained, stop_token_ids
 
-_PROBE = "\ue000sftw-probe\ue000"
+__all__ = ["ChatError", "ChatModel", "Comparison", "Prompt", "Reply", "StopReport", "compare", "end_of_turn_token",
+           "eval_prompts", "load_chat_model", "load_compare_pair", "load_path_model", "prompts_from_examples",
+           "stop_check", "stop_token_ids"]
 
-
-class ChatError(UserError):
-    """A model or run that cannot be chatted with as asked. One sentence."""
-
-
-# --------------------------------------------------------------------------- stop tokens
-
-def end_of_turn_token(tokenizer, template: str | None = None) -> str | None:
-    """The special token the template closes an assistant turn with (None if there is none)."""
-    template = template or getattr(tokenizer, "chat_template", None)
-    if not template:
-        return None
-    try:
-        with RENDER_LOCK:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}],
-                chat_template=template, tokenize=False,
-            )
-    except Exception:
-        return None
-    at = text.find(_PROBE)
-    if at < 0:
-        return None
-    suffix = text[at + len(_PROBE):].lstrip(" ")
-    if not suffix:
-        return None
-    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
-    if not ids:
-        return None
-    special = set(getattr(tokenizer, "all_special_ids", []) or []) | set(getattr(tokenizer, "added_tokens_decoder", {}))
-    return tokenizer.convert_ids_to_tokens(ids[0]) if ids[0] in special else None
-
-
-def stop_token_ids(tokenizer, template: str | None = None, model=None) -> list[int]:
-    """Ids that end an answer: EOS, the template's end-of-turn token, the model's generation EOS."""
-    ids: list[int] = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(int(tokenizer.eos_token_id))
-    eot = end_of_turn_token(tokenizer, template)
-    if eot is not None:
-        ids.append(int(tokenizer.convert_tokens_to_ids(eot)))
-    if model is not None:
-        gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        ids += [gen] if isinstance(gen, int) else list(gen or [])
-    return list(dict.fromkeys(ids))
-
-
-# --------------------------------------------------------------------------- the model
-
-@dataclass
-class Reply:
-    text: str
-    new_tokens: int
-    stopped: bool  # an EOS / end-of-turn token was generated
-    stop_token: str | None
-    token_ids: list[int] = field(default_factory=list, repr=False)  # every generated id, stop token included
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("token_ids")
-        return d
-
-
-@dataclass
-class ChatModel:
-    model: Any
-    tokenizer: Any
-    template: str | None
-    description: str
-    stop_ids: list[int] = field(default_factory=list)
-    adapter_off: bool = False  # a PeftModel answering as its base (the adapter switched off per call)
-
-    def generate(self, messages: list[dict], *, max_new_tokens: int = 128, temperature: float = 0.0,
-                 top_p: float = 1.0) -> Reply:
-        """Answer ``messages`` (greedy unless ``temperature`` > 0)."""
-        import torch
-
-        if not self.template:
-            raise ChatError(f"{self.description}: the tokenizer has no chat template, so a conversation cannot "
-                            "be rendered")
-        with RENDER_LOCK:  # the TUI may be auditing data in another thread
-            enc = self.tokenizer.apply_chat_template(
-                messages, chat_template=self.template, add_generation_prompt=True, tokenize=True, return_dict=True,
-                return_tensors="pt",
-            )
-        device = next(self.model.parameters()).device
-        input_ids = enc["input_ids"].to(device)
-        attention = enc.get("attention_mask")
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new_tokens,
-            eos_token_id=self.stop_ids or None,
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
-            else (self.stop_ids[0] if self.stop_ids else None),
-        )
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.no_grad(), (self.model.disable_adapter() if self.adapter_off else contextlib.nullcontext()):
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention.to(device) if attention is not None else None,
-                **kwargs,
-            )
-        new = out[0][input_ids.shape[1]:].tolist()
-        stop_at = next((i for i, t in enumerate(new) if t in self.stop_ids), None)
-        answer = new if stop_at is None else new[:stop_at]
-        return Reply(
-            text=self.tokenizer.decode(answer, skip_special_tokens=True).strip(),
-            new_tokens=len(new),
-            stopped=stop_at is not None,
-            stop_token=self.tokenizer.convert_ids_to_tokens(new[stop_at]) if stop_at is not None else None,
-            token_ids=new if stop_at is None else new[:stop_at + 1],
-        )
+Prompt = HeldOutPrompt  # the name chat's callers know: a held-out prompt (core/held_out.py builds them)
 
 
 def _device_dtype():
@@ -175,11 +66,11 @@ def load_path_model(path: str | os.PathLike, *, trust_remote_code: bool = False,
 
 
 def _is_run(target: str | os.PathLike) -> bool:
-    from .runner import CONFIG_FILE
+    from .rundir import RunDir
 
     p = Path(str(target)).expanduser()
     if p.is_dir():
-        return (p / CONFIG_FILE).exists()
+        return RunDir(p).config.exists()
     return True  # not a folder: a run id
 
 
@@ -257,19 +148,6 @@ def _dtype_name(dtype) -> str:
 
 # --------------------------------------------------------------------------- eval prompts and comparison
 
-@dataclass
-class Prompt:
-    messages: list[dict]
-    reference: str | None
-
-    @property
-    def last_user(self) -> str:
-        for m in reversed(self.messages):
-            if m.get("role") == "user":
-                return str(m.get("content"))
-        return ""
-
-
 def eval_prompts(cfg: RunConfig, limit: int = 5) -> list[Prompt]:
     """Held-out conversations of the run's eval data, cut before their last assistant answer."""
     from .runner import resolve_data
@@ -285,28 +163,8 @@ def eval_prompts(cfg: RunConfig, limit: int = 5) -> list[Prompt]:
 
 def prompts_from_examples(evals: list[dict], system: str | None, limit: int) -> list[Prompt]:
     """Up to ``limit`` conversations of ``evals`` cut before their last assistant answer, with the
-    run's system prompt added as training adds it (the runner samples from these while it trains)."""
-    prompts: list[Prompt] = []
-    for ex in evals:
-        if "messages" in ex:
-            msgs = list(ex["messages"])
-            last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
-            if last is None or last == 0:
-                continue
-            prompt, reference = msgs[:last], msgs[last].get("content")
-        elif isinstance(ex.get("prompt"), list):
-            prompt = list(ex["prompt"])
-            completion = ex.get("completion") or []
-            reference = completion[0].get("content") if completion else None
-        else:
-            continue
-        prompt = [{k: v for k, v in m.items() if k in ("role", "content")} for m in prompt]
-        if system and not (prompt and prompt[0].get("role") == "system"):
-            prompt = [{"role": "system", "content": system}, *prompt]
-        prompts.append(Prompt(prompt, reference))
-        if len(prompts) >= limit:
-            break
-    return prompts
+    run's system prompt added as training adds it (``held_out.held_out_prompts``)."""
+    return held_out_prompts(evals, system, limit, conversations_only=True)
 
 
 @dataclass
@@ -338,14 +196,8 @@ def stop_check(replies: list[Reply], chat: ChatModel | None = None, max_new_toke
 def _stop_hint(chat: ChatModel | None) -> str:
     if chat is None or not chat.template:
         return ""
-    try:
-        from trl.chat_template_utils import has_generation_markers, is_chat_template_stop_token_trained
-
-        if has_generation_markers(chat.template) and not is_chat_template_stop_token_trained(
-                chat.tokenizer, chat.template):
-            return " — this template leaves the end-of-turn token outside the assistant mask, so it is never trained"
-    except Exception:
-        return ""
+    if end_of_turn_trained(chat.tokenizer, chat.template) is False:
+        return " — this template leaves the end-of-turn token outside the assistant mask, so it is never trained"
     return " (train longer, or check that the assistant mask covers the end-of-turn token)"
 
 

@@ -21,12 +21,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import UserError
+from .paths import atomic_writer
 
 # An assistant answer shorter than this (stripped, in characters) is "very short", unless it is a number.
 SHORT_ANSWER_CHARS = 3
@@ -246,18 +246,10 @@ def _excerpt(example: dict, limit: int = 80) -> str:
 
 def write_jsonl(examples: list[dict], out: str | os.PathLike) -> Path:
     """Write canonical rows as JSONL atomically (temp file in the same folder, then rename)."""
-    p = Path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for ex in examples:
-                fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    with atomic_writer(out) as fh:
+        for ex in examples:
+            fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
+    return Path(out)
 
 
 def _same_file(a: str, b: Path) -> bool:

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import UserError
-from .events import EVENTS_FILE, read_events
+from .events import read_events
+from .run_model import Kind
+from .rundir import RunDir
 
 # Keys that always differ between runs and say nothing about how they trained.
 IGNORED_KEYS = ("run.name", "run.output_root")
@@ -72,14 +74,14 @@ def curves_of(events: list[dict]) -> tuple[list[tuple], list[tuple]]:
         step = ev.get("step")
         if not isinstance(step, int):
             continue
-        if ev.get("event") == "log":
+        if ev.get("event") == Kind.LOG:
             tokens = _num(ev.get("num_tokens"))
             if tokens is not None:
                 tokens_at[step] = tokens
             loss = _num(ev.get("loss"))
             if loss is not None:
                 train[step] = (step, tokens, loss)
-        elif ev.get("event") == "eval":
+        elif ev.get("event") == Kind.EVAL:
             loss = _num(ev.get("eval_loss"))
             if loss is not None:
                 evals[step] = (step, None, loss)
@@ -122,9 +124,9 @@ def run_curves(run_dir) -> RunCurves:
     from .runs import run_info
 
     info = run_info(run_dir)
-    events = read_events(run_dir / EVENTS_FILE)
+    events = read_events(RunDir(run_dir).events)
     train, evals = curves_of(events)
-    rates = [_num(ev.get("tokens_per_s")) for ev in events if ev.get("event") == "log"]
+    rates = [_num(ev.get("tokens_per_s")) for ev in events if ev.get("event") == Kind.LOG]
     rates = [r for r in rates if r is not None]
     best = min(evals, key=lambda p: (p[2], p[0])) if evals else None
     tokens = [p[1] for p in train if p[1] is not None]
@@ -141,7 +143,6 @@ def run_curves(run_dir) -> RunCurves:
 def compare_runs(refs: list[str]) -> Comparison:
     """Two or more runs (ids, prefixes, directories or ``last``) side by side."""
     from .config import ConfigError, load_preset
-    from .runner import CONFIG_FILE
     from .runs import find_run
 
     if len(refs) < 2:
@@ -155,7 +156,7 @@ def compare_runs(refs: list[str]) -> Comparison:
     configs = []
     for d in dirs:
         try:  # through the schema, so a run written before a field existed shows its default
-            configs.append(load_preset(d / CONFIG_FILE).to_dict())
+            configs.append(load_preset(RunDir(d).config).to_dict())
         except (OSError, ConfigError):
             configs.append(None)
     return Comparison([run_curves(d) for d in dirs], config_diff(configs))

@@ -12,7 +12,6 @@ import difflib
 import math
 import os
 import reprlib
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from .errors import UserError
+from .paths import atomic_write
 
 BUILTIN_MODEL = "builtin:tiny-chat"
 
@@ -576,21 +576,8 @@ def dump_preset(cfg: RunConfig) -> str:
 
 
 def save_preset(cfg: RunConfig, path: str | os.PathLike) -> Path:
-    """Write atomically: a temp file in the same folder, then rename over the target."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    text = dump_preset(cfg)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Write atomically (``paths.atomic_write``): a reader never sees half a preset."""
+    return atomic_write(path, dump_preset(cfg))
 
 
 def output_root_problem(cfg: RunConfig) -> str | None:

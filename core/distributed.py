@@ -25,6 +25,7 @@ import yaml
 
 from .config import RunConfig, resolved_precision
 from .errors import UserError
+from .paths import atomic_write
 
 ACCELERATE_CONFIG_FILE = "accelerate.yaml"
 RUNNER_MODULE = "sftwizard.core.runner"
@@ -199,11 +200,7 @@ def write_accelerate_config(cfg: RunConfig, path: str | os.PathLike, machine: Ma
         "# mixed_precision follows the preset as resolved on the machine that wrote this file.\n"
         "# Use it with: accelerate launch --config_file THIS_FILE -m sftwizard.core.runner RUN_DIR\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, header + yaml.safe_dump(conf, sort_keys=False))
 
 
 def free_port() -> int:
@@ -250,10 +247,10 @@ def training_command(run_dir: str | os.PathLike, resume_from: str | None = None,
     """The command that trains ``run_dir``: the plain runner for one process, else
     ``accelerate launch`` (see ``launch_command``). What ``runs`` spawns."""
     from .config import load_preset
-    from .runner import CONFIG_FILE
+    from .rundir import RunDir
 
     run_dir = Path(run_dir)
-    cfg = cfg or load_preset(run_dir / CONFIG_FILE)
+    cfg = cfg or load_preset(RunDir(run_dir).config)
     if is_distributed(cfg, machine):
         return launch_command(cfg, run_dir, resume_from=resume_from, machine=machine)
     cmd = [sys.executable, "-m", RUNNER_MODULE, str(run_dir)]

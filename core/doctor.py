@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import cleaning
+from .findings import Finding, Severity
 
 LR_RANGE = {"full": (1e-5, 5e-5), "lora": (1e-4, 5e-4), "qlora": (1e-4, 5e-4)}
 LR_TYPICAL = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
@@ -64,19 +65,26 @@ MLP_NAMES = {
 _MLP_PARENTS = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "experts")
 
 
-@dataclass
-class DoctorWarning:
-    """One finding: never blocks, always says why and what to change."""
+class DoctorWarning(Finding):
+    """One doctor finding (a ``Finding`` of severity warning): never blocks, always says why and
+    what to change. Built as it always was — ``DoctorWarning(code, message, setting, suggested,
+    details)`` — and written as the doctor's documented JSON: ``{code, message, setting,
+    suggested, details}`` (docs/cli-doctor.md)."""
 
-    code: str
-    message: str
-    setting: str
-    suggested: Any = None
-    details: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, code: str, message: str, setting: str | None = None, suggested: Any = None,
+                 details: dict[str, Any] | None = None, *, severity: Severity = "warning", where: str | None = None,
+                 suggestion: Any = None):  # Finding's keywords too, so dataclasses.replace works
+        super().__init__(code, message, severity, where, setting, suggested if suggestion is None else suggestion,
+                         dict(details or {}))
+
+    @property
+    def suggested(self) -> Any:
+        """The doctor's name for ``suggestion``."""
+        return self.suggestion
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "setting": self.setting,
-                "suggested": self.suggested, "details": dict(self.details)}
+                "suggested": self.suggestion, "details": dict(self.details)}
 
 
 Warning = DoctorWarning  # the name the shared API uses; DoctorWarning avoids shadowing the builtin here

@@ -39,7 +39,8 @@ def gather_inputs(cfg) -> tuple[dict[str, Any], list[dict]]:
         skipped.append(_skipped("model", "model.id", exc))
         return inputs, skipped
     try:
-        from .templates import audit_dataset, resolve_template
+        from .audit import audit_dataset
+        from .templates import resolve_template
 
         template = resolve_template(tokenizer, cfg.template)
         inputs["tokenizer_template"] = template.template

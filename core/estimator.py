@@ -21,6 +21,7 @@ on every keystroke. All sizes are GiB (2**30 bytes).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +43,7 @@ from .estimator_memory import (
     model_view,
     total_gib,
 )
+from .findings import Finding
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -54,18 +56,26 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Suggestion:
-    """One change that lowers (or, for the micro-batch, uses) memory, with its cost rank."""
+class Suggestion(Finding):
+    """One change that lowers (or, for the micro-batch, uses) memory, with its cost rank: a
+    ``Finding`` (severity info) whose ``message`` is the text and ``suggestion`` the changes
+    (dotted RunConfig path -> new value, apply_overrides-ready); ``total_gib``, ``fits`` and
+    ``cost`` (0 free ... 6 changes what is trained) are its details. Written as
+    ``{text, changes, total_gib, fits, cost}`` (docs, unchanged)."""
 
-    text: str
-    changes: dict[str, Any]  # dotted RunConfig path -> new value (apply_overrides-ready)
-    total_gib: float
-    fits: bool | None
-    cost: int  # 0 free ... 6 changes what is trained
+    def __init__(self, text: str, changes: dict[str, Any], total_gib: float, fits: bool | None, cost: int):
+        super().__init__("memory_suggestion", text, "info", setting=next(iter(changes), None), suggestion=changes,
+                         details={"total_gib": total_gib, "fits": fits, "cost": cost})
+
+    text = property(lambda self: self.message)
+    changes = property(lambda self: self.suggestion)
+    total_gib = property(lambda self: self.details["total_gib"])
+    fits = property(lambda self: self.details["fits"])
+    cost = property(lambda self: self.details["cost"])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"text": self.text, "changes": copy.deepcopy(self.changes), "total_gib": self.total_gib, "fits": self.fits,
+                "cost": self.cost}
 
 
 @dataclass

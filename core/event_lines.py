@@ -1,5 +1,8 @@
 """One human line per run event: the words `run`, `attach` and the TUI's Run screen share.
 
+``event_line`` is the formatter of every kind in ``core/run_model.py``'s schema: a new kind gets
+its line here (or none: a kind with a ``message`` is told as "kind: message" without one).
+
 Events come from ``events.jsonl`` (docs/run-directory.md). A value may be a float, ``NaN``
 (written by ``json.dumps(allow_nan=True)``), a string such as ``"nan"`` from an older run, or
 missing; every formatter here takes all of those without raising.
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import format_duration
+from .run_model import SEGMENT_STARTS, Kind, as_float
 
 
 def num(value: Any, spec: str) -> str:
@@ -139,45 +143,35 @@ def event_line(ev: dict, *, live_stats: bool = True) -> str | None:
     """One line for any event, or None for events that carry nothing to read."""
     kind = ev.get("event")
     step = ev.get("step")
-    if kind == "log":
+    if kind == Kind.LOG:
         return log_line(ev, live_stats=live_stats)
-    if kind == "phase":
+    if kind == Kind.PHASE:
         return phase_line(ev)
-    if kind == "eval":
+    if kind == Kind.EVAL:
         if ev.get("eval_loss") is None:
             return None
         return f"step {step or 0:>5}  eval_loss " + num(ev["eval_loss"], ".4f")
-    if kind in ("start", "resume"):
+    if kind in SEGMENT_STARTS:
         return f"{kind}: {ev.get('model')} ({ev.get('method')})"
-    if kind == "prepared":
+    if kind == Kind.PREPARED:
         return (f"data: {ev.get('train_rows')} train / {ev.get('eval_rows')} eval rows · template: "
                 f"{ev.get('template_source')} · trainable {num(ev.get('trainable_params') or 0, ',')} of "
                 f"{num(ev.get('total_params') or 0, ',')} params")
-    if kind == "sample":
+    if kind == Kind.SAMPLE:
         return sample_line(ev)
-    if kind == "adapt":
+    if kind == Kind.ADAPT:
         return adapt_line(ev)
-    if kind == "checkpoint":
+    if kind == Kind.CHECKPOINT:
         where = f" → {Path(ev['path']).name}" if ev.get("path") else ""
         return f"checkpoint at step {step}{where}"
-    if kind in ("error", "warning"):
+    if kind in (Kind.ERROR, Kind.WARNING):
         return f"{kind}: {ev.get('message')}"
-    if kind == "end":
+    if kind == Kind.END:
         return (f"end: {ev.get('status')}" + (f" — {ev.get('message')}" if ev.get("message") else "")
                 + best_checkpoint_text(ev))
     if ev.get("message"):  # any other event that speaks to the user
         return f"{kind}: {ev['message']}"
     return None
-
-
-def as_float(value: Any) -> float | None:
-    """A number from an event field (``"nan"`` included), or None when it holds none."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def run_status_text(status: str, phase: dict | None) -> str:

@@ -16,13 +16,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .diskspace import release_reserve
-
-EVENTS_FILE = "events.jsonl"
-# Events after which a crash must not lose the line.
-DURABLE = {"start", "checkpoint", "end", "error", "resume"}
+from .run_model import DURABLE, FIELD_TYPES, Kind
 
 
 class EventWriter:
@@ -88,7 +85,7 @@ class EventWriter:
         restored = old.count(b"\n")
         kept = (f"re-created with the {restored} events written before" if restored
                 else "re-created; the events written before could not be recovered")
-        record = {"event": "warning", "time": round(time.time(), 3), "step": step, "source": "events",
+        record = {"event": Kind.WARNING, "time": round(time.time(), 3), "step": step, "source": "events",
                   "code": "events_file_recreated", "restored_events": restored,
                   "message": f"{self.path.name} was deleted or replaced while the run was writing it; {kept}"}
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -132,22 +129,7 @@ def parse_lines(chunk: str) -> tuple[list[dict[str, Any]], str]:
     return [v for v in values if isinstance(v, dict)], rest
 
 
-# What readers rely on, by field: the writers (runner, supervisor, curve doctor) keep to it.
-_INT = (int,)
 _NUMBER = (int, float)
-_NUMBER_OR_TEXT = (int, float, str)  # a non-finite value is written as "nan" / "inf" / "-inf"
-_TEXT = (str,)
-FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("step", "max_steps", "pid", "returncode", "train_rows", "eval_rows", "samples_per_step",
-                     "trainable_params", "total_params", "prompt_id", "new_tokens", "attempt", "max_attempts"),
-                    _INT),
-    **dict.fromkeys(("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "tokens_per_s",
-                     "samples_per_s", "steps_per_s", "eta_s", "gpu_mem_gib", "gpu_mem_total_gib", "gpu_util_pct",
-                     "gpu_power_w", "cuda_max_allocated_gib", "trained_tokens_per_s", "padding_share", "mfu",
-                     "best_eval_loss", "duration_s", "generation_s"), _NUMBER_OR_TEXT),
-    **dict.fromkeys(("status", "reason", "message", "path", "model", "method", "resume_from", "best_checkpoint",
-                     "final_dir", "template_source", "code", "source", "text", "prompt"), _TEXT),
-}
 
 
 def event_problem(obj: Any) -> str | None:
@@ -222,12 +204,3 @@ class EventTail:
         events, self._rest = parse_events(self._rest + data.decode("utf-8", errors="replace"))
         self.skipped += events.skipped
         return events
-
-    def follow(self, interval: float = 0.5, stop=None) -> Iterator[list[dict[str, Any]]]:
-        while True:
-            batch = self.poll()
-            if batch:
-                yield batch
-            if stop is not None and stop():
-                return
-            time.sleep(interval)

@@ -89,20 +89,16 @@ def trl_sft_keys() -> set[str]:
 # --------------------------------------------------------------------------- data
 
 def _with_system_prompt(example: dict, system_prompt: str | None) -> dict:
-    """The system prompt the wizard adds to conversations that have none, made explicit."""
+    """The system prompt the wizard adds to conversations that have none, made explicit (the rule
+    training renders by: ``masks.with_system_prompt``)."""
+    from .masks import with_system_prompt
+
     if not system_prompt:
         return example
-    sys_msg = {"role": "system", "content": system_prompt}
     if "messages" in example:
-        msgs = example["messages"]
-        if msgs and msgs[0].get("role") == "system":
-            return example
-        return {**example, "messages": [sys_msg, *msgs]}
+        return {**example, "messages": with_system_prompt(example["messages"], system_prompt)}
     if isinstance(example.get("prompt"), list):
-        prompt = example["prompt"]
-        if prompt and prompt[0].get("role") == "system":
-            return example
-        return {**example, "prompt": [sys_msg, *prompt]}
+        return {**example, "prompt": with_system_prompt(example["prompt"], system_prompt)}
     return example
 
 
@@ -116,12 +112,11 @@ def _kind(example: dict) -> str:
 
 
 def _loss_flags(cfg: RunConfig, kind: str) -> tuple[bool, bool]:
-    """(assistant_only_loss, completion_only_loss) as the wizard resolves ``None`` (auto)."""
-    t = cfg.training
-    aol = (kind == "messages") if t.assistant_only_loss is None else bool(t.assistant_only_loss)
-    col = kind in ("prompt_completion", "conversational_prompt_completion") \
-        if t.completion_only_loss is None else bool(t.completion_only_loss)
-    return aol, col
+    """(assistant_only_loss, completion_only_loss) as the wizard's trainer resolves them for rows of
+    ``kind`` (``masks.loss_flags``, the rule training masks by): what TRL must be told to mask alike."""
+    from .masks import loss_flags
+
+    return loss_flags(kind, cfg.training.assistant_only_loss, cfg.training.completion_only_loss)
 
 
 def _has_markers(template: str | None) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .hub_download import explain_hub_error, hub_token, scrub_token
 
 WHAT = ("auto", "adapter", "merged")
 # Never uploaded: pickled trainer arguments and optimizer/scheduler/RNG states.
@@ -22,23 +23,6 @@ IGNORE = ["training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state*.pth",
 
 class HubError(UserError):
     """A push that cannot be made. One sentence; it never holds the token."""
-
-
-def hub_token() -> str | None:
-    """The user's token: ``HF_TOKEN`` or the Hugging Face login; None when logged out."""
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-
-        return get_token()
-    except Exception:
-        return None
-
-
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
 
 
 @dataclass
@@ -85,22 +69,6 @@ def _contains(folder: Path, secret: str) -> Path | None:
     return None
 
 
-def _explain(exc: Exception, repo_id: str, endpoint: str) -> str:
-    name = type(exc).__name__
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if "OfflineMode" in name:
-        return "HF_HUB_OFFLINE is set, so the Hub is not contacted; unset it to push"
-    if status == 401:
-        return "the Hub refused the token (401 unauthorized): log in again with `hf auth login` or set a valid HF_TOKEN"
-    if status == 403:
-        return f"the token has no write access to {repo_id} (403 forbidden): use a write token or your own namespace"
-    if status == 404:
-        return f"{repo_id} does not exist and cannot be created with this token (404)"
-    if status is not None:
-        return f"the Hub answered {status} for {repo_id}"
-    return f"cannot reach the Hugging Face Hub at {endpoint} ({name})"
-
-
 def push(run: str | os.PathLike, repo_id: str, *, what: str = "auto", private: bool = True,
          commit_message: str | None = None) -> PushResult:
     """Create ``repo_id`` (private unless asked) and upload the run's merged model or adapter."""
@@ -125,6 +93,6 @@ def push(run: str | os.PathLike, repo_id: str, *, what: str = "auto", private: b
     except HubError:
         raise
     except Exception as exc:  # network, auth, naming: one sentence, never the token
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        raise HubError(_scrub(f"{_explain(exc, repo_id, endpoint)}; nothing was pushed", token)) from None
+        raise HubError(scrub_token(f"{explain_hub_error(exc, repo_id, pushing=True)}; nothing was pushed",
+                                   token)) from None
     return PushResult(repo.repo_id, str(repo), folder, kind)

@@ -8,12 +8,14 @@ them with ``snapshot_download`` while a thread reads the bytes arriving in the c
 folder (finished blobs and ``.incomplete`` parts alike, so a resumed file counts what it already
 had) and reports them to a ``phases.Phase`` in bytes.
 
-The token is whatever ``huggingface_hub`` finds (``HF_TOKEN`` or the login); it is never read,
-printed or written here.
+Also what every Hub call here and in ``hub.py`` (the push) shares: ``hub_token`` (whatever
+``huggingface_hub`` finds: ``HF_TOKEN`` or the login; never printed or written), ``scrub_token``
+and ``explain_hub_error``, one sentence per thing the Hub can answer.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from contextlib import contextmanager
@@ -73,9 +75,30 @@ def _repo_url(repo_id: str, repo_type: str) -> str:
     return f"{_endpoint()}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
 
 
+def hub_token() -> str | None:
+    """The user's token: ``HF_TOKEN`` or the Hugging Face login; None when logged out."""
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:
+        return None
+
+
+def scrub_token(text: str, token: str | None) -> str:
+    """``text`` with the token replaced by ``***`` (an error message never holds it)."""
+    return text.replace(token, "***") if token else text
+
+
 def explain_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model",
-                      revision: str | None = None) -> str:
-    """One sentence for what went wrong talking to the Hub (never the token, never a stack)."""
+                      revision: str | None = None, *, pushing: bool = False) -> str:
+    """One sentence for what went wrong talking to the Hub (never the token, never a stack).
+
+    For a download of ``repo_id`` (a model or a dataset), or for a push to it (``pushing``).
+    """
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
@@ -83,13 +106,27 @@ def explain_hub_error(exc: BaseException, repo_id: str, repo_type: str = "model"
         RevisionNotFoundError,
     )
 
-    from .hub import hub_token
-
     what = "dataset" if repo_type == "dataset" else "model"
     chain = []
     while exc is not None and exc not in chain:  # a dry run wraps the Hub's answer in a DryRunError
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
+    status = getattr(getattr(chain[0], "response", None), "status_code", None)
+    if pushing:
+        name = type(chain[0]).__name__
+        if "OfflineMode" in name:
+            return "HF_HUB_OFFLINE is set, so the Hub is not contacted; unset it to push"
+        if status == 401:
+            return ("the Hub refused the token (401 unauthorized): log in again with `hf auth login` or set a "
+                    "valid HF_TOKEN")
+        if status == 403:
+            return (f"the token has no write access to {repo_id} (403 forbidden): use a write token or your own "
+                    "namespace")
+        if status == 404:
+            return f"{repo_id} does not exist and cannot be created with this token (404)"
+        if status is not None:
+            return f"the Hub answered {status} for {repo_id}"
+        return f"cannot reach the Hugging Face Hub at {_endpoint()} ({name})"
     known = (GatedRepoError, RevisionNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError)
     exc = next((e for e in chain if isinstance(e, known)), None) or next(
         (e for e in chain if "Connect" in type(e).__name__ or "Timeout" in type(e).__name__), chain[0])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
+from .findings import Severity, finding_dict
 
 # Appended to one assistant message to find where its content ends in a rendering (private-use
 # characters: templates that trim whitespace leave it alone, no real data contains it).
@@ -110,8 +111,8 @@ def render_chat(tokenizer, template: str, messages: list[dict], *, add_generatio
     return rendered[0], (indices[0] if with_indices else None)
 
 
-def _note(code: str, message: str, severity: str) -> dict:
-    return {"code": code, "message": message, "severity": severity}
+def _note(code: str, message: str, severity: Severity) -> dict:
+    return finding_dict(code, message, severity)
 
 
 def _merge_adjacent(spans: list) -> list[tuple[int, int]]:
@@ -260,19 +261,20 @@ def _token_safe(tokenizer, text: str, pos: int) -> int:
     return pos
 
 
+def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """``messages`` as training renders them: ``template.system_prompt`` first when the
+    conversation has no system message of its own (the data's own one wins)."""
+    if system_prompt and not (messages and messages[0].get("role") == "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return list(messages)
+
+
 def _conversation(example: dict, system_prompt: str | None) -> tuple[list[dict], list[dict] | None]:
     """(all messages, prompt messages or None) with the system prompt added when none is there."""
     if "messages" in example:
-        messages, prompt = list(example["messages"]), None
-    else:
-        prompt = list(example["prompt"])
-        messages = prompt + list(example["completion"])
-    if system_prompt and not (messages and messages[0].get("role") == "system"):
-        sys_msg = {"role": "system", "content": system_prompt}
-        messages = [sys_msg, *messages]
-        if prompt is not None:
-            prompt = [sys_msg, *prompt]
-    return messages, prompt
+        return with_system_prompt(example["messages"], system_prompt), None
+    prompt = with_system_prompt(example["prompt"], system_prompt)
+    return prompt + list(example["completion"]), prompt
 
 
 def render_example(tokenizer, example: dict, template, *, assistant_only_loss: bool | None,

@@ -45,10 +45,10 @@ class RunArtifacts:
 
 def find_run_dir(run: str | os.PathLike) -> Path:
     """A run directory from its path or id (through the runs registry)."""
-    from .runner import CONFIG_FILE
+    from .rundir import RunDir
 
     path = Path(str(run)).expanduser()
-    if path.is_dir() and (path / CONFIG_FILE).exists():
+    if path.is_dir() and RunDir(path).config.exists():
         return path.resolve()
     from . import runs
 
@@ -59,11 +59,11 @@ def find_run_dir(run: str | os.PathLike) -> Path:
 
 
 def run_artifacts(run: str | os.PathLike) -> RunArtifacts:
-    from .runner import CONFIG_FILE, FINAL_DIR
+    from .rundir import RunDir
 
     run_dir = find_run_dir(run)
-    cfg = load_preset(run_dir / CONFIG_FILE)
-    final = run_dir / FINAL_DIR
+    cfg = load_preset(RunDir(run_dir).config)
+    final = RunDir(run_dir).final
     if not (final / "adapter_config.json").exists() and not (final / "config.json").exists():
         raise MergeError(f"{final}: the run has no final model yet (it is still running, stopped or failed)")
     return RunArtifacts(run_dir, cfg, final, (final / "adapter_config.json").exists())
@@ -88,11 +88,12 @@ def training_template(tokenizer, cfg: RunConfig) -> str | None:
         return getattr(tokenizer, "chat_template", None)
 
 
-def set_stop_tokens(model, tokenizer) -> list[int]:
-    """Make generation stop at EOS and at the template's end-of-turn token; return the ids."""
-    from .chat import stop_token_ids
+def set_stop_tokens(model, tokenizer, template: str | None = None) -> list[int]:
+    """Make generation stop at EOS and at the template's end-of-turn token (``stop_tokens``, the
+    rule chat and the report stop by); return the ids."""
+    from .stop_tokens import stop_token_ids
 
-    ids = stop_token_ids(tokenizer)
+    ids = stop_token_ids(tokenizer, template)
     gen = model.generation_config
     gen.eos_token_id = ids[0] if len(ids) == 1 else ids
     if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
@@ -145,7 +146,7 @@ def merge_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None, 
     template = training_template(tokenizer, art.cfg)
     if template:
         tokenizer.chat_template = template
-    set_stop_tokens(merged, tokenizer)
+    set_stop_tokens(merged, tokenizer, template)
     target = Path(out_dir) if out_dir else art.merged_dir
     tmp = target.with_name(f".{target.name}.tmp")
     if tmp.exists():

@@ -6,7 +6,10 @@ Tests point ``SFT_WIZARD_HOME`` at a temporary folder so nothing touches the rea
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, TextIO
 
 APP = "sft-wizard"
 
@@ -64,3 +67,32 @@ def unwritable_folder(path: str | os.PathLike) -> str | None:
     except OSError as exc:
         return f"cannot write in {here} ({(exc.strerror or type(exc).__name__).lower()})"
     return None
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file handle whose content replaces ``path`` only once the block ends without error.
+
+    It writes a temporary file in the same folder (made if missing), flushes it to the disk, then
+    renames it over the target: a reader sees the old file or the new one, never half of one; on
+    an error the temporary file is removed and the target is left as it was.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see ``atomic_writer``) and return the path."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+    return Path(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import ConfigError, load_preset
+from .config import ConfigError, RunConfig, apply_overrides, load_preset
 from .paths import user_presets_dir
 
 
@@ -66,3 +66,15 @@ def find_preset(name_or_path: str) -> Path:
         if candidate.exists():
             return candidate
     return p
+
+
+def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, RunConfig]:
+    """(path, config) of a preset found by ``find_preset``, with ``--set``-style overrides applied.
+
+    Raises ConfigError naming the file (or the override) when it does not load or validate.
+    """
+    path = find_preset(name_or_path)
+    cfg = load_preset(path)
+    if overrides:
+        cfg = apply_overrides(cfg, list(overrides))
+    return path, cfg

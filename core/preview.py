@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .findings import Severity, finding_dict
 from .masks import TemplateError, example_kind, loss_flags
+from .stop_tokens import BlankTokens, stop_token_ids, stop_token_trained
 
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
 
@@ -56,8 +58,8 @@ class Preview:
         return [t["trained"] for t in self.tokens if not t.get("truncated")]
 
 
-def _problem(code: str, message: str, severity: str = "warning", **extra: Any) -> dict:
-    return {"code": code, "message": message, "severity": severity, **extra}
+def _problem(code: str, message: str, severity: Severity = "warning", **extra: Any) -> dict:
+    return finding_dict(code, message, severity, **extra)
 
 
 def load_preview_tokenizer(cfg):
@@ -168,7 +170,9 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
     elif n > limit:
         problems.append(_problem("truncated", f"truncation at max_length {limit} cuts {n - limit} untrained tokens",
                                  "info", tokens_lost=n - limit))
-    if trained and not lost and not _stop_token_trained(tokenizer, ids[:kept], [tok["trained"] for tok in tokens[:kept]]):
+    if trained and not lost and not stop_token_trained(ids[:kept], [tok["trained"] for tok in tokens[:kept]],
+                                                       stop_token_ids(tokenizer, template.template),
+                                                       BlankTokens(tokenizer)):
         if n <= limit:
             problems.append(_problem(
                 "eos_not_trained",
@@ -203,12 +207,3 @@ def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None, template
         assistant_only_loss=aol, completion_only_loss=col, dropped_by_trainer=dropped, counts=counts,
     )
 
-
-def _stop_token_trained(tokenizer, ids: list[int], flags: list[bool]) -> bool:
-    stop = set(tokenizer.get_added_vocab().values())
-    if tokenizer.eos_token_id is not None:
-        stop.add(tokenizer.eos_token_id)
-    for tid, bit in zip(reversed(ids), reversed(flags)):
-        if bit and tokenizer.decode([tid]).strip():
-            return tid in stop
-    return False

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .paths import atomic_write
 
 PROBE_STEPS = 3
 PROBE_SUFFIX = ".probe.json"
@@ -194,12 +195,7 @@ def probe_path_for(preset: str | os.PathLike) -> Path:
 def save_probe(result: ProbeResult, preset: str | os.PathLike) -> Path:
     """Save the measurement beside the preset (atomically)."""
     path = probe_path_for(preset)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(result.to_dict(), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(result.to_dict(), indent=2) + "\n")
 
 
 def load_probe(preset: str | os.PathLike) -> dict[str, Any] | None:

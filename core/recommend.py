@@ -3,7 +3,7 @@
 ``recommend(cfg, hardware=..., facts=..., audit=..., estimate_fn=...)`` returns a new RunConfig
 and one ``Recommendation`` (setting, value, reason) per setting it decided. Inputs are plain
 objects — a HardwareReport (``sftwizard.core.hardware.probe_hardware``), ModelFacts
-(``sftwizard.core.models.model_facts``), the data audit dict (``sftwizard.core.templates.audit_dataset``)
+(``sftwizard.core.models.model_facts``), the data audit dict (``sftwizard.core.audit.audit_dataset``)
 and ``estimate_memory`` — so the rules run anywhere, GPU or not, in well under a second.
 
 One rule above the others: no recommendation changes *what is trained*. Packing is best-fit
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .config import RunConfig
 from .doctor import padding_free_rows_limit
+from .findings import Finding
 from .hardware import GpuInfo, HardwareReport, auto_attention, install_command
 from .placement import placement
 
@@ -41,15 +42,26 @@ ROW_MULTIPLE = 64  # packed rows shortened to the longest example are rounded up
 FUSED_ADAMW = "adamw_torch_fused"
 
 
-@dataclass
-class Recommendation:
-    setting: str  # dotted RunConfig path, e.g. "training.packing"
-    value: Any
-    reason: str  # one line, shown next to the field in the wizard
-    changed: bool = False  # differs from the config recommend() was given
+class Recommendation(Finding):
+    """A recommended value for one setting: a ``Finding`` (severity info) whose ``setting`` is the
+    dotted RunConfig path (e.g. ``training.packing``), ``suggestion`` the value and ``message`` the
+    one-line reason shown next to the field in the wizard. ``changed``: it differs from the config
+    recommend() was given. Written as ``{setting, value, reason, changed}`` (docs, unchanged)."""
+
+    def __init__(self, setting: str, value: Any, reason: str, changed: bool = False):
+        super().__init__("recommended_value", reason, "info", setting=setting, suggestion=value)
+        self.changed = changed
+
+    @property
+    def value(self) -> Any:
+        return self.suggestion
+
+    @property
+    def reason(self) -> str:
+        return self.message
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"setting": self.setting, "value": self.value, "reason": self.reason, "changed": self.changed}
 
 
 @dataclass

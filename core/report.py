@@ -15,12 +15,10 @@ from typing import Any
 from .curve_doctor import TRAIN_WINDOW, diagnose_events
 from .errors import UserError
 from .events import read_events
-from .masks import RENDER_LOCK
+from .run_model import Kind, Status, fold
+from .rundir import RunDir
 from .samples import samples_by_prompt
 
-EVENTS_FILE = "events.jsonl"
-CONFIG_FILE = "config.yaml"
-FINAL_DIR = "final"
 DEFAULT_GENERATIONS = 3
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -35,12 +33,12 @@ def _num(v: Any) -> float | None:
 
 def best_checkpoint(events: list[dict]) -> dict | None:
     """The evaluation with the lowest eval loss, and the checkpoint saved at that step if any."""
-    evals = [(e.get("step") or 0, _num(e.get("eval_loss"))) for e in events if e.get("event") == "eval"]
+    evals = [(e.get("step") or 0, _num(e.get("eval_loss"))) for e in events if e.get("event") == Kind.EVAL]
     evals = [(s, loss) for s, loss in evals if loss is not None]
     if not evals:
         return None
     step, loss = min(evals, key=lambda e: (e[1], e[0]))
-    ckpts = {e.get("step"): e.get("path") for e in events if e.get("event") == "checkpoint" and e.get("path")}
+    ckpts = {e.get("step"): e.get("path") for e in events if e.get("event") == Kind.CHECKPOINT and e.get("path")}
     path = ckpts.get(step)
     return {"step": step, "eval_loss": loss, "checkpoint": path,
             "checkpoint_exists": bool(path and Path(path).is_dir())}
@@ -48,15 +46,15 @@ def best_checkpoint(events: list[dict]) -> dict | None:
 
 def train_loss_at(events: list[dict], step: int) -> float | None:
     losses = [_num(e.get("loss")) for e in events
-              if e.get("event") == "log" and (e.get("step") or 0) <= step]
+              if e.get("event") == Kind.LOG and (e.get("step") or 0) <= step]
     losses = [v for v in losses if v is not None][-TRAIN_WINDOW:]
     return sum(losses) / len(losses) if losses else None
 
 
 def loss_summary(events: list[dict]) -> dict:
     """Last train/eval losses and the gap between them (eval minus train), at the end and at the best."""
-    evals = [e for e in events if e.get("event") == "eval" and _num(e.get("eval_loss")) is not None]
-    logs = [e for e in events if e.get("event") == "log" and _num(e.get("loss")) is not None]
+    evals = [e for e in events if e.get("event") == Kind.EVAL and _num(e.get("eval_loss")) is not None]
+    logs = [e for e in events if e.get("event") == Kind.LOG and _num(e.get("loss")) is not None]
     out: dict[str, Any] = {
         "final_train_loss": _num(logs[-1]["loss"]) if logs else None,
         "final_eval_loss": _num(evals[-1]["eval_loss"]) if evals else None,
@@ -74,84 +72,45 @@ def loss_summary(events: list[dict]) -> dict:
     return out
 
 
-def held_out_prompts(cfg, n: int) -> list[dict]:
-    """Up to ``n`` held-out (prompt messages, reference) pairs from the run's eval split."""
+def held_out_prompts(cfg, n: int):
+    """Up to ``n`` held-out prompts of the run's eval split, as training formatted them (its
+    system prompt included: ``held_out.held_out_prompts``, the builder chat and samples use)."""
+    from .held_out import held_out_prompts as build
     from .runner import resolve_data
 
     _, evals, _ = resolve_data(cfg)
-    pairs = []
-    for ex in evals:
-        if len(pairs) >= n:
-            break
-        if "messages" in ex:
-            msgs = ex["messages"]
-            last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=None)
-            if last is None:
-                continue
-            pairs.append({"messages": msgs[:last], "reference": msgs[last].get("content") or ""})
-        elif isinstance(ex.get("prompt"), list):
-            ref = ex.get("completion") or []
-            pairs.append({"messages": ex["prompt"],
-                          "reference": " ".join(m.get("content") or "" for m in ref if isinstance(m, dict))})
-        elif isinstance(ex.get("prompt"), str):
-            pairs.append({"text": ex["prompt"], "reference": ex.get("completion") or ""})
-    return pairs
-
-
-def _load_final(final: Path):
-    if (final / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        return AutoPeftModelForCausalLM.from_pretrained(str(final))
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(final))
+    return build(evals, cfg.template.system_prompt, n)
 
 
 def generate_answers(run_dir: Path, cfg, n: int = DEFAULT_GENERATIONS,
                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[dict]:
-    """Greedy answers of the run's final model to ``n`` held-out prompts, beside the references."""
-    import torch
-    from transformers import AutoTokenizer
+    """Greedy answers of the run's final model to ``n`` held-out prompts, beside the references.
 
-    final = Path(run_dir) / FINAL_DIR
+    The model, template and stop tokens are chat's (``chat.load_chat_model``: the merged model,
+    the adapter on its base, or the full fine-tune, with the template the run trained with and
+    ``stop_tokens``' end of turn), so ``stopped`` means what it means in ``sft-wizard chat``."""
+    from .chat import load_chat_model
+
+    final = RunDir(run_dir).final
     if not final.is_dir():
         raise ReportError(f"{final}: no final model (the run did not finish)")
-    pairs = held_out_prompts(cfg, n)
-    if not pairs:
+    prompts = held_out_prompts(cfg, n)
+    if not prompts:
         return []
-    tokenizer = AutoTokenizer.from_pretrained(str(final))
-    template = None
-    try:
-        from .templates import resolve_template
-
-        template = resolve_template(tokenizer, cfg.template).template
-    except Exception:  # noqa: BLE001 - the tokenizer's own template is the fallback
-        template = None
-    model = _load_final(final)
-    model.eval()
     out = []
-    for pair in pairs:
-        if "messages" in pair:
-            with RENDER_LOCK:
-                prompt = tokenizer.apply_chat_template(pair["messages"], chat_template=template, tokenize=False,
-                                                       add_generation_prompt=True)
-        else:
-            prompt = pair["text"]
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        new = gen[0, ids.shape[1]:].tolist()
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        stop_ids = {tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None}
+    try:
+        chat = load_chat_model(run_dir)
+        replies = [chat.generate(p.messages, max_new_tokens=max_new_tokens) if p.messages is not None
+                   else chat.complete(p.text, max_new_tokens=max_new_tokens) for p in prompts]
+    except UserError as exc:  # no base model for the adapter, no chat template...: one sentence
+        raise ReportError(str(exc).splitlines()[0]) from None
+    for prompt, reply in zip(prompts, replies):
         out.append({
-            "prompt": pair.get("messages") or pair.get("text"),
-            "reference": pair["reference"],
-            "generated": tokenizer.decode(new, skip_special_tokens=True).strip(),
-            "stopped": bool(new) and new[-1] in stop_ids,
-            "new_tokens": len(new),
+            "prompt": prompt.messages if prompt.messages is not None else prompt.text,
+            "reference": prompt.reference or "",
+            "generated": reply.text,
+            "stopped": reply.stopped,
+            "new_tokens": reply.new_tokens,
         })
     return out
 
@@ -162,21 +121,22 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
     from .config import ConfigError, load_preset
 
     run_dir = Path(run_dir)
-    events = read_events(run_dir / EVENTS_FILE)
+    rd = RunDir(run_dir)
+    events = read_events(rd.events)
     if not events:
-        raise ReportError(f"{run_dir / EVENTS_FILE}: no events (not a run directory, or the run never started)")
+        raise ReportError(f"{rd.events}: no events (not a run directory, or the run never started)")
     try:
-        cfg = load_preset(run_dir / CONFIG_FILE)
+        cfg = load_preset(rd.config)
     except ConfigError:
         cfg = None
-    ends = [e for e in events if e.get("event") == "end"]
-    recorded = [e for e in events if e.get("event") == "warning" and e.get("source") == "curve"]
-    curve = recorded or diagnose_events([e for e in events if e.get("event") != "warning"], cfg)
+    state = fold(events)
+    recorded = [e for e in events if e.get("event") == Kind.WARNING and e.get("source") == "curve"]
+    curve = recorded or diagnose_events([e for e in events if e.get("event") != Kind.WARNING], cfg)
     report: dict[str, Any] = {
         "run": run_dir.name,
         "run_dir": str(run_dir),
-        "status": ends[-1].get("status") if ends else "running",
-        "steps": max((e.get("step") or 0 for e in events), default=0),
+        "status": state.end_status or Status.RUNNING,  # what the events say (report reads files only)
+        "steps": state.top_step,
         "best": best_checkpoint(events),
         **loss_summary(events),
         "curve_warnings": [{k: w.get(k) for k in ("step", "code", "message", "setting", "suggested")}
@@ -189,8 +149,8 @@ def build_report(run_dir: str | Path, *, generations: int = DEFAULT_GENERATIONS,
     }
     if generations > 0:
         if cfg is None:
-            report["generation_error"] = f"{run_dir / CONFIG_FILE}: missing or invalid, cannot find held-out rows"
-        elif not (run_dir / FINAL_DIR).is_dir():
+            report["generation_error"] = f"{rd.config}: missing or invalid, cannot find held-out rows"
+        elif not rd.final.is_dir():
             report["generation_error"] = "no final model (the run did not finish)"
         else:
             try:

@@ -6,9 +6,9 @@ without flash-attn or an sm80+ GPU, bf16 on a GPU without it, fp16 on a CPU, Lig
 optimizers without their packages. ``run`` refuses the first before a run directory exists, the
 TUI blocks on it, ``validate`` shows them as warnings (a preset may be meant for another machine).
 
-``Environment`` describes the machine: from torch (``Environment.detect``, the training process)
-or from the NVML report (``Environment.from_hardware``, cheap: the TUI and ``validate``). Cheap
-to import: no torch at import time.
+The machine is an ``Environment``: from torch (``Environment.detect``, the training process) or
+from the NVML report (``Environment.from_hardware``, cheap: the TUI and ``validate``); the checks
+also take ``probe_hardware``'s report as it is. Cheap to import: no torch at import time.
 """
 
 from __future__ import annotations
@@ -95,8 +95,17 @@ class Environment:
         return bool(self.libraries.get(library))
 
 
-def runnable_problems(cfg: RunConfig, env: Environment) -> list[str]:
-    """What ``env`` cannot run in ``cfg``: one sentence per problem, naming the setting."""
+def as_environment(machine: Any) -> Environment:
+    """``machine`` as an Environment: itself, or made from a ``probe_hardware`` report."""
+    return machine if isinstance(machine, Environment) else Environment.from_hardware(machine)
+
+
+def runnable_problems(cfg: RunConfig, hardware: Any) -> list[str]:
+    """What the machine cannot run in ``cfg``: one sentence per problem, naming the setting.
+
+    ``hardware``: an Environment or a ``probe_hardware`` report.
+    """
+    env = as_environment(hardware)
     out: list[str] = []
     m, t = cfg.method, cfg.training
     if m.type == "qlora":
@@ -139,9 +148,9 @@ def runnable_problems(cfg: RunConfig, env: Environment) -> list[str]:
     return out
 
 
-def runnable_notes(cfg: RunConfig, env: Environment) -> list[str]:
-    """What ``env`` runs in ``cfg``, but the user should hear about: QLoRA on CPU is slow."""
-    if cfg.method.type == "qlora" and not env.cuda:
+def runnable_notes(cfg: RunConfig, hardware: Any) -> list[str]:
+    """What the machine runs in ``cfg``, but the user should hear about: QLoRA on CPU is slow."""
+    if cfg.method.type == "qlora" and not as_environment(hardware).cuda:
         return [QLORA_ON_CPU]
     return []
 
@@ -152,3 +161,24 @@ ANYWHERE = Environment(cuda=False, bf16_supported=False, device_count=0, flash_a
 def runs_anywhere(cfg: RunConfig) -> bool:
     """True when ``cfg`` asks for nothing a bare CPU machine lacks (no need to look at this one)."""
     return not runnable_problems(cfg, ANYWHERE)
+
+
+def runnable_warnings(cfg: RunConfig, hardware: Any = None) -> list[dict[str, Any]]:
+    """What this machine cannot run, as ``validate``'s warnings (code ``not_runnable_here``): a preset
+    may be meant for another machine, so they inform; ``run`` refuses the same problems (preflight).
+
+    ``hardware``: an Environment or a ``probe_hardware`` report; probed (NVML, torch) when None.
+    """
+    if runs_anywhere(cfg):
+        return []
+    if hardware is None:
+        from .hardware import probe_hardware
+
+        hardware = probe_hardware(check_torch=True)
+    env = as_environment(hardware)
+    problems = runnable_problems(cfg, env)
+    return [{"code": "not_runnable_here", "message": f"not runnable on this machine: {p}",
+             "setting": p.split(":", 1)[0], "suggested": None, "details": {}}
+            for p in problems] + ([] if problems else [
+        {"code": "qlora_on_cpu", "message": note, "setting": "method.type", "suggested": None, "details": {}}
+        for note in runnable_notes(cfg, env)])

@@ -34,16 +34,13 @@ from .diskspace import (
 )
 from .efficiency import logical_numel, meter_fields, start_meter
 from .errors import UserError
-from .events import EVENTS_FILE, EventWriter
+from .events import EventWriter
 from .hardware import auto_attention
 from .metrics import GpuSampler, Throughput
 from .phases import PhaseReporter
+from .run_model import Kind, Reason, Status
+from .rundir import RunDir
 from .runnable import Environment, runnable_notes, runnable_problems
-
-CONFIG_FILE = "config.yaml"
-STOP_FILE = "STOP"
-FINAL_DIR = "final"
-CHECKPOINTS_DIR = "checkpoints"
 
 GPU_EVENT_INTERVAL_S = 10.0  # a `gpu` event at least this often, whatever logging_steps is
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -337,7 +334,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
         stop: finish the step, save a checkpoint, stop); stops at once on a NaN/inf loss."""
 
         def __init__(self):
-            self._stop_file = run_dir / STOP_FILE
+            self._run = RunDir(run_dir)
             self._throughput: Throughput | None = None
             self.diverged: dict[str, Any] | None = None
             self.disk_full: dict[str, Any] | None = None
@@ -350,7 +347,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             self._oom_at = injected_oom_step(args.per_device_train_batch_size)  # test-only hook
             self._throughput = Throughput(_samples_per_step(args))
             self._throughput.begin(state.global_step)
-            writer.emit("train_begin", step=state.global_step, max_steps=state.max_steps,
+            writer.emit(Kind.TRAIN_BEGIN, step=state.global_step, max_steps=state.max_steps,
                         num_train_epochs=args.num_train_epochs, samples_per_step=_samples_per_step(args),
                         world_size=int(getattr(args, "world_size", 1) or 1), distributed_type=_distributed_type())
             self._efficiency = start_meter(args, kw.get("model"))  # efficiency fields of `log` events
@@ -365,14 +362,14 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             logs = dict(logs or {})
             if any(k.startswith("eval_") for k in logs):
                 self._check_finite(state, control, "eval_loss", logs.get("eval_loss"))
-                writer.emit("eval", step=state.global_step, epoch=logs.get("epoch"),
+                writer.emit(Kind.EVAL, step=state.global_step, epoch=logs.get("epoch"),
                             eval_loss=_json_number(logs.get("eval_loss")),
                             **{k: v for k, v in logs.items() if k.startswith("eval_") and k != "eval_loss"})
                 return
             if "loss" not in logs:
                 if "train_runtime" in logs:
                     durations = phases.durations() if phases is not None else {}
-                    writer.emit("summary", step=state.global_step, **logs, phase_durations_s=durations)
+                    writer.emit(Kind.SUMMARY, step=state.global_step, **logs, phase_durations_s=durations)
                 return
             if self._throughput is None:
                 self._throughput = Throughput(_samples_per_step(args))
@@ -380,7 +377,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
             rates = self._throughput.update(state.global_step, state.max_steps, tokens)
             extra = self._gpu_fields()
             writer.emit(
-                "log", step=state.global_step, max_steps=state.max_steps, loss=_json_number(logs.get("loss")),
+                Kind.LOG, step=state.global_step, max_steps=state.max_steps, loss=_json_number(logs.get("loss")),
                 learning_rate=logs.get("learning_rate"), grad_norm=_json_number(logs.get("grad_norm")),
                 epoch=logs.get("epoch"), num_tokens=tokens, **rates,
                 mean_token_accuracy=logs.get("mean_token_accuracy"), **extra,
@@ -398,7 +395,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
         def _emit_gpu(self, step: int) -> None:
             fields = self._gpu_fields()
             if fields:
-                writer.emit("gpu", step=step, **fields)
+                writer.emit(Kind.GPU, step=step, **fields)
 
         def _check_finite(self, state, control, name: str, value: Any) -> None:
             if _finite(value) or self.diverged:
@@ -420,7 +417,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
                 self._train_phase.update(state.global_step)
             if gpu is not None and gpu.available and time.time() - self._gpu_emitted >= GPU_EVENT_INTERVAL_S:
                 self._emit_gpu(state.global_step)  # between logs too, however far apart they are
-            if _stop_agreed(self._stop_file.exists()) and not self.diverged:
+            if _stop_agreed(self._run.stop_requested()) and not self.diverged:
                 self.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
@@ -429,7 +426,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
 
         def _check_room(self, state, control, model) -> None:
             """A checkpoint is only started when the disk can hold it (and the final events)."""
-            checkpoints = run_dir / CHECKPOINTS_DIR
+            checkpoints = self._run.checkpoints
             need = checkpoint_estimate(checkpoints, model) + RESERVE_BYTES
             free = free_bytes(checkpoints)
             if free is None or free >= need:
@@ -453,7 +450,7 @@ def _events_callback(writer: EventWriter, run_dir: Path, gpu: GpuSampler | None 
 
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            writer.emit("checkpoint", step=state.global_step, path=str(path))
+            writer.emit(Kind.CHECKPOINT, step=state.global_step, path=str(path))
 
     return EventsCallback()
 
@@ -578,11 +575,12 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
     Appends to the run's ``events.jsonl``: ``start`` (or ``resume``, with the checkpoint), then
     ``prepared``, ``train_begin``, ``log``/``eval``/``checkpoint``, and always one ``end``."""
     run_dir = Path(run_dir)
-    writer = EventWriter(run_dir / EVENTS_FILE) if _is_main_process() else _NoEvents()
+    rd = RunDir(run_dir)
+    writer = EventWriter(rd.events) if _is_main_process() else _NoEvents()
     cfg: RunConfig | None = None
 
     def on_signal(signum, frame):  # graceful: finish the step, save, stop
-        (run_dir / STOP_FILE).touch()
+        rd.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -601,21 +599,21 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         from . import curve_doctor
         from .fingerprint import fingerprint
 
-        cfg = load_preset(run_dir / CONFIG_FILE)
+        cfg = load_preset(rd.config)
         writer = curve_doctor.watch(writer, cfg)  # loss-curve warnings go into the events as they happen
-        writer.emit("resume" if resume_from else "start", step=_checkpoint_step(resume_from), pid=os.getpid(),
+        writer.emit(Kind.RESUME if resume_from else Kind.START, step=_checkpoint_step(resume_from), pid=os.getpid(),
                     run_dir=str(run_dir), model=cfg.model.id, method=cfg.method.type, resume_from=resume_from,
                     fingerprint=fingerprint(cfg))
         env = Environment.detect()
         for note in runnable_notes(cfg, env):
-            writer.emit("warning", step=0, source="runner", code="qlora_on_cpu", message=note)
+            writer.emit(Kind.WARNING, step=0, source="runner", code="qlora_on_cpu", message=note)
         gpu = GpuSampler().start() if env.cuda else None
         callback = _events_callback(writer, run_dir, gpu, phases)
-        prepared = build_trainer(cfg, run_dir / CHECKPOINTS_DIR, callbacks=[callback], env=env, phases=phases)
+        prepared = build_trainer(cfg, rd.checkpoints, callbacks=[callback], env=env, phases=phases)
         trainer = prepared.trainer
         trainer.args.logging_nan_inf_filter = False  # a NaN loss must show, not be averaged away
         _add_samples(trainer, prepared, cfg, writer, callback)
-        writer.emit("prepared", step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
+        writer.emit(Kind.PREPARED, step=0, train_rows=prepared.train_rows, eval_rows=prepared.eval_rows,
                     template_source=prepared.template.source,
                     trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
                     total_params=sum(logical_numel(p) for p in trainer.model.parameters()),
@@ -623,7 +621,7 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
         if prepared.problems:
             # Nothing is dropped silently: say how many rows were left out and why (first few).
             first = "; ".join(str(p.to_dict().get("message")) for p in prepared.problems[:3])
-            writer.emit("warning", step=0, source="data", code="rows_left_out",
+            writer.emit(Kind.WARNING, step=0, source="data", code="rows_left_out",
                         message=f"{len(prepared.problems)} rows left out of training: {first}",
                         problems=[p.to_dict() for p in prepared.problems[:50]])
         if resume_from and _checkpoint_reached_the_end(trainer, resume_from):
@@ -639,36 +637,37 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             d = callback.diverged
             line = (f"the {d['name'].replace('_', ' ')} became {d['value']} at step {d['step']}: lower "
                     f"training.learning_rate (now {cfg.training.learning_rate:g}) or max_grad_norm, or check the data")
-            writer.emit("error", step=step, reason="nan", message=line)
-            writer.emit("end", step=step, status="failed", reason="nan", message=line, duration_s=duration)
+            writer.emit(Kind.ERROR, step=step, reason=Reason.NAN, message=line)
+            writer.emit(Kind.END, step=step, status=Status.FAILED, reason=Reason.NAN, message=line, duration_s=duration)
             return 1
         if callback.disk_full:
             d = callback.disk_full
-            writer.emit("error", step=step, reason="disk_full", message=d["message"],
+            writer.emit(Kind.ERROR, step=step, reason=Reason.DISK_FULL, message=d["message"],
                         need_bytes=d["need_bytes"], free_bytes=d["free_bytes"])
-            writer.emit("end", step=step, status="failed", reason="disk_full", message=d["message"],
+            writer.emit(Kind.END, step=step, status=Status.FAILED, reason=Reason.DISK_FULL, message=d["message"],
                         duration_s=round(time.time() - started, 2))
             clean_exit = True
             return 1
-        stop_asked = callback.stop_requested or (run_dir / STOP_FILE).exists()
-        (run_dir / STOP_FILE).unlink(missing_ok=True)
+        stop_asked = callback.stop_requested or rd.stop_requested()
+        rd.clear_stop()
         if stop_asked and step < trainer.state.max_steps:
-            checkpoint = run_dir / CHECKPOINTS_DIR / f"checkpoint-{step}"
-            writer.emit("end", step=step, status="stopped", reason="stopped",
+            checkpoint = rd.checkpoint(step)
+            writer.emit(Kind.END, step=step, status=Status.STOPPED, reason=Reason.STOPPED,
                         message=f"on request, checkpoint-{step} saved", duration_s=duration,
                         checkpoint=str(checkpoint) if checkpoint.is_dir() else None)
             clean_exit = True
             return 0
-        final = run_dir / FINAL_DIR
+        final = rd.final
         need = weights_bytes(trainer.model) + RESERVE_BYTES
         free = free_bytes(run_dir)
         if free is not None and free < need:
-            kept = newest_checkpoint(run_dir / CHECKPOINTS_DIR)
+            kept = newest_checkpoint(rd.checkpoints)
             line = disk_full_message(run_dir, need, "the final model", fix=(
                 f"trained to step {step} but not saved; " + (f"{kept.name} holds the last checkpoint; " if kept else "")
                 + "free space there, then `sft-wizard resume " + run_dir.name + "`"))
-            writer.emit("error", step=step, reason="disk_full", message=line, need_bytes=need, free_bytes=free)
-            writer.emit("end", step=step, status="failed", reason="disk_full", message=line,
+            writer.emit(Kind.ERROR, step=step, reason=Reason.DISK_FULL, message=line, need_bytes=need,
+                        free_bytes=free)
+            writer.emit(Kind.END, step=step, status=Status.FAILED, reason=Reason.DISK_FULL, message=line,
                         duration_s=round(time.time() - started, 2))
             clean_exit = True
             return 1
@@ -678,28 +677,28 @@ def execute(run_dir: str | os.PathLike, resume_from: str | None = None) -> int:
             prepared.tokenizer.save_pretrained(str(final))
         save.end()
         best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
-        writer.emit("end", step=step, status="finished", final_dir=str(final),
+        writer.emit(Kind.END, step=step, status=Status.FINISHED, final_dir=str(final),
                     duration_s=round(time.time() - started, 2), phase_durations_s=phases.durations(),
                     **({"best_checkpoint": best, "best_eval_loss": trainer.state.best_metric} if best else {}))
         clean_exit = True
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as an exit code
         reason, line = classify_failure(exc, cfg)
-        if reason == "crash" and _is_main_process() and (free_bytes(run_dir) or 0) < LOW_FREE_BYTES:
-            reason = "disk_full"  # torch's writer reports ENOSPC as "inline_container.cc … unexpected pos"
-        if reason == "disk_full":
+        if reason == Reason.CRASH and _is_main_process() and (free_bytes(run_dir) or 0) < LOW_FREE_BYTES:
+            reason = Reason.DISK_FULL  # torch's writer reports ENOSPC as "inline_container.cc … unexpected pos"
+        if reason == Reason.DISK_FULL:
             line = disk_full_message(run_dir, fix="the last complete checkpoint is kept; free space there, then "
                                                   f"`sft-wizard resume {run_dir.name}`")
         traceback.print_exc()
-        if reason == "oom" and cfg is not None and cfg.run.on_oom == "adapt":
+        if reason == Reason.OOM and cfg is not None and cfg.run.on_oom == "adapt":
             # run.on_oom: adapt — no end: the supervisor changes the config and trains on (core/oom_adapt.py)
             from .oom_adapt import ADAPT_EXIT
 
-            writer.emit("error", step=_current_step(), reason=reason, message=line, exception=type(exc).__name__,
+            writer.emit(Kind.ERROR, step=_current_step(), reason=reason, message=line, exception=type(exc).__name__,
                         adapting=True)
             return ADAPT_EXIT
-        writer.emit("error", step=None, reason=reason, message=line, exception=type(exc).__name__)
-        writer.emit("end", step=None, status="failed", reason=reason, message=line,
+        writer.emit(Kind.ERROR, step=None, reason=reason, message=line, exception=type(exc).__name__)
+        writer.emit(Kind.END, step=None, status=Status.FAILED, reason=reason, message=line,
                     duration_s=round(time.time() - started, 2))
         return 1
     finally:

@@ -1,8 +1,8 @@
 """Runs: directories, the registry, status, and starting, stopping and resuming training.
 
-A run directory holds ``config.yaml`` (the resolved config), ``meta.json``, ``events.jsonl``,
-``train.log`` (the full stdout/stderr of the training process), ``pid``, ``run.lock``,
-``checkpoints/`` and ``final/``. The registry (``registry.jsonl`` in the data dir) lists every
+A run directory (``core/rundir.py`` names its files) holds ``config.yaml`` (the resolved
+config), ``meta.json``, ``events.jsonl``, ``train.log`` (the full stdout/stderr of the training
+process), ``pid``, ``process.json``, ``run.lock``, ``checkpoints/`` and ``final/``. The registry (``registry.jsonl`` in the data dir) lists every
 run's id and directory.
 
 A run is two processes in their own session: a small supervisor (``python -m
@@ -12,8 +12,11 @@ the lock is held, whatever happened to pids. When the training process dies with
 ``end`` (a signal, a native crash), the supervisor writes it, with the exit code or signal. When
 both vanish (reboot, ``kill -9`` of the group), the run shows as ``lost`` at its last step.
 
+A run's status and numbers are the fold of its events (``core/run_model.py``) plus whether its
+processes live; following one live is ``core/follower.py``.
+
 Plain functions for the CLI and the TUI: ``list_runs``, ``run_info``, ``find_run``, ``history``,
-``follow``, ``stop``, ``resume``, ``launch``; errors are ``RunsError`` (one sentence).
+``stop``, ``resume``, ``launch``; errors are ``RunsError`` (one sentence).
 """
 
 from __future__ import annotations
@@ -30,29 +33,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .checkpoints import checkpoint_problem
 from .config import RunConfig, apply_overrides, load_preset, save_preset
 from .diskspace import LAUNCH_MIN_BYTES, disk_full_message, free_bytes, is_disk_full
 from .errors import UserError
-from .events import EVENTS_FILE, EventTail, EventWriter, parse_events, parse_lines, read_events
+from .events import EventWriter, parse_events, parse_lines, read_events
 from .paths import data_dir, default_runs_root
-from .runner import CHECKPOINTS_DIR, CONFIG_FILE, STOP_FILE
+from .run_model import SEGMENT_STARTS, Kind, Reason, RunState, Status, event_time
+from .rundir import CONFIG_FILE, LOCK_FILE, PROCESS_FILE, RunDir
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: liveness falls back to the pid
     fcntl = None  # type: ignore[assignment]
-
-LOG_FILE = "train.log"
-META_FILE = "meta.json"
-PID_FILE = "pid"
-PROCESS_FILE = "process.json"  # the supervisor's pid, start time and command line, to prove it is ours
-LOCK_FILE = "run.lock"
-STATUSES = ("running", "finished", "stopped", "failed", "lost")
-SEGMENT_STARTS = ("start", "resume")
-PLACEHOLDER_STEPS = ("start", "prepared")  # written before the trainer knows its step
 
 
 class RunsError(UserError):
@@ -88,10 +83,10 @@ def create_run(cfg: RunConfig, preset_path: str | None = None) -> Path:
         run_dir = root / run_id
         try:  # a run is registered only once its directory is complete (a full disk leaves nothing behind)
             run_dir.mkdir(parents=True)
-            save_preset(cfg, run_dir / CONFIG_FILE)
+            save_preset(cfg, RunDir(run_dir).config)
             meta = {"id": run_dir.name, "name": name, "preset": str(preset_path) if preset_path else None,
                     "created": time.time()}
-            (run_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            RunDir(run_dir).meta.write_text(json.dumps(meta, indent=2), encoding="utf-8")
         except OSError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             if is_disk_full(exc):
@@ -197,11 +192,17 @@ class RunInfo:
         return asdict(self)
 
 
+PID_MAX = 1 << 22  # the largest pid Linux hands out (/proc/sys/kernel/pid_max can be at most this)
+
+
 def _read_pid(run_dir: Path) -> int | None:
+    """The supervisor's pid from the run's pid file; None when it holds no process id (a pid of
+    0 or below would signal a whole process group, one out of range makes os.kill raise)."""
     try:
-        return int((run_dir / PID_FILE).read_text().strip())
+        pid = int(RunDir(run_dir).pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if 0 < pid <= PID_MAX else None
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -241,7 +242,7 @@ def _record_process(run_dir: Path, pid: int) -> None:
         time.sleep(0.005)
         identity = _process_identity(pid)
     if identity is not None:
-        (run_dir / PROCESS_FILE).write_text(json.dumps(identity), encoding="utf-8")
+        RunDir(run_dir).process_file.write_text(json.dumps(identity), encoding="utf-8")
 
 
 def _proven_ours(run_dir: Path, pid: int | None) -> bool:
@@ -250,7 +251,7 @@ def _proven_ours(run_dir: Path, pid: int | None) -> bool:
     if not pid:
         return False
     try:
-        recorded = json.loads((run_dir / PROCESS_FILE).read_text(encoding="utf-8"))
+        recorded = json.loads(RunDir(run_dir).process_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     now = _process_identity(pid)
@@ -260,7 +261,7 @@ def _proven_ours(run_dir: Path, pid: int | None) -> bool:
 
 def _lock_held(run_dir: Path) -> bool | None:
     """Whether someone holds the run's lock; None when there is no lock file to ask."""
-    lock = run_dir / LOCK_FILE
+    lock = RunDir(run_dir).lock
     if fcntl is None or not lock.exists():
         return None
     try:
@@ -278,7 +279,7 @@ def _lock_held(run_dir: Path) -> bool | None:
 
 def _spawned_after(run_dir: Path, when: float) -> bool:
     try:
-        return (run_dir / PID_FILE).stat().st_mtime > when
+        return RunDir(run_dir).pid_file.stat().st_mtime > when
     except OSError:
         return False
 
@@ -294,153 +295,61 @@ def is_alive(run_dir: Path) -> bool:
     return _pid_alive(pid) and _proven_ours(run_dir, pid)
 
 
-def _segments(events: list[dict]) -> list[list[dict]]:
-    """Events grouped per training process (a ``start`` or ``resume`` opens a segment)."""
-    segments: list[list[dict]] = []
-    for ev in events:
-        if ev.get("event") in SEGMENT_STARTS or not segments:
-            segments.append([])
-        segments[-1].append(ev)
-    return segments
+def _meta(run_dir: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(RunDir(run_dir).meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def info_of(run_dir: Path, state: RunState, alive: bool) -> RunInfo:
+    """What ``runs`` shows for a run: the fold of its events, its meta.json, and whether its
+    processes live."""
+    meta = _meta(run_dir)
+    end = state.seg_end
+    end_time = event_time(end)
+    if alive and end is not None and (end_time is None or not _spawned_after(run_dir, end_time)):
+        alive = False  # it recorded its end and is exiting
+    status = state.status(alive)
+    live = state.seg_log if status == Status.RUNNING else None
+    first = state.first or {}
+    return RunInfo(
+        id=run_dir.name,
+        name=meta.get("name") or run_dir.name,
+        status=status,
+        step=state.step,
+        max_steps=state.max_steps,
+        last_loss=state.last_loss,
+        eval_loss=_number(state.eval.get("eval_loss")) if state.eval else None,
+        started=event_time(state.first) if state.first is not None else meta.get("created"),
+        ended=end_time if end is not None and not alive else None,
+        duration_s=round(state.duration(alive, time.time()), 1),
+        pid=_read_pid(run_dir),
+        dir=str(run_dir),
+        reason=state.reason(alive),
+        message=state.message(alive),
+        model=first.get("model"),
+        method=first.get("method"),
+        preset=meta.get("preset"),
+        last_checkpoint=state.checkpoint.get("path") if state.checkpoint else None,
+        best_checkpoint=end.get("best_checkpoint") if end is not None and status == Status.FINISHED else None,
+        resumes=state.resumes,
+        tokens_per_s=live.get("tokens_per_s") if live else None,
+        samples_per_s=live.get("samples_per_s") if live else None,
+        eta_s=live.get("eta_s") if live else None,
+        phase=state.current_phase() if status == Status.RUNNING else None,
+        skipped_events=state.skipped,
+    )
 
 
 def _number(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
-def _time(ev: dict) -> float | None:
-    t = ev.get("time")
-    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
-
-
-class RunSummary:
-    """A run's numbers, kept up to date one event at a time: ``feed(events)`` as they are read,
-    ``info(run_dir, alive)`` whenever asked. Holds a few events, never the history, so a run of a
-    million lines is summarised in one pass in constant memory, and a viewer on a timer only reads
-    what was appended since (see ``_summary_of``)."""
-
-    def __init__(self) -> None:
-        self.first: dict | None = None  # the first event (start time, model, method)
-        self.step: int | None = None
-        self.max_steps: int | None = None
-        self.log: dict | None = None  # the last log with a loss
-        self.eval: dict | None = None  # the last eval with an eval loss
-        self.checkpoint: dict | None = None
-        self.resumes = 0
-        self.closed_duration = 0.0  # segments before the current one
-        self.seg_first: float | None = None  # the current segment: first event time, last, last end
-        self.seg_last: float | None = None
-        self.seg_end: dict | None = None
-        self.seg_log: dict | None = None  # the current segment's last log (live rates)
-        self.segments = 0
-        self.skipped = 0  # complete lines that were not events (core/events.py)
-        self.phase: dict | None = None  # the current segment's phase not yet ended (core/phases.py)
-
-    def feed(self, events: list[dict]) -> "RunSummary":
-        self.skipped += getattr(events, "skipped", 0)
-        for ev in events:
-            kind, t = ev.get("event"), _time(ev)
-            if kind in SEGMENT_STARTS or self.segments == 0:
-                if self.segments:
-                    self.closed_duration += self._segment_duration(alive=False, now=0.0)
-                self.segments += 1
-                self.seg_first, self.seg_end, self.seg_log = t, None, None
-                self.phase = None
-            if self.first is None:
-                self.first = ev
-            if self.seg_first is None:
-                self.seg_first = t
-            if t is not None:
-                self.seg_last = t
-            step = ev.get("step")
-            if isinstance(step, int) and not isinstance(step, bool) and kind not in PLACEHOLDER_STEPS:
-                self.step = step
-            m = ev.get("max_steps")
-            if isinstance(m, int) and not isinstance(m, bool) and m > 0:
-                self.max_steps = m
-            if kind == "resume":
-                self.resumes += 1
-            elif kind == "end":
-                self.seg_end = ev
-                self.phase = None
-            elif kind == "phase":
-                self.phase = ev if ev.get("state") != "end" else None
-            elif kind == "log":
-                self.seg_log = ev
-                if ev.get("loss") is not None:
-                    self.log = ev
-            elif kind == "eval" and ev.get("eval_loss") is not None:
-                self.eval = ev
-            elif kind == "checkpoint":
-                self.checkpoint = ev
-        return self
-
-    def _segment_duration(self, alive: bool, now: float) -> float:
-        if self.seg_first is None:
-            return 0.0
-        end_time = _time(self.seg_end) if self.seg_end is not None else None
-        stop = end_time if end_time is not None else (now if alive else (self.seg_last or self.seg_first))
-        return max(0.0, stop - self.seg_first)
-
-    def info(self, run_dir: Path, alive: bool) -> RunInfo:
-        meta: dict[str, Any] = {}
-        try:
-            meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-        if not isinstance(meta, dict):
-            meta = {}
-        end = self.seg_end
-        end_time = _time(end) if end is not None else None
-        if alive and end is not None and (end_time is None or not _spawned_after(run_dir, end_time)):
-            alive = False  # it recorded its end and is exiting
-        duration = self.closed_duration + self._segment_duration(alive, time.time())
-        step = self.step
-        reason = message = None
-        if alive:
-            status = "running"
-        elif end is not None:
-            status = end.get("status") if end.get("status") in STATUSES else "failed"
-            reason, message = end.get("reason"), end.get("message")
-        else:
-            status, reason = "lost", "lost"
-            where = f"at step {step}" if step is not None else "before its first step"
-            message = (f"the training process vanished {where} without recording an end "
-                       "(machine restart, or the whole process group killed)")
-        live = self.seg_log if status == "running" else None
-        first = self.first or {}
-        return RunInfo(
-            id=run_dir.name,
-            name=meta.get("name") or run_dir.name,
-            status=status,
-            step=step,
-            max_steps=self.max_steps,
-            last_loss=_number(self.log.get("loss")) if self.log else None,
-            eval_loss=_number(self.eval.get("eval_loss")) if self.eval else None,
-            started=_time(first) if self.first is not None else meta.get("created"),
-            ended=end_time if end is not None and not alive else None,
-            duration_s=round(duration, 1),
-            pid=_read_pid(run_dir),
-            dir=str(run_dir),
-            reason=reason,
-            message=message,
-            model=first.get("model"),
-            method=first.get("method"),
-            preset=meta.get("preset"),
-            last_checkpoint=self.checkpoint.get("path") if self.checkpoint else None,
-            best_checkpoint=end.get("best_checkpoint") if end is not None and status == "finished" else None,
-            resumes=self.resumes,
-            tokens_per_s=live.get("tokens_per_s") if live else None,
-            samples_per_s=live.get("samples_per_s") if live else None,
-            eta_s=live.get("eta_s") if live else None,
-            phase=_phase_of(self.phase) if status == "running" else None,
-            skipped_events=self.skipped,
-        )
-
-
 def summarize(run_dir: Path, events: list[dict], alive: bool) -> RunInfo:
     """A run's status and numbers from its events and whether its process lives."""
-    return RunSummary().feed(events).info(run_dir, alive)
+    return info_of(run_dir, RunState().feed(events), alive)
 
 
 READ_CHUNK = 1 << 20  # bytes of events.jsonl parsed at a time
@@ -450,30 +359,31 @@ READ_CHUNK = 1 << 20  # bytes of events.jsonl parsed at a time
 class _Followed:
     inode: int
     offset: int  # bytes consumed (complete lines only)
-    summary: RunSummary
+    state: RunState
 
 
-_SUMMARIES: dict[Path, _Followed] = {}  # run dir -> its summary so far and where it was read to
-_SUMMARIES_LOCK = threading.Lock()  # the TUI reads runs from worker threads
+_STATES: dict[Path, _Followed] = {}  # run dir -> its state so far and where it was read to
+_STATES_LOCK = threading.Lock()  # the TUI reads runs from worker threads
 
 
-def _summary_of(run_dir: Path) -> RunSummary:
-    """The run's summary, reading only what was appended to ``events.jsonl`` since the last call
-    (the whole file, in chunks, the first time or when it was replaced or shortened)."""
-    with _SUMMARIES_LOCK:
-        return _read_summary(run_dir)
+def state_of(run_dir: Path) -> RunState:
+    """The run's state (the fold of its events), reading only what was appended to
+    ``events.jsonl`` since the last call (the whole file, in chunks, the first time or when it
+    was replaced or shortened)."""
+    with _STATES_LOCK:
+        return _read_state(run_dir)
 
 
-def _read_summary(run_dir: Path) -> RunSummary:
-    path = run_dir / EVENTS_FILE
+def _read_state(run_dir: Path) -> RunState:
+    path = RunDir(run_dir).events
     try:
         st = path.stat()
     except OSError:
-        _SUMMARIES.pop(run_dir, None)
-        return RunSummary()
-    followed = _SUMMARIES.get(run_dir)
+        _STATES.pop(run_dir, None)
+        return RunState()
+    followed = _STATES.get(run_dir)
     if followed is None or followed.inode != st.st_ino or st.st_size < followed.offset:
-        followed = _Followed(st.st_ino, 0, RunSummary())
+        followed = _Followed(st.st_ino, 0, RunState())
     try:
         with open(path, "rb") as fh:
             fh.seek(followed.offset)
@@ -487,27 +397,18 @@ def _read_summary(run_dir: Path) -> RunSummary:
                 rest = data[cut:]
                 if cut:
                     events, _ = parse_events(data[:cut].decode("utf-8", errors="replace"))
-                    followed.summary.feed(events)
+                    followed.state.feed(events)
                     followed.offset += cut
     except OSError:
         pass
-    _SUMMARIES[run_dir] = followed
-    return followed.summary
-
-
-def _phase_of(ev: dict | None) -> dict | None:
-    """The phase a running process is in (its latest unended ``phase`` event), unless it is
-    training (its step says that)."""
-    if ev is None or ev.get("phase") == "train":
-        return None
-    return {"name": ev.get("phase"), "done": ev.get("done"), "total": ev.get("total"), "unit": ev.get("unit"),
-            "eta_s": ev.get("eta_s")}
+    _STATES[run_dir] = followed
+    return followed.state
 
 
 def run_info(ref: str | os.PathLike) -> RunInfo:
     run_dir = find_run(ref)
     alive = is_alive(run_dir)  # before reading: an end written meanwhile is then seen
-    return _summary_of(run_dir).info(run_dir, alive)
+    return info_of(run_dir, state_of(run_dir), alive)
 
 
 def list_runs() -> list[RunInfo]:
@@ -516,7 +417,7 @@ def list_runs() -> list[RunInfo]:
     infos = []
     for run_dir in registered_dirs():
         alive = is_alive(run_dir)
-        infos.append(_summary_of(run_dir).info(run_dir, alive))
+        infos.append(info_of(run_dir, state_of(run_dir), alive))
     infos.sort(key=lambda r: r.started or 0, reverse=True)
     return infos
 
@@ -527,7 +428,7 @@ def find_run(ref: str | os.PathLike) -> Path:
     if not text:
         raise RunsError("no run given")
     path = Path(text).expanduser()
-    if path.is_dir() and any((path / f).exists() for f in (CONFIG_FILE, META_FILE, EVENTS_FILE)):
+    if path.is_dir() and RunDir(path).looks_like_run():
         return path.resolve()
     dirs = registered_dirs()
     if path.is_dir() and path.resolve() in dirs:  # registered, even if never completed
@@ -535,7 +436,7 @@ def find_run(ref: str | os.PathLike) -> Path:
     if text in ("last", "latest"):
         if not dirs:
             raise RunsError("there are no runs yet")
-        complete = [d for d in dirs if (d / CONFIG_FILE).exists()] or dirs  # the newest usable run
+        complete = [d for d in dirs if RunDir(d).config.exists()] or dirs  # the newest usable run
         return max(complete, key=_created)
     exact = [d for d in dirs if d.name == text]
     if exact:
@@ -550,7 +451,7 @@ def find_run(ref: str | os.PathLike) -> Path:
 
 
 def _created(run_dir: Path) -> float:
-    for path in (run_dir / CONFIG_FILE, run_dir):
+    for path in (RunDir(run_dir).config, run_dir):
         try:
             return path.stat().st_mtime
         except OSError:
@@ -560,23 +461,9 @@ def _created(run_dir: Path) -> float:
 
 def history(ref: str | os.PathLike) -> list[dict[str, Any]]:
     """Every event of the run so far, oldest first (a torn last line is left out)."""
-    return read_events(find_run(ref) / EVENTS_FILE)
+    return read_events(RunDir(find_run(ref)).events)
 
 
-def follow(ref: str | os.PathLike, interval: float = 0.5,
-           stop: Callable[[], bool] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Batches of events: the whole history first, then new ones as they are written, until the
-    run's process is gone and the file is drained (or ``stop()`` says so)."""
-    run_dir = find_run(ref)
-    tail = EventTail(run_dir / EVENTS_FILE)
-    while True:
-        alive = is_alive(run_dir)
-        batch = tail.poll()
-        if batch:
-            yield batch
-        if not alive or (stop is not None and stop()):
-            return
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- start
@@ -594,7 +481,7 @@ class Launched:
 
 
 def _take_lock(run_dir: Path, run_id: str) -> int:
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(RunDir(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
     if fcntl is None:
         return fd
     for _ in range(20):  # a reader's probe holds it for microseconds
@@ -618,14 +505,14 @@ def spawn(run_dir: Path, resume_from: str | None = None) -> subprocess.Popen:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open(RunDir(run_dir).log, "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=str(run_dir), env=env, close_fds=True, pass_fds=(lock_fd,),
             )
     finally:
         os.close(lock_fd)  # the children hold the lock now
-    (run_dir / PID_FILE).write_text(str(proc.pid), encoding="utf-8")
+    RunDir(run_dir).pid_file.write_text(str(proc.pid), encoding="utf-8")
     _record_process(run_dir, proc.pid)
     return proc
 
@@ -649,7 +536,7 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
         info = run_info(run_dir)
         raise RunsError(f"run {run_dir.name} is not running ({info.status})")
     if not kill:
-        (run_dir / STOP_FILE).touch()
+        RunDir(run_dir).request_stop()
         deadline = time.time() + wait
         while time.time() < deadline and is_alive(run_dir):
             time.sleep(0.2)
@@ -669,17 +556,17 @@ def stop(ref: str | os.PathLike, kill: bool = False, wait: float = 0.0) -> RunIn
         time.sleep(0.05)
     if is_alive(run_dir):
         raise RunsError(f"run {run_dir.name} is still alive 10 s after SIGKILL (process group {pid})")
-    if _summary_of(run_dir).seg_end is None:
-        info = _summary_of(run_dir).info(run_dir, alive=False)
+    if not state_of(run_dir).ended:
+        info = info_of(run_dir, state_of(run_dir), alive=False)
         ckpt = f"; resume continues from {Path(info.last_checkpoint).name}" if info.last_checkpoint else ""
         with_writer(run_dir, lambda w: w.emit(
-            "end", step=info.step, status="stopped", reason="killed",
+            Kind.END, step=info.step, status=Status.STOPPED, reason=Reason.KILLED,
             message=f"killed at once by `sft-wizard stop --kill`{ckpt}"))
     return run_info(run_dir)
 
 
 def with_writer(run_dir: Path, fn: Callable[[EventWriter], Any]) -> Any:
-    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer = EventWriter(RunDir(run_dir).events)
     try:
         return fn(writer)
     finally:
@@ -691,7 +578,7 @@ def with_writer(run_dir: Path, fn: Callable[[EventWriter], Any]) -> Any:
 def _complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Checkpoints whose trainer state was written (the trainer writes it last), by step."""
     found = []
-    for path in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"):
+    for path in RunDir(run_dir).checkpoints.glob("checkpoint-*"):
         try:
             step = int(path.name.rsplit("-", 1)[1])
             json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
@@ -712,7 +599,7 @@ def resume_point(run_dir: Path, events: list[dict], before: int | None = None) -
     for ev in events:
         if ev.get("event") in SEGMENT_STARTS:
             current = ev.get("fingerprint")
-        elif ev.get("event") == "checkpoint" and ev.get("path"):
+        elif ev.get("event") == Kind.CHECKPOINT and ev.get("path"):
             fingerprint_of[Path(ev["path"]).name] = current
     step, path = complete[-1]
     return path, fingerprint_of.get(path.name, current)
@@ -728,17 +615,17 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
 
     run_dir = find_run(ref)
     info = run_info(run_dir)
-    if info.status == "running":
+    if info.status == Status.RUNNING:
         raise RunsError(f"run {info.id} is still running (pid {info.pid}); stop it first")
-    if info.status == "finished":
+    if info.status == Status.FINISHED:
         raise RunsError(f"run {info.id} already finished; start a new run to train further")
-    if not (run_dir / CONFIG_FILE).exists():
+    if not RunDir(run_dir).config.exists():
         raise RunsError(f"run {info.id} was never completed (no {CONFIG_FILE} in {run_dir}): nothing to resume; "
                         "start a new run with `sft-wizard run`")
-    cfg = load_preset(run_dir / CONFIG_FILE)
+    cfg = load_preset(RunDir(run_dir).config)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    events = read_events(run_dir / EVENTS_FILE)
+    events = read_events(RunDir(run_dir).events)
     checkpoint, recorded = resume_point(run_dir, events)
     passed_over: list[tuple[Path, str]] = []  # unreadable checkpoints, newest first, with why
     while checkpoint is not None and (why := checkpoint_problem(checkpoint)):
@@ -762,15 +649,15 @@ def resume(ref: str | os.PathLike, overrides: list[str] | None = None) -> Launch
             raise RunsError(f"cannot resume {info.id} from {checkpoint.name}: the " + "; the ".join(changed)
                             + " changed since that checkpoint; start a new run instead")
     if overrides:
-        save_preset(cfg, run_dir / CONFIG_FILE)
+        save_preset(cfg, RunDir(run_dir).config)
     step = _step_of(checkpoint)
     for later_step, later in _later_checkpoint_dirs(run_dir, step):
         shutil.rmtree(later, ignore_errors=True)  # half-written or unreadable: training writes them again
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    RunDir(run_dir).clear_stop()
     notes = [f"{p.name} is unreadable ({why}), so the run resumes from {checkpoint.name} instead "
              f"and trains steps {step + 1}–{_step_of(p)} again; {p.name} was removed" for p, why in passed_over]
     if notes:
-        with_writer(run_dir, lambda w: [w.emit("warning", step=step, source="resume", code="checkpoint_unreadable",
+        with_writer(run_dir, lambda w: [w.emit(Kind.WARNING, step=step, source="resume", code="checkpoint_unreadable",
                                                message=note, checkpoint=str(p))
                                         for note, (p, _) in zip(notes, passed_over)])
     return Launched(run_dir, spawn(run_dir, resume_from=str(checkpoint)), checkpoint, notes)
@@ -782,7 +669,7 @@ def _step_of(checkpoint: Path) -> int:
 
 def _later_checkpoint_dirs(run_dir: Path, step: int) -> list[tuple[int, Path]]:
     later = []
-    for path in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"):
+    for path in RunDir(run_dir).checkpoints.glob("checkpoint-*"):
         try:
             n = int(path.name.rsplit("-", 1)[1])
         except ValueError:

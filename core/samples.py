@@ -19,14 +19,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-SAMPLE_EVENT = "sample"
+from .held_out import HeldOutPrompt, held_out_prompts, spread
+from .run_model import Kind
+
 MIN_NEW_TOKENS = 32  # every prompt may say at least this much
 MAX_NEW_TOKENS = 128  # the cap, however long the reference
 
 
 @dataclass
 class SamplePrompt:
-    """One held-out prompt the run keeps answering, and the answer the data gives."""
+    """One held-out prompt the run keeps answering (``id``: its ``prompt_id`` in the events), and
+    the answer the data gives."""
 
     id: int
     messages: list[dict]
@@ -34,22 +37,17 @@ class SamplePrompt:
 
     @property
     def last_user(self) -> str:
-        for m in reversed(self.messages):
-            if m.get("role") == "user":
-                return str(m.get("content"))
-        return ""
+        return HeldOutPrompt(self.messages, self.reference).last_user
 
 
 def sample_prompts(eval_examples: list[dict], system_prompt: str | None, n: int) -> list[SamplePrompt]:
     """``n`` held-out conversations spread evenly over the eval split (so a split ordered by task
-    shows more than one task), cut before their last answer as ``sft-wizard chat --compare`` cuts."""
-    from .chat import prompts_from_examples
-
+    shows more than one task), built as ``sft-wizard chat --compare`` and ``report`` build them
+    (``held_out.held_out_prompts``: cut before the last answer, the system prompt as trained)."""
     if n <= 0 or not eval_examples:
         return []
-    every = prompts_from_examples(eval_examples, system_prompt, len(eval_examples))
-    picked = sorted({round(i * len(every) / n) for i in range(n)} & set(range(len(every))))
-    return [SamplePrompt(i, every[k].messages, every[k].reference) for i, k in enumerate(picked)]
+    every = held_out_prompts(eval_examples, system_prompt, conversations_only=True)
+    return [SamplePrompt(i, p.messages, p.reference) for i, p in enumerate(spread(every, n))]
 
 
 def answer_cap(tokenizer, reference: str | None) -> int:
@@ -87,7 +85,7 @@ def generate_samples(model, tokenizer, template: str | None, prompts: list[Sampl
                      stop_ids: list[int]) -> list[dict[str, Any]]:
     """One answer per prompt from ``model`` as it is now, as ``sample`` event fields. The model's
     mode and the RNG states are left as found; no gradient is recorded."""
-    from .chat import ChatModel
+    from .chat_model import ChatModel
 
     chat = ChatModel(model, tokenizer, template, "the model in training", stop_ids)
     was_training = model.training
@@ -114,7 +112,7 @@ def samples_callback(writer, tokenizer, template: str | None, prompts: list[Samp
     ``paused(seconds)`` hears how long generation took (the runner takes it out of tokens/s)."""
     from transformers import TrainerCallback
 
-    from .chat import stop_token_ids
+    from .stop_tokens import stop_token_ids
 
     class SamplesCallback(TrainerCallback):
         def __init__(self):
@@ -138,7 +136,7 @@ def samples_callback(writer, tokenizer, template: str | None, prompts: list[Samp
                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 answers = []
             for fields in answers:
-                writer.emit(SAMPLE_EVENT, **fields)
+                writer.emit(Kind.SAMPLE, **fields)
             self.sampled_steps.append(step)
             if paused is not None:
                 paused(time.perf_counter() - began)
@@ -181,7 +179,7 @@ def samples_by_prompt(events: list[dict]) -> list[PromptSamples]:
     a resume, keeps its last answer)."""
     found: dict[int, PromptSamples] = {}
     for ev in events:
-        if ev.get("event") != SAMPLE_EVENT or not isinstance(ev.get("prompt_id"), int):
+        if ev.get("event") != Kind.SAMPLE or not isinstance(ev.get("prompt_id"), int):
             continue
         entry = found.setdefault(ev["prompt_id"], PromptSamples(ev["prompt_id"], str(ev.get("prompt") or ""),
                                                                 ev.get("reference")))
@@ -194,4 +192,4 @@ def samples_by_prompt(events: list[dict]) -> list[PromptSamples]:
 
 def generation_seconds(events: list[dict]) -> float:
     """Total time the run spent sampling (not training)."""
-    return round(sum(ev.get("generation_s") or 0 for ev in events if ev.get("event") == SAMPLE_EVENT), 3)
+    return round(sum(ev.get("generation_s") or 0 for ev in events if ev.get("event") == Kind.SAMPLE), 3)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from .diagnosis import describe_exit
 from .diskspace import release_reserve
-from .events import EVENTS_FILE, EventTail, read_events
+from .events import EventTail, read_events
 from .oom_adapt import ADAPT_EXIT
-from .runner import CONFIG_FILE, STOP_FILE
-from .runs import LOG_FILE, _segments, _summary_of, with_writer
+from .run_model import Kind, Reason, Status, segments
+from .rundir import LOG_FILE, RunDir
+from .runs import info_of, state_of, with_writer
 
 
 def training_command(run_dir: Path, resume_from: str | None = None) -> list[str]:
@@ -37,9 +38,8 @@ def training_env(run_dir: Path) -> dict[str, str]:
     from .config import load_preset
     from .distributed import Machine, pinned_device
     from .distributed import training_env as env_for
-    from .runner import CONFIG_FILE
 
-    cfg = load_preset(run_dir / CONFIG_FILE)
+    cfg = load_preset(RunDir(run_dir).config)
     machine = Machine.detect()
     env = env_for(cfg, machine)
     if pinned_device(cfg, machine) is not None:
@@ -50,11 +50,12 @@ def training_env(run_dir: Path) -> dict[str, str]:
 
 def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> int:
     """Run the training process; if it dies without an ``end`` event, record how it died."""
-    events_path = run_dir / EVENTS_FILE
+    rd = RunDir(run_dir)
+    events_path = rd.events
     offset, inode = _size_and_inode(events_path)
 
     def forward(signum, frame):  # `kill PID` on the supervisor = graceful stop
-        (run_dir / STOP_FILE).touch()
+        rd.request_stop()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -67,14 +68,15 @@ def supervise(run_dir: Path, resume_from: str | None, lock_fd: int | None) -> in
                                      pass_fds=(lock_fd,) if lock_fd is not None else ())
             returncode = child.wait()
             new = _new_events(events_path, offset, inode)
-            if any(ev.get("event") == "end" for ev in new):
+            if any(ev.get("event") == Kind.END for ev in new):
                 return returncode
-            oom = next((ev for ev in reversed(new) if ev.get("event") == "error" and ev.get("adapting")), None)
+            oom = next((ev for ev in reversed(new) if ev.get("event") == Kind.ERROR and ev.get("adapting")), None)
             if returncode != ADAPT_EXIT or oom is None:
                 return _record_exit(run_dir, returncode)
-            if (run_dir / STOP_FILE).exists():  # asked to stop meanwhile: no new attempt
-                (run_dir / STOP_FILE).unlink(missing_ok=True)
-                with_writer(run_dir, lambda w: w.emit("end", step=oom.get("step"), status="failed", reason="oom",
+            if rd.stop_requested():  # asked to stop meanwhile: no new attempt
+                rd.clear_stop()
+                with_writer(run_dir, lambda w: w.emit(Kind.END, step=oom.get("step"), status=Status.FAILED,
+                                                      reason=Reason.OOM,
                                                       message=oom.get("message"), adaptations=attempts))
                 return 1
             attempts += 1
@@ -93,20 +95,20 @@ def _new_events(events_path: Path, offset: int, inode: int | None) -> list[dict]
     if now_inode == inode and size >= offset:
         return EventTail(events_path, offset=offset).poll()
     # deleted and re-created meanwhile (see EventWriter): this process's events are its last segment
-    segments = _segments(read_events(events_path))
-    return segments[-1] if segments else []
+    parts = segments(read_events(events_path))
+    return parts[-1] if parts else []
 
 
 def _record_exit(run_dir: Path, returncode: int) -> int:
     """The training process died without an ``end``: record how."""
-    info = _summary_of(run_dir).info(run_dir, alive=False)
+    info = info_of(run_dir, state_of(run_dir), alive=False)
     reason, phrase, hint = describe_exit(returncode)
     where = f" at step {info.step}" if info.step is not None else " before training began"
     message = f"{phrase}{where}{hint}; details in {LOG_FILE}"
     print(f"sft-wizard: {message}", file=sys.stderr, flush=True)
     with_writer(run_dir, lambda w: (
-        w.emit("error", step=info.step, reason=reason, message=message, returncode=returncode),
-        w.emit("end", step=info.step, status="failed", reason=reason, message=message, returncode=returncode),
+        w.emit(Kind.ERROR, step=info.step, reason=reason, message=message, returncode=returncode),
+        w.emit(Kind.END, step=info.step, status=Status.FAILED, reason=reason, message=message, returncode=returncode),
     ))
     return returncode if returncode > 0 else 1
 
@@ -126,21 +128,21 @@ def adapt_after_oom(run_dir: Path, attempt: int, oom: dict) -> str | None:
     from .oom_adapt import MAX_ATTEMPTS, give_up_message, next_fix
     from .runs import discard_checkpoints_after, resume_point
 
-    cfg = load_preset(run_dir / CONFIG_FILE)
+    cfg = load_preset(RunDir(run_dir).config)
     fix = next_fix(cfg) if attempt <= MAX_ATTEMPTS else None
     if fix is None:
         message = give_up_message(cfg, attempt - 1, oom.get("message"))
         print(f"sft-wizard: {message}", file=sys.stderr, flush=True)
-        with_writer(run_dir, lambda w: w.emit("end", step=oom.get("step"), status="failed", reason="oom",
-                                              message=message, adaptations=attempt - 1))
+        with_writer(run_dir, lambda w: w.emit(Kind.END, step=oom.get("step"), status=Status.FAILED,
+                                              reason=Reason.OOM, message=message, adaptations=attempt - 1))
         return None
-    save_preset(fix.apply(cfg), run_dir / CONFIG_FILE)
-    checkpoint, _ = resume_point(run_dir, read_events(run_dir / EVENTS_FILE))
+    save_preset(fix.apply(cfg), RunDir(run_dir).config)
+    checkpoint, _ = resume_point(run_dir, read_events(RunDir(run_dir).events))
     step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
     discard_checkpoints_after(run_dir, step)  # half-written by the process that died
     where = f"from {checkpoint.name}" if checkpoint is not None else "from step 0 (no checkpoint yet)"
     with_writer(run_dir, lambda w: w.emit(
-        "adapt", step=oom.get("step"), attempt=attempt, max_attempts=MAX_ATTEMPTS, old=fix.old, new=fix.new,
+        Kind.ADAPT, step=oom.get("step"), attempt=attempt, max_attempts=MAX_ATTEMPTS, old=fix.old, new=fix.new,
         reason=f"out of memory after step {oom.get('step')}: {fix.reason}; training again {where}",
         resume_from=str(checkpoint) if checkpoint is not None else None))
     return str(checkpoint) if checkpoint is not None else ""

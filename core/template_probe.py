@@ -17,6 +17,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from .findings import Severity, finding_dict
 from .masks import TemplateError, render_chat
 
 # Private-use characters: no template trims them, no real data holds them.
@@ -44,7 +45,7 @@ class TemplateBehaviour:
     reasoning: str = "none"  # every_turn | last_turn | dropped | none (no place for it)
     header: str | None = None  # assistant header inside the generation block (markers only)
     injects_date: bool = False
-    findings: list[dict] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)  # Finding.to_dict()s
 
     def reasoning_sentence(self) -> str:
         return {
@@ -62,8 +63,8 @@ class TemplateBehaviour:
                 "header_masked": self.header, "injects_date": self.injects_date}
 
 
-def _finding(code: str, message: str, severity: str = "info") -> dict:
-    return {"code": code, "message": message, "severity": severity}
+def _finding(code: str, message: str, severity: Severity = "info", **details: Any) -> dict:
+    return finding_dict(code, message, severity, **details)
 
 
 def _render(tokenizer, template: str, messages: list[dict], **kw) -> str | None:
@@ -171,9 +172,9 @@ def probe_template(tokenizer, template: str | None, *, markers: bool) -> Templat
     b.injects_date = probe_date(tokenizer, template)
     injected = probe_default_system(tokenizer, template)
     if injected:
-        b.findings.append({**_finding(
+        b.findings.append(_finding(
             "default_system_prompt",
-            f"the template injects a default system prompt when a row has none: {injected!r}"), "injected": injected})
+            f"the template injects a default system prompt when a row has none: {injected!r}", injected=injected))
     if b.system == "last_user":
         b.findings.append(_finding(
             "system_before_last_user",

@@ -127,7 +127,7 @@ def build_dataset(
     """
     from datasets import Dataset
 
-    from .data import Problem
+    from .data_formats import Problem
 
     prepare_tokenizer(tokenizer, template)
     on_bad = getattr(getattr(cfg, "data", None), "on_bad_rows", "stop")
@@ -232,25 +232,11 @@ def effective_loss_flags(cfg, example: dict) -> tuple[bool, bool]:
     return loss_flags(example_kind(example), t.assistant_only_loss, t.completion_only_loss)
 
 
-def render_preview(cfg, row: int = 0, *, tokenizer=None, examples=None):
-    """The preview of one row: see ``sftwizard.core.preview.render_preview``."""
-    from .preview import render_preview as _render_preview
-
-    return _render_preview(cfg, row, tokenizer=tokenizer, examples=examples)
-
-
-def audit_dataset(tokenizer, examples, template, cfg, progress=None) -> dict:
-    """Dataset-wide audit: see ``sftwizard.core.audit.audit_dataset``."""
-    from .audit import audit_dataset as _audit
-
-    return _audit(tokenizer, examples, template, cfg, progress=progress)
-
-
 __all__ = [
     "CHATML_TOKENS", "PLAIN_TEMPLATE_FILE", "TEMPLATE_SOURCES",
     "CHATML_TEMPLATE", "ResolvedTemplate", "TemplateError", "build_dataset", "chatml_consequences",
     "offer_templates", "prepare_tokenizer",
-    "effective_loss_flags", "encode_example", "encode_examples", "render_preview", "resolve_template",
-    "sft_mask_kwargs", "audit_dataset",
+    "effective_loss_flags", "encode_example", "encode_examples", "resolve_template",
+    "sft_mask_kwargs",
 ]
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sftwizard.core.compare import Comparison
     from sftwizard.core.data import DataReport
     from sftwizard.core.estimator import Estimate
-    from sftwizard.core.events import EventTail
+    from sftwizard.core.follower import RunFollower
     from sftwizard.core.hardware import HardwareReport
     from sftwizard.core.model_catalog import CachedModel, ModelChoice
     from sftwizard.core.models import ModelFacts
@@ -193,26 +193,20 @@ def estimate_memory(cfg: RunConfig, hardware: HardwareReport | None, facts: Mode
 # --------------------------------------------------------------------------- runs
 
 def launch(cfg: RunConfig, preset_path: str | None) -> Launched:
+    """Start a run (a ``runs.Launched``: ``run_dir``, ``process``)."""
     from sftwizard.core.config import ConfigError, output_root_problem
-    from sftwizard.core.runs import launch
+    from sftwizard.core.runs import launch as launch_run
 
     if problem := output_root_problem(cfg):
         raise ConfigError([problem])
-    return launch(cfg, preset_path)
+    return launch_run(cfg, preset_path)
 
 
 def stop_run(run_dir: Path) -> None:
     """Ask a run to stop gracefully (it finishes the step and saves a checkpoint)."""
-    from sftwizard.core.runs import stop
+    from sftwizard.core.rundir import RunDir
 
-    try:
-        stop(run_dir)
-        return
-    except Exception:  # an unregistered run dir: the STOP file is the contract
-        pass
-    from sftwizard.core.runner import STOP_FILE
-
-    (run_dir / STOP_FILE).touch()
+    RunDir(run_dir).request_stop()
 
 
 def resume_run(run_dir: Path) -> Launched:
@@ -231,21 +225,17 @@ def run_alive(run_dir: Path) -> bool:
 
 
 def list_runs() -> list[RunInfo]:
-    from sftwizard.core.runs import list_runs
+    """Every run, newest first: ``runs.RunInfo`` (the fold of each run's events)."""
+    from sftwizard.core.runs import list_runs as runs
 
-    return list_runs()
-
-
-def events_file(run_dir: Path) -> Path:
-    from sftwizard.core.events import EVENTS_FILE
-
-    return run_dir / EVENTS_FILE
+    return runs()
 
 
-def new_tail(run_dir: Path) -> EventTail:
-    from sftwizard.core.events import EventTail
+def follow_run(run_dir: Path, process=None, *, resumed: bool = False) -> RunFollower:
+    """A ``RunFollower`` on the run: its events, folded state and liveness, polled on a timer."""
+    from sftwizard.core.follower import RunFollower
 
-    return EventTail(events_file(run_dir))
+    return RunFollower(run_dir, process, resumed=resumed)
 
 
 # --------------------------------------------------------------------------- recommendations

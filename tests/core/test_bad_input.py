@@ -89,8 +89,8 @@ def test_qlora_on_cpu_is_not_refused_but_validate_warns_it_is_slow(repo_root: Pa
     assert out.returncode == 0, out.stderr
     warnings = {w["code"]: w for w in json.loads(out.stdout)["warnings"]}
     assert "slow" in warnings["qlora_on_cpu"]["message"]
-    from sftwizard.cli.run import preflight
     from sftwizard.core.config import apply_overrides, load_preset
+    from sftwizard.core.preflight import preflight
 
     preflight(apply_overrides(load_preset(repo_root / "presets/demo.yaml"), ["method.type=qlora"]))  # no UserError
 

@@ -98,6 +98,19 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["p.yaml"]
 
 
+def test_a_write_that_fails_halfway_leaves_the_old_file_and_no_temp_file(tmp_path: Path):
+    from sftwizard.core.paths import atomic_writer
+
+    target = tmp_path / "rows.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(target) as fh:
+            fh.write("new, half written\n")
+            raise RuntimeError("the disk filled up")
+    assert target.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
 def test_overrides_parse_values_and_revalidate():
     cfg = apply_overrides(RunConfig(), ["training.max_steps=7", "method.type=full", "training.learning_rate=1e-5"])
     assert cfg.training.max_steps == 7 and cfg.method.type == "full"
@@ -120,6 +133,20 @@ def test_user_presets_are_listed_from_the_config_dir(sftw_home: Path):
     save_preset(RunConfig(), user_presets_dir() / "mine.yaml")
     assert any(p.name == "mine" and p.origin == "user" for p in list_presets())
     assert os.environ["SFT_WIZARD_HOME"] == str(sftw_home)
+
+
+def test_a_preset_loads_by_name_with_overrides_and_a_user_preset_comes_first(sftw_home: Path):
+    from sftwizard.core import presets
+    from sftwizard.core.paths import user_presets_dir
+
+    path, cfg = presets.load("demo", ["training.max_steps=7"])
+    assert path == presets.shipped_presets_dir() / "demo.yaml" and cfg.training.max_steps == 7
+    mine = apply_overrides(RunConfig(), ["training.max_steps=3"])
+    save_preset(mine, user_presets_dir() / "demo.yaml")
+    path, cfg = presets.load("demo")
+    assert path == user_presets_dir() / "demo.yaml" and cfg.training.max_steps == 3
+    with pytest.raises(ConfigError, match="training.max_step: unknown key"):
+        presets.load("demo", ["training.max_step=7"])
 
 
 def test_load_best_model_at_end_states_what_transformers_would_refuse_before_a_run():

@@ -408,14 +408,14 @@ def test_saves_landing_on_every_evaluation(save_steps):
     assert "saves_miss_evals" not in codes(check_config(cfg))
 
 
-def test_doctor_modules_are_headless_and_light():
-    """The TUI imports these at start-up: no textual, no torch/transformers until a function needs them."""
+def test_doctor_modules_are_light():
+    """The TUI imports these at start-up: no torch/transformers until a function needs them."""
     import subprocess
     import sys
 
     code = ("import sys, sftwizard.core.doctor, sftwizard.core.curve_doctor, sftwizard.core.cleaning, "
             "sftwizard.core.report, sftwizard.cli.doctor\n"
-            "print(','.join(m for m in ('textual', 'sftwizard.tui', 'torch', 'transformers', 'trl', 'datasets')"
+            "print(','.join(m for m in ('torch', 'transformers', 'trl', 'datasets')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -243,3 +243,30 @@ def test_chatml_on_a_base_model_exports_a_tokenizer_trl_clones(tmp_path):
     assert [r["input_ids"] for r in trainer.train_dataset] == [ids[:128] for ids in ours["input_ids"]]
     assert [r["labels"] for r in trainer.train_dataset] == [
         [i if m else -100 for i, m in zip(ids, mask)][:128] for ids, mask in zip(ours["input_ids"], ours["assistant_masks"])]
+
+
+def test_the_exported_loss_flags_are_the_trainers(repo_root, builtin_model_dir, tmp_path):
+    """export used its own rule: `completion_only_loss: true` on conversations was written as true,
+    while the trainer masks such rows assistant-only (completion-only applies to prompt-completion
+    rows only); and `assistant_only_loss: true` on plain text was exported although training refuses it."""
+    from sftwizard.core import templates
+    from sftwizard.core.runner import resolve_data
+
+    cfg = demo_cfg(repo_root, "training.completion_only_loss=true", "data.sources.0.max_rows=10",
+                   "training.eval_strategy=no")
+    result = build_trl_export(cfg, tmp_path / "col.yaml")
+    train, _, _ = resolve_data(cfg)
+    trainer = templates.effective_loss_flags(cfg, train[0])
+    assert trainer == (True, False)
+    assert result.data_mode == "messages"
+    assert (result.config["assistant_only_loss"], result.config["completion_only_loss"]) == trainer
+
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": f"Line {i} of plain text."}) + "\n" for i in range(4)))
+    cfg = demo_cfg(repo_root, f"data.sources.0.path={text}", "data.eval_source=null",
+                   "training.eval_strategy=no", "training.assistant_only_loss=true")
+    with pytest.raises(templates.TemplateError) as trained:
+        templates.effective_loss_flags(cfg, {"text": "x"})
+    with pytest.raises(templates.TemplateError) as exported:
+        build_trl_export(cfg, tmp_path / "text.yaml")
+    assert str(exported.value) == str(trained.value) and "assistant_only_loss" in str(exported.value)

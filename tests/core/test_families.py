@@ -15,7 +15,8 @@ import json
 import pytest
 
 from sftwizard.core.config import RunConfig, TemplateSection
-from sftwizard.core.templates import TemplateError, encode_examples, render_preview, resolve_template
+from sftwizard.core.preview import render_preview
+from sftwizard.core.templates import TemplateError, encode_examples, resolve_template
 from tests.fixtures.families import (
     FAMILY_IDS,
     check_invariants,

@@ -77,6 +77,19 @@ def test_bf16_weights_on_a_pre_ampere_gpu_are_refused():
     assert runnable_problems(cfg("method.type=lora"), env) == []
 
 
+def test_the_runnable_check_takes_the_hardware_report_as_it_is():
+    """One check for the TUI, `validate` and `run`: the report needs no conversion by the caller."""
+    from sftwizard.core.runnable import runnable_warnings
+
+    t4 = report(fake_nvml.t4, libraries=("bitsandbytes",))
+    assert runnable_problems(cfg("model.dtype=bf16"), t4) == runnable_problems(
+        cfg("model.dtype=bf16"), Environment.from_hardware(t4)) != []
+    fa2 = cfg("model.attn_implementation=flash_attention_2")
+    [warning] = runnable_warnings(fa2, report(fake_nvml.t4, libraries=("flash_attn",)))
+    assert warning["code"] == "not_runnable_here" and warning["setting"] == "model.attn_implementation"
+    assert runnable_warnings(fa2, report(fake_nvml.h100x8, libraries=("flash_attn",))) == []
+
+
 # --------------------------------------------------------------------------- 6. fp32 master weights
 
 @pytest.mark.parametrize("method,dtype,weights,autocast", [

@@ -173,10 +173,10 @@ def test_hw_command_json(capsys):
     assert "torch sees CUDA" in capsys.readouterr().out
 
 
-def test_importing_hardware_and_estimator_loads_neither_torch_nor_nvml_nor_textual():
+def test_importing_hardware_and_estimator_loads_neither_torch_nor_nvml():
     code = ("import sys, sftwizard.core.hardware as h, sftwizard.core.estimator\n"
             "h.probe_hardware(nvml=None) if False else None\n"
-            "print(sorted(m for m in ('torch', 'pynvml', 'textual', 'transformers') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'pynvml', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

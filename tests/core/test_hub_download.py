@@ -247,3 +247,24 @@ async def test_the_run_screen_shows_each_phase_as_a_bar_as_the_events_arrive(dow
         train = [p for name, p in seen if name == "train"]
         # monotone; whether a `progress` event fell between begin and end depends on how fast 3 steps ran
         assert train and train == sorted(train) and train[-1] <= 3, seen
+
+
+@pytest.mark.parametrize("status,needle", [
+    (401, "refused the token (401 unauthorized)"),
+    (403, "no write access to someone/x (403 forbidden)"),
+    (404, "someone/x does not exist and cannot be created with this token (404)"),
+    (500, "the Hub answered 500 for someone/x"),
+])
+def test_one_sentence_for_each_hub_answer_to_a_push(status, needle):
+    """The push and the downloads share one mapping of Hub errors (hub_download.explain_hub_error)."""
+    import importlib
+
+    from huggingface_hub.errors import HfHubHTTPError, Response
+
+    client = importlib.import_module(Response.__module__.split(".")[0])  # the HTTP client huggingface_hub uses
+    response = Response(status, request=client.Request("POST", "https://huggingface.co/api/repos/create"))
+    try:
+        raise HfHubHTTPError("the Hub's own words", response=response)
+    except HfHubHTTPError as exc:
+        sentence = hub_download.explain_hub_error(exc, "someone/x", pushing=True)
+    assert needle in sentence and "\n" not in sentence

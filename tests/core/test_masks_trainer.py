@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from sftwizard.core.config import RunConfig
-from sftwizard.core.templates import TemplateError, render_preview, resolve_template
+from sftwizard.core.preview import render_preview
+from sftwizard.core.templates import TemplateError, resolve_template
 from tests.fixtures.tokenizers import FOREIGN_FAMILIES, TRL_FAMILIES, conversations, make_tokenizer
 from tests.fixtures.trainer import build_trainer, isolated_home, trained_sequences
 

@@ -13,8 +13,9 @@ import pytest
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict, load_preset
 from sftwizard.core.event_lines import event_line
-from sftwizard.core.events import EVENTS_FILE, read_events
+from sftwizard.core.events import read_events
 from sftwizard.core.oom_adapt import TEST_OOM_ENV, effective_batch, give_up_message, next_fix
+from sftwizard.core.rundir import EVENTS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -267,13 +267,13 @@ def test_dataset_num_proc_by_cores_and_rows(tiny_facts, cores, rows, procs):
     assert rec.config.training.dataset_num_proc == procs
 
 
-def test_recommend_and_efficiency_import_without_torch_or_textual():
-    """The wizard imports both at start-up: no heavy or UI module may come with them."""
+def test_recommend_and_efficiency_import_without_torch():
+    """The wizard imports both at start-up: no heavy module may come with them."""
     import subprocess
     import sys
 
     code = ("import sys, sftwizard.core.recommend, sftwizard.core.efficiency\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'textual', 'sftwizard.tui') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

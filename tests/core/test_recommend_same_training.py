@@ -80,13 +80,14 @@ def data_file(tmp_path_factory) -> Path:
 
 
 def real_audit(cfg: RunConfig) -> dict:
-    from sftwizard.core import templates
+    from sftwizard.core.audit import audit_dataset
     from sftwizard.core.models import load_tokenizer, resolve_model
     from sftwizard.core.runner import resolve_data
+    from sftwizard.core.templates import resolve_template
 
     tok = load_tokenizer(resolve_model(cfg.model.id).path)
     examples, _, _ = resolve_data(cfg)
-    return templates.audit_dataset(tok, examples, templates.resolve_template(tok, cfg.template), cfg)
+    return audit_dataset(tok, examples, resolve_template(tok, cfg.template), cfg)
 
 
 @pytest.mark.parametrize("max_length,assistant_only", [(MAX_LENGTH, "null"), (1024, "false")])

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sftwizard.core import runs
-from sftwizard.core.events import EVENTS_FILE, read_events
-from sftwizard.core.runner import CHECKPOINTS_DIR, execute
+from sftwizard.core import rundir, runs
+from sftwizard.core.events import read_events
+from sftwizard.core.rundir import CHECKPOINTS_DIR, EVENTS_FILE
+from sftwizard.core.runner import execute
 from tests.core.test_runs import tiny_config, write_data
 
 
@@ -65,7 +66,7 @@ def _run_dir_naming(tmp_path: Path, pid: int) -> Path:
     d = tmp_path / "20260101-000000-victim"
     d.mkdir()
     (d / "config.yaml").write_text("{}\n")
-    (d / runs.PID_FILE).write_text(str(pid))
+    (d / rundir.PID_FILE).write_text(str(pid))
     (d / EVENTS_FILE).write_text(json.dumps({"event": "start", "time": 1.0, "step": 0}) + "\n")
     return d
 
@@ -79,7 +80,7 @@ def test_stop_kill_never_signals_a_process_it_cannot_prove_is_the_runs(tmp_path)
             runs.stop(d, kill=True)
         assert stranger.poll() is None, "stop --kill killed an unrelated process"
         # A recorded identity that does not match (another command line) proves nothing either.
-        (d / runs.PROCESS_FILE).write_text(json.dumps({"pid": stranger.pid, "start_ticks": 1, "cmdline": ["x"]}))
+        (d / rundir.PROCESS_FILE).write_text(json.dumps({"pid": stranger.pid, "start_ticks": 1, "cmdline": ["x"]}))
         with pytest.raises(runs.RunsError):
             runs.stop(d, kill=True)
         assert stranger.poll() is None

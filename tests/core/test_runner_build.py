@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sftwizard.core.config import config_from_dict
+from sftwizard.core.preview import render_preview
 from sftwizard.core.runner import Environment, build_trainer
-from sftwizard.core.templates import render_preview
 from tests.fixtures.tokenizers import conversations, save_model_dir
 from tests.fixtures.trainer import trained_sequences
 

@@ -21,7 +21,8 @@ import pytest
 
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict, load_preset, save_preset
-from sftwizard.core.events import EVENTS_FILE, read_events
+from sftwizard.core.events import read_events
+from sftwizard.core.rundir import EVENTS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 150

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from sftwizard.core import runs
+from sftwizard.core import rundir, runs
 from sftwizard.core.config import config_from_dict
 from sftwizard.core.diagnosis import classify_failure, describe_exit
-from sftwizard.core.events import EVENTS_FILE, EventTail, EventWriter, read_events
+from sftwizard.core.events import EventTail, EventWriter, read_events
 from sftwizard.core.fingerprint import changed_parts, fingerprint
 from sftwizard.core.metrics import GpuSampler, Throughput, eta_seconds, format_duration
+from sftwizard.core.rundir import EVENTS_FILE
 
 # --------------------------------------------------------------------------- events
 
@@ -125,10 +126,10 @@ def test_find_run_by_id_prefix_and_dir(tmp_path, monkeypatch):
 def test_liveness_follows_the_lock_not_the_pid(tmp_path):
     d = tmp_path / "run"
     d.mkdir()
-    (d / runs.LOCK_FILE).touch()
+    (d / rundir.LOCK_FILE).touch()
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(d / runs.LOCK_FILE)!r}, os.O_RDWR)\n"
+        f"fd = os.open({str(d / rundir.LOCK_FILE)!r}, os.O_RDWR)\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -281,11 +282,11 @@ def test_fingerprint_names_what_changed(tmp_path, builtin_model_dir):
     assert changed_parts(before, after) == [f"data ({data} changed)", "method (method.lora_r changed)"]
 
 
-def test_run_management_imports_no_heavy_or_ui_modules():
+def test_run_management_imports_no_heavy_modules():
     """The TUI imports these at start-up; the supervisor must stay a few MiB."""
     code = ("import sys\nimport sftwizard.core.runs, sftwizard.cli.runs, sftwizard.core.supervisor, "
             "sftwizard.core.metrics, sftwizard.core.diagnosis\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml', 'textual') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'pynvml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

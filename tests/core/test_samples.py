@@ -9,7 +9,8 @@ import pytest
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict, load_preset
 from sftwizard.core.event_lines import event_line
-from sftwizard.core.events import EVENTS_FILE, read_events
+from sftwizard.core.events import read_events
+from sftwizard.core.rundir import EVENTS_FILE
 from sftwizard.core.samples import samples_by_prompt
 
 REPO = Path(__file__).resolve().parents[2]

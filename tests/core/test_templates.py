@@ -238,7 +238,7 @@ def test_inferred_method_on_templates_that_are_not_prefix_preserving():
     """Qwen3 re-renders earlier turns once a later user turn follows; DeepSeek-R1's generation
     prompt opens <think> that rendered turns drop. Turns are still found, and it is said how."""
     from sftwizard.core.config import RunConfig
-    from sftwizard.core.templates import render_preview
+    from sftwizard.core.preview import render_preview
 
     cfg = RunConfig()
     cfg.template.source = "inferred"

@@ -8,7 +8,8 @@ import pytest
 
 from sftwizard.cli.main import main
 from sftwizard.core.config import RunConfig
-from sftwizard.core.templates import TemplateError, render_preview
+from sftwizard.core.preview import render_preview
+from sftwizard.core.templates import TemplateError
 from tests.fixtures.datasets import GOOD, line, msgs
 from tests.fixtures.tokenizers import CHATML_MARKERS_CONTENT_ONLY, SINGLE, make_tokenizer, save_model_dir
 from tests.fixtures.trainer import isolated_home

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sftwizard.core import runs
 from sftwizard.core.config import config_from_dict, load_preset
-from sftwizard.core.events import EVENTS_FILE, read_events
+from sftwizard.core.events import read_events
+from sftwizard.core.rundir import EVENTS_FILE
 from tests.tui.helpers import open_run, screen_text, settle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +143,45 @@ async def test_one_odd_events_line_hides_no_run_on_the_runs_screen(make_app, tmp
         table = app.screen.query_one("DataTable")
         for name in made:
             assert table.get_row_index(name) >= 0
+
+
+async def test_a_run_whose_pid_file_says_nothing_is_shown_lost_not_alive_forever(make_app, tmp_path):
+    """Asking whether such a run lives used to raise (os.kill on a pid out of range), and the
+    monitor took any exception as "alive": the run showed running forever."""
+    from sftwizard.core.events import EventWriter
+
+    run_dir = tmp_path / "20260101-000000-oddpid"
+    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("log", step=3, max_steps=10, loss=2.0)
+    writer.close()
+    (run_dir / "pid").write_text("99999999999")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        monitor = await open_run(pilot, run_dir)
+        await wait_for(pilot, lambda: monitor.finished, timeout=10)
+        assert monitor.status == "lost"
+        assert "vanished at step 3 without an end event" in screen_text(app)
+
+
+async def test_the_runs_screen_shows_each_runs_state(make_app, tmp_path):
+    from sftwizard.core.config import apply_overrides
+    from sftwizard.core.events import EventWriter
+
+    cfg = apply_overrides(load_preset(REPO / "presets" / "demo.yaml"), [f"run.output_root={tmp_path}"])
+    run_dir = runs.create_run(cfg)
+    writer = EventWriter(run_dir / EVENTS_FILE)
+    writer.emit("start", step=0, model="builtin:tiny-chat", method="full")
+    writer.emit("log", step=1, max_steps=2, loss=4.0)
+    writer.emit("end", step=1, status="failed", reason="nan", message="the loss became NaN at step 1")
+    writer.close()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.screen.query_one("DataTable")
+        row = table.get_row(run_dir.name)
+        assert row[1:] == [run_dir.name, "failed", "1/2", "4.0000", "builtin:tiny-chat",
+                           "the loss became NaN at step 1"]

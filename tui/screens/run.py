@@ -9,6 +9,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from sftwizard.core.run_model import Status
+
 from ..widgets.run_monitor import RunMonitor
 from ..widgets.samples_view import SamplesView
 
@@ -62,6 +64,6 @@ class RunScreen(Screen):
     def action_resume(self) -> None:
         monitor = self.query_one(RunMonitor)
         if not monitor.request_resume():
-            what = "already finished" if monitor.status == "finished" else "still running"
+            what = "already finished" if monitor.status == Status.FINISHED else "still running"
             self.notify(f"This run is {what}: only a stopped, failed or lost run can be resumed.",
                         severity="warning")

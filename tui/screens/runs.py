@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,12 +11,9 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from sftwizard.core.event_lines import run_status_text
+from sftwizard.core.run_model import RESUMABLE_STATUSES, Status
 
 from .. import services
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 class RunsScreen(Screen):
@@ -59,29 +55,29 @@ class RunsScreen(Screen):
         if event.worker.group != "runs" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
             return
         note = ""
+        infos = []  # runs.RunInfo: the fold of each run's events
         if event.state == WorkerState.SUCCESS:
-            rows = list(event.worker.result or [])
+            infos = list(event.worker.result or [])
         else:
-            rows = [{"id": p.name, "dir": str(p), "status": "?"} for p in self.app.session_runs]
             note = f"Could not list runs: {event.worker.error}"
         table = self.query_one(DataTable)
         table.clear()
         self.dirs = {}
         self.statuses = {}
-        for run in rows:
-            run_id = str(_get(run, "id", "?"))
-            directory = Path(str(_get(run, "dir", None) or _get(run, "run_dir", None) or _get(run, "directory", "")))
-            self.dirs[run_id] = directory
-            self.statuses[run_id] = str(_get(run, "status", "?"))
-            step, total = _get(run, "step"), _get(run, "max_steps") or _get(run, "total")
-            loss = _get(run, "last_loss") or _get(run, "loss")
-            why = _get(run, "message") or _get(run, "reason") or ""
-            status = run_status_text(str(_get(run, "status", "?")), _get(run, "phase"))
-            table.add_row("●" if run_id in self.marked else "", run_id, status, f"{step if step is not None else '?'}/{total or '?'}",
-                          f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", str(_get(run, "model") or ""),
-                          str(why)[:80], key=run_id)
+        for info in infos:
+            self.dirs[info.id] = Path(info.dir)
+            self.statuses[info.id] = info.status
+            step = info.step if info.step is not None else "?"
+            table.add_row("●" if info.id in self.marked else "", info.id, run_status_text(info.status, info.phase),
+                          f"{step}/{info.max_steps or '?'}",
+                          f"{info.last_loss:.4f}" if info.last_loss is not None else "—", info.model or "",
+                          (info.message or info.reason or "")[:80], key=info.id)
+        if event.state != WorkerState.SUCCESS:  # at least this session's runs, to attach to
+            for path in self.app.session_runs:
+                self.dirs[path.name], self.statuses[path.name] = path, "?"
+                table.add_row("", path.name, "?", "?", "—", "", "", key=path.name)
         self.marked = [m for m in self.marked if m in self.dirs]
-        self.query_one("#runs-note", Static).update(note or ("" if rows else "No runs yet."))
+        self.query_one("#runs-note", Static).update(note or ("" if self.dirs else "No runs yet."))
 
     def action_mark(self) -> None:
         key = self._highlighted()
@@ -120,7 +116,7 @@ class RunsScreen(Screen):
         key = self._highlighted()
         if key not in self.dirs:
             return
-        if self.statuses.get(key) != "finished":
+        if self.statuses.get(key) != Status.FINISHED:
             self.notify(f"{key} is {self.statuses.get(key, '?')}: only a finished run has a model to chat with.",
                         severity="warning")
             return
@@ -133,7 +129,7 @@ class RunsScreen(Screen):
         if key not in self.dirs:
             return
         status = self.statuses.get(key)
-        if status not in ("stopped", "failed", "lost"):
+        if status not in RESUMABLE_STATUSES:
             self.notify(f"{key} is {status}: only a stopped, failed or lost run can be resumed.",
                         severity="warning")
             return
