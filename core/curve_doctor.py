@@ -36,6 +36,8 @@ import math
 import statistics
 from typing import Any, Callable
 
+from .run_model import Kind
+
 OVERFIT_RISES = 2
 OVERFIT_MIN_RISE = 0.01
 TRAIN_WINDOW = 3
@@ -98,18 +100,18 @@ class CurveDoctor:
     def feed(self, event: dict) -> list[dict]:
         kind = event.get("event")
         step = event.get("step")
-        if kind == "checkpoint" and event.get("path") and step is not None:
+        if kind == Kind.CHECKPOINT and event.get("path") and step is not None:
             self.checkpoints[int(step)] = str(event["path"])
             return []
-        if kind == "log":
+        if kind == Kind.LOG:
             return self._on_log(event, step)
-        if kind == "eval":
+        if kind == Kind.EVAL:
             return self._on_eval(event, step)
         return []
 
     def _warn(self, code: str, step, message: str, setting: str, suggested: Any = None, stop: bool = False,
               **details: Any) -> dict:
-        return {"event": "warning", "step": step, "source": "curve", "code": code, "message": message,
+        return {"event": Kind.WARNING, "step": step, "source": "curve", "code": code, "message": message,
                 "setting": setting, "suggested": suggested, "stop": stop, "details": details}
 
     def _on_log(self, event: dict, step) -> list[dict]:
@@ -335,7 +337,7 @@ class CurveWatch:
 
     def emit(self, event: str, step: int | None = None, **fields: Any) -> dict:
         record = self.writer.emit(event, step, **fields)
-        if event == "warning":
+        if event == Kind.WARNING:
             return record
         try:
             warnings = self.doctor.feed(record)

@@ -13,11 +13,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from .diskspace import exception_chain
+from .run_model import Reason
 
 if TYPE_CHECKING:
     from .config import RunConfig
 
-REASONS = ("oom", "nan", "data", "config", "missing_dependency", "killed", "disk_full", "crash")
 
 OPTIONAL_PACKAGES = {"bitsandbytes": "bitsandbytes", "flash_attn": "flash-attn", "liger_kernel": "liger-kernel",
                      "deepspeed": "deepspeed"}
@@ -81,7 +81,7 @@ def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[
     text = f"{type(exc).__name__}: {exc}"
     low = text.lower()
     if "OutOfMemoryError" in names or "out of memory" in low:
-        return "oom", f"CUDA out of memory: {oom_advice(cfg)} (see `sft-wizard estimate`)"
+        return Reason.OOM, f"CUDA out of memory: {oom_advice(cfg)} (see `sft-wizard estimate`)"
     for e in chain:
         if isinstance(e, ImportError):
             missing = getattr(e, "name", None) or next((m for m in OPTIONAL_PACKAGES if m in str(e)), None)
@@ -89,21 +89,21 @@ def classify_failure(exc: BaseException, cfg: RunConfig | None = None) -> tuple[
                 from .hardware import install_command
 
                 top = missing.split(".")[0]
-                return "missing_dependency", f"missing package {top!r}: {install_command(top)}"
+                return Reason.MISSING_DEPENDENCY, f"missing package {top!r}: {install_command(top)}"
     from .diskspace import disk_full_message, is_disk_full
 
     if is_disk_full(exc):
         from .paths import default_runs_root
 
         root = getattr(getattr(cfg, "run", None), "output_root", None) or default_runs_root()
-        return "disk_full", disk_full_message(root)
+        return Reason.DISK_FULL, disk_full_message(root)
     if names & {"DataError", "TemplateError"}:
-        return "data", _first_line(next(e for e in chain if type(e).__name__ in {"DataError", "TemplateError"}))
+        return Reason.DATA, _first_line(next(e for e in chain if type(e).__name__ in {"DataError", "TemplateError"}))
     if names & {"ModelError", "RunnerError", "ConfigError"}:
-        return "config", _first_line(next(e for e in chain if type(e).__name__ in {"ModelError", "RunnerError", "ConfigError"}))
+        return Reason.CONFIG, _first_line(next(e for e in chain if type(e).__name__ in {"ModelError", "RunnerError", "ConfigError"}))
     if _raised_while_loading_data(exc):
-        return "data", f"the data could not be read: {_first_line(exc)}"
-    return "crash", text.splitlines()[0][:300] if text.strip() else type(exc).__name__
+        return Reason.DATA, f"the data could not be read: {_first_line(exc)}"
+    return Reason.CRASH, text.splitlines()[0][:300] if text.strip() else type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:
@@ -126,7 +126,7 @@ def _raised_while_loading_data(exc: BaseException) -> bool:
 
 
 
-SIGNAL_REASONS = {signal.SIGKILL: "killed", signal.SIGTERM: "killed", signal.SIGINT: "killed"}
+SIGNAL_REASONS = {signal.SIGKILL: Reason.KILLED, signal.SIGTERM: Reason.KILLED, signal.SIGINT: Reason.KILLED}
 
 
 def describe_exit(returncode: int) -> tuple[str, str, str]:
@@ -138,5 +138,5 @@ def describe_exit(returncode: int) -> tuple[str, str, str]:
         except ValueError:
             name = f"signal {sig}"
         hint = " (if nobody killed it, the kernel's out-of-memory killer did: host RAM)" if sig == signal.SIGKILL else ""
-        return SIGNAL_REASONS.get(sig, "crash"), f"the training process was killed by {name} (signal {sig})", hint
-    return "crash", f"the training process exited with code {returncode}", ""
+        return SIGNAL_REASONS.get(sig, Reason.CRASH), f"the training process was killed by {name} (signal {sig})", hint
+    return Reason.CRASH, f"the training process exited with code {returncode}", ""

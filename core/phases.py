@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Callable, Literal, get_args
 
+from .run_model import Kind
+
 PhaseName = Literal["download", "load", "quantize", "tokenize", "pack", "train", "save", "merge"]
 PHASES: tuple[str, ...] = get_args(PhaseName)
 Unit = Literal["bytes", "files", "shards", "rows", "steps"]
@@ -124,7 +126,7 @@ class PhaseReporter:
 
     def emit(self, **fields: Any) -> None:
         if self._emit is not None:
-            self._emit("phase", step=None, **fields)
+            self._emit(Kind.PHASE, step=None, **fields)
 
     @contextmanager
     def active(self):
@@ -159,8 +161,8 @@ def active_reporter() -> PhaseReporter | None:
 def current_phase(events: list[dict]) -> dict | None:
     """The latest ``phase`` event of a phase not yet ended (what a viewer shows now), or None."""
     for ev in reversed(events):
-        if ev.get("event") in ("start", "resume", "end"):
+        if ev.get("event") in (Kind.START, Kind.RESUME, Kind.END):
             return None
-        if ev.get("event") == "phase":
+        if ev.get("event") == Kind.PHASE:
             return ev if ev.get("state") != "end" else None
     return None
