@@ -258,11 +258,11 @@ def estimate_memory(facts: ModelFacts, cfg: RunConfig, *, gpu_memory_gib: float 
     and sharding given. The arithmetic only: ``estimate_for`` decides these inputs for a launch.
 
     ``gpu_memory_gib`` is the memory to fit in; without it, the free memory of the first GPU
-    visible in ``hardware`` (``placement.visible_gpus``; its MIG slice in MIG mode), whose bf16 and
+    visible in ``hardware`` (``hardware.visible_gpus``; its MIG slice in MIG mode), whose bf16 and
     FlashAttention support also resolve ``auto`` settings. ``sharding`` (ddp, zero1, zero2, zero3,
     fsdp) with ``num_gpus`` gives the per-GPU share of what the strategy shards.
     """
-    from .placement import visible_gpus
+    from .hardware import visible_gpus
 
     visible = visible_gpus(hardware)
     gpu = visible[0] if visible else None

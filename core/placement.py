@@ -12,31 +12,11 @@ launched process.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .config import RunConfig
 from .distributed import Machine, estimator_sharding
-from .hardware import GpuInfo, HardwareReport
-
-
-def visible_gpus(hardware: HardwareReport | None, environ: dict[str, str] | None = None) -> list[GpuInfo]:
-    """The GPUs a process started here can use, in CUDA's order: all of them, or those named by
-    ``CUDA_VISIBLE_DEVICES`` (NVML index, ``GPU-`` or ``MIG-`` UUID). CUDA ignores the first entry
-    it cannot match and every entry after it; ``-1`` or an empty value hides every GPU."""
-    gpus = list(hardware.gpus) if hardware is not None else []
-    raw = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
-    if raw is None:
-        return gpus
-    out: list[GpuInfo] = []
-    for entry in (e.strip() for e in raw.split(",")):
-        gpu = next((g for g in gpus if entry and (entry == str(g.index) or entry == g.uuid
-                                                   or any(entry == m.uuid for m in g.mig_devices))), None)
-        if gpu is None:
-            break
-        if gpu not in out:
-            out.append(gpu)
-    return out
+from .hardware import GpuInfo, HardwareReport, visible_gpus
 
 
 @dataclass(frozen=True)

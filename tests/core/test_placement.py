@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from sftwizard.core.config import RunConfig, apply_overrides
-from sftwizard.core.hardware import probe_hardware
-from sftwizard.core.placement import placement, visible_gpus
+from sftwizard.core.hardware import probe_hardware, visible_gpus
+from sftwizard.core.placement import placement
 from tests.fixtures import fake_nvml
 
 BOX = probe_hardware(fake_nvml.h100x8())

@@ -32,7 +32,7 @@ def command_lines(context: WizardContext) -> list[str]:
     lines = [f"sft-wizard run {target}", f"sft-wizard run {target} --detach    # survives the terminal"]
     lines.append(f"sft-wizard export {target} --to trl trl-{name}.yaml && trl sft --config trl-{name}.yaml"
                  "    # plain TRL, same rows")
-    from sftwizard.core.placement import visible_gpus
+    from sftwizard.core.hardware import visible_gpus
 
     d = context.config.distributed
     gpus = len(visible_gpus(context.hardware))

@@ -19,7 +19,7 @@ def _gib(mib: int | None) -> str:
 
 def gpu_memory_gib(report: HardwareReport | None) -> float | None:
     """Free memory of the GPU a run lands on (the first of CUDA_VISIBLE_DEVICES) in GiB, or None in CPU mode."""
-    from sftwizard.core.placement import visible_gpus
+    from sftwizard.core.hardware import visible_gpus
 
     gpus = visible_gpus(report)
     return gpus[0].usable_memory_mib / 1024 if gpus else None
