@@ -61,7 +61,7 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optim", metavar="NAME", help="a TrainingArguments optimizer name, e.g. adamw_8bit")
     add_set_flag(p, "any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",
-                   help="memory to fit in (default: free memory of this machine's first GPU)")
+                   help="memory to fit in (default: free memory of the GPU the run lands on)")
 
 
 # --------------------------------------------------------------------------- hw
@@ -152,14 +152,15 @@ def config_for_estimate(args: argparse.Namespace, *, need_model: bool = True):
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from sftwizard.core.estimator import estimate_config
+    from sftwizard.core.estimator import estimate_for
+    from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.models import model_facts
 
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
     cfg = config_for_estimate(args)
     facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
-    est = estimate_config(cfg, facts=facts, gpu_memory_gib=args.gpu_memory_gib)
+    est = estimate_for(cfg, probe_hardware(), facts, gpu_memory_gib=args.gpu_memory_gib)
     measured = _probe(args, cfg, facts) if args.probe else None
     if args.json:
         d = est.to_dict()
@@ -208,6 +209,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from sftwizard.core.hardware import probe_hardware
     from sftwizard.core.hub_download import format_bytes
     from sftwizard.core.model_catalog import format_params, list_models
+    from sftwizard.core.placement import placement
 
     if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
         raise UserError(f"--gpu-memory-gib: must be > 0, got {args.gpu_memory_gib}")
@@ -218,7 +220,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise UserError(f"--folder {folder}: no config.json there")
     cfg = config_for_estimate(args, need_model=False)
     hardware = probe_hardware()
-    gpu = hardware.best_gpu()
+    gpu = placement(cfg, hardware).gpu  # the one each badge's estimate checks against
     memory = args.gpu_memory_gib if args.gpu_memory_gib is not None else (
         round(gpu.usable_memory_mib / 1024, 2) if gpu is not None else None)
     rows = list_models(cfg, hardware=hardware, folders=args.folder, fetch=args.fetch,

@@ -37,7 +37,7 @@ def oom_advice(cfg: RunConfig | None, gpu_memory_gib: float | None = None) -> st
             from .models import model_facts
 
             facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
-            suggestions = estimate_for(facts, cfg, probe_hardware(), gpu_memory_gib=gpu_memory_gib).suggestions
+            suggestions = estimate_for(cfg, probe_hardware(), facts, gpu_memory_gib=gpu_memory_gib).suggestions
             picks = [s for s in suggestions if s.fits] or list(suggestions)
             if picks:
                 flags = " ".join(f"--set {k}={v}" for k, v in picks[0].changes.items())

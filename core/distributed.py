@@ -63,28 +63,10 @@ class Machine:
             from .hardware import supports_bf16, torch_device_capability
 
             return cls(torch.cuda.device_count(), supports_bf16(*torch_device_capability()))
-        try:
-            import pynvml
+        from .hardware import probe_hardware, visible_gpus
 
-            pynvml.nvmlInit()
-        except Exception:  # no NVIDIA driver: no CUDA devices
-            return cls()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            if visible is not None:
-                count = min(count, len([v for v in visible.split(",") if v.strip()]))
-            ccs = [tuple(pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(i)))
-                   for i in range(count)]
-        except Exception:
-            return cls()
-        finally:
-            try:
-                pynvml.nvmlShutdown()
-            except Exception:
-                pass
-        from .hardware import supports_bf16
-
-        return cls(count, bool(ccs) and all(supports_bf16(*cc) for cc in ccs))
+        gpus = visible_gpus(probe_hardware())  # NVML; CUDA_VISIBLE_DEVICES read as CUDA reads it
+        return cls(len(gpus), bool(gpus) and all(g.bf16 for g in gpus))
 
 
 def num_processes(cfg: RunConfig, machine: Machine | None = None) -> int:

@@ -25,7 +25,7 @@ import copy
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .estimator_memory import (
     ALLOCATOR_SLACK,
@@ -45,8 +45,13 @@ from .estimator_memory import (
 )
 from .findings import Finding
 
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .hardware import HardwareReport
+    from .models import ModelFacts
+
 __all__ = [
-    "Estimate", "Suggestion", "estimate_memory", "lora_targets",
+    "Estimate", "Suggestion", "estimate_for", "estimate_memory", "fit_badge", "lora_targets",
     "ALLOCATOR_SLACK", "CUBLAS_WORKSPACE_BYTES", "CUDA_CONTEXT_GIB", "REQUIRED_HEADROOM",
 ]
 
@@ -246,14 +251,21 @@ def template_embedding_rows(facts: Any, cfg: Any, assumptions: list[str]) -> int
     return rows
 
 
-def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None, hardware: Any = None,
-                    num_gpus: int = 1, sharding: str | None = None, suggest: bool = True) -> Estimate:
-    """Peak GPU memory of training ``cfg`` on the model described by ``facts`` (a ModelFacts).
+def estimate_memory(facts: ModelFacts, cfg: RunConfig, *, gpu_memory_gib: float | None = None,
+                    hardware: HardwareReport | None = None, num_gpus: int = 1, sharding: str | None = None,
+                    suggest: bool = True) -> Estimate:
+    """Peak GPU memory of training ``cfg`` on the model described by ``facts``, for the processes
+    and sharding given. The arithmetic only: ``estimate_for`` decides these inputs for a launch.
 
-    ``gpu_memory_gib`` is the memory to fit in; without it, the free memory of ``hardware``'s first
-    GPU (a HardwareReport; its MIG slice in MIG mode). ``sharding`` (ddp, zero1, zero2, zero3,
+    ``gpu_memory_gib`` is the memory to fit in; without it, the free memory of the first GPU
+    visible in ``hardware`` (``hardware.visible_gpus``; its MIG slice in MIG mode), whose bf16 and
+    FlashAttention support also resolve ``auto`` settings. ``sharding`` (ddp, zero1, zero2, zero3,
     fsdp) with ``num_gpus`` gives the per-GPU share of what the strategy shards.
     """
+    from .hardware import visible_gpus
+
+    visible = visible_gpus(hardware)
+    gpu = visible[0] if visible else None
     assumptions: list[str] = []
     rows = template_embedding_rows(facts, cfg, assumptions)
     m = model_view(facts, rows)
@@ -261,7 +273,8 @@ def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None
         assumptions.append("mixture-of-experts: activations counted as one dense MLP per token")
     if sharding is None and num_gpus > 1:  # the preset's own strategy (config.distributed)
         sharding = getattr(getattr(cfg, "distributed", None), "strategy", None) or "ddp"
-    p = make_plan(m, cfg, hardware, num_gpus, sharding, assumptions, getattr(facts, "max_position_embeddings", None))
+    libraries = hardware.libraries if hardware is not None else {}
+    p = make_plan(m, cfg, gpu, libraries, num_gpus, sharding, assumptions, facts.max_position_embeddings)
     if rows > int(facts.vocab_size):
         p = replace(p, grown_embeddings=True)
         assumptions.append(
@@ -269,8 +282,8 @@ def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None
             + ("" if p.knobs.method == "full" else "; embed_tokens and lm_head are trained in full (modules_to_save)"))
     r = compute(m, p)
     total = r["total"] / GIB
-    if gpu_memory_gib is None and hardware is not None and getattr(hardware, "gpus", None):
-        gpu_memory_gib = hardware.best_gpu().usable_memory_mib / 1024
+    if gpu_memory_gib is None and gpu is not None:
+        gpu_memory_gib = gpu.usable_memory_mib / 1024
     headroom = None if gpu_memory_gib is None else round(gpu_memory_gib - total, 2)
     k = p.knobs
     return Estimate(
@@ -297,47 +310,29 @@ def estimate_memory(facts: Any, cfg: Any, *, gpu_memory_gib: float | None = None
     )
 
 
-def estimate_for(facts: Any, cfg: Any, hardware: Any = None, *, gpu_memory_gib: float | None = None,
-                 suggest: bool = True) -> Estimate:
-    """The estimate of training ``cfg`` as it will be launched on ``hardware`` (a HardwareReport;
-    None when no GPU is known). The one place that assembles the estimator's inputs — ``estimate``,
-    the TUI's memory bar, the recommender and the out-of-memory advice all call it:
+def estimate_for(cfg: RunConfig, hardware: HardwareReport | None, facts: ModelFacts | None = None, *,
+                 gpu_memory_gib: float | None = None, suggest: bool = True) -> Estimate:
+    """The estimate of training ``cfg`` as it will be launched on ``hardware`` (None: no GPU known).
+    The one place that assembles the estimator's inputs: `sft-wizard estimate`, the TUI's memory
+    bar, the Model step's fit badges, the recommender and the out-of-memory advice all call it.
 
-    - the GPU the run lands on: ``hardware.best_gpu()`` (the first of ``CUDA_VISIBLE_DEVICES``), and
-      its usable memory unless ``gpu_memory_gib`` is given;
-    - the launch's processes (``distributed.num_processes``, else one per visible GPU) and what its
-      strategy shards, per GPU (``distributed.estimator_sharding``).
+    - the model: ``facts``, else read from ``cfg.model``'s config (no weights);
+    - where the launch lands (``placement.placement``): the GPU its first process uses, the
+      first of ``CUDA_VISIBLE_DEVICES`` (whose usable memory is the budget unless
+      ``gpu_memory_gib`` is given), and its processes (``distributed.num_processes``, else one per
+      visible GPU) with what the strategy shards per GPU.
     """
-    import os
+    from .placement import placement
 
-    from .distributed import Machine, estimator_sharding
-
-    gpus = list(getattr(hardware, "gpus", None) or [])
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    count = len(gpus)
-    if visible is not None:
-        count = min(count, len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"]))
-    machine = Machine(cuda_devices=count, bf16_supported=bool(gpus) and all(getattr(g, "bf16", False) for g in gpus))
-    num_gpus, sharding = estimator_sharding(cfg, machine)
-    return estimate_memory(facts, cfg, gpu_memory_gib=gpu_memory_gib, hardware=hardware, num_gpus=num_gpus,
-                           sharding=sharding, suggest=suggest)
-
-
-def estimate_config(cfg: Any, *, facts: Any = None, hardware: Any = None, gpu_memory_gib: float | None = None,
-                    suggest: bool = True) -> Estimate:
-    """What `sft-wizard estimate` computes for ``cfg`` on this machine: the model's facts (read
-    from its config unless given), this machine's GPUs (``probe_hardware()`` unless given), and the
-    processes and sharding of ``cfg.distributed`` (FSDP / ZeRO state is divided over all of them).
-    Every face that answers "will it fit?" calls this (the assembly itself is ``estimate_for``)."""
     if facts is None:
         from .models import model_facts
 
         facts = model_facts(cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
-    if hardware is None:
-        from .hardware import probe_hardware
-
-        hardware = probe_hardware()
-    return estimate_for(facts, cfg, hardware, gpu_memory_gib=gpu_memory_gib, suggest=suggest)
+    where = placement(cfg, hardware)
+    if gpu_memory_gib is None:
+        gpu_memory_gib = where.gpu_memory_gib
+    return estimate_memory(facts, cfg, gpu_memory_gib=gpu_memory_gib, hardware=hardware, num_gpus=where.num_gpus,
+                           sharding=where.sharding, suggest=suggest)
 
 
 FIT_BADGES = ("fits", "tight", "does not fit")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .config import resolved_precision
+from .config import RunConfig, resolved_precision
 from .estimator_activations import Knobs, Shape, activations
-from .hardware import auto_attention
+from .hardware import GpuInfo, auto_attention
 
 GIB = 1024**3
 
@@ -201,10 +201,11 @@ def lora_targets(target_modules: Any, linear_names: list[str]) -> list[str]:
     return [n for n in linear_names if any(n == t or n.endswith("." + t) for t in wanted)]
 
 
-def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: str | None,
-          assumptions: list[str], max_positions: int | None = None) -> Plan:
+def make_plan(m: ModelView, cfg: RunConfig, gpu: GpuInfo | None, libraries: dict[str, bool], num_gpus: int,
+              sharding: str | None, assumptions: list[str], max_positions: int | None = None) -> Plan:
+    """The resolved knobs of ``cfg`` on ``gpu`` (the one the run's first process uses; None: no
+    GPU known) with ``libraries`` (``HardwareReport.libraries``) installed."""
     t, meth = cfg.training, cfg.method
-    gpu = hardware.best_gpu() if hardware is not None and getattr(hardware, "gpus", None) else None
     if gpu is None and cfg.model.dtype == "auto":
         assumptions.append("model.dtype auto: assumed a bf16-capable GPU (the run would use fp32 on a CPU)")
     bf16_gpu = gpu is None or bool(gpu.bf16)
@@ -228,7 +229,6 @@ def make_plan(m: ModelView, cfg: Any, hardware: Any, num_gpus: int, sharding: st
         adapter = wb
     attn = cfg.model.attn_implementation
     if attn == "auto":  # the runner's rule, with this machine's flash-attn when the GPU is here
-        libraries = getattr(hardware, "libraries", None) or {}
         attn = auto_attention(bool(gpu is not None and gpu.flash_attention_2), bool(libraries.get("flash_attn")),
                               precision.compute)[0]
     seq = t.max_length

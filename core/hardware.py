@@ -388,6 +388,25 @@ def torch_without_cuda_note(driver_cuda: str | None, gpus: list[GpuInfo]) -> str
             "CUDA_VISIBLE_DEVICES and that the driver is loaded")
 
 
+def visible_gpus(hardware: "HardwareReport | None", environ: dict[str, str] | None = None) -> "list[GpuInfo]":
+    """The GPUs a process started here can use, in CUDA's order: all of them, or those named by
+    ``CUDA_VISIBLE_DEVICES`` (NVML index, ``GPU-`` or ``MIG-`` UUID). CUDA ignores the first entry
+    it cannot match and every entry after it; ``-1`` or an empty value hides every GPU."""
+    gpus = list(hardware.gpus) if hardware is not None else []
+    raw = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return gpus
+    out: list[GpuInfo] = []
+    for entry in (e.strip() for e in raw.split(",")):
+        gpu = next((g for g in gpus if entry and (entry == str(g.index) or entry == g.uuid
+                                                   or any(entry == m.uuid for m in g.mig_devices))), None)
+        if gpu is None:
+            break
+        if gpu not in out:
+            out.append(gpu)
+    return out
+
+
 def probe_hardware(nvml: Any = None, *, check_torch: bool = False) -> HardwareReport:
     """Everything the wizard needs to know about this machine. Never raises.
 

@@ -3,7 +3,7 @@
 Candidates: the builtin demo, every model in the local Hugging Face cache, folders the user
 named, and a short list of well-known instruct models offered by id. Each gets its parameters
 (from its config on the meta device), its size on disk and a fit badge from the memory
-estimator with the current settings on this machine's GPU (``estimator.estimate_config``, the
+estimator with the current settings on this machine's GPU (``estimator.estimate_for``, the
 same call `sft-wizard estimate` makes). Nothing here downloads weights; a well-known model's
 ``config.json`` (a few KB) is fetched only when asked (``fetch=True``).
 """
@@ -150,7 +150,7 @@ def _config_folder(choice: ModelChoice, fetch: bool) -> Path | None:
 def assess(choice: ModelChoice, cfg: RunConfig, hardware: Any, *, gpu_memory_gib: float | None = None,
            fetch: bool = False) -> ModelChoice:
     """Fill in the parameters and the fit badge of ``choice`` for ``cfg``'s settings on ``hardware``."""
-    from .estimator import estimate_config, fit_badge
+    from .estimator import estimate_for, fit_badge
     from .models import ModelError, _facts_for_path
 
     folder = _config_folder(choice, fetch)
@@ -165,7 +165,7 @@ def assess(choice: ModelChoice, cfg: RunConfig, hardware: Any, *, gpu_memory_gib
     if choice.size_bytes is None and choice.source == "builtin":
         choice.size_bytes = _folder_size(folder)
     model_cfg = replace(cfg, model=replace(cfg.model, id=choice.id))
-    est = estimate_config(model_cfg, facts=facts, hardware=hardware, gpu_memory_gib=gpu_memory_gib, suggest=False)
+    est = estimate_for(model_cfg, hardware, facts, gpu_memory_gib=gpu_memory_gib, suggest=False)
     choice.fits, choice.fit = est.fits, fit_badge(est)
     choice.total_gib, choice.headroom_gib = est.total_gib, est.headroom_gib
     return choice

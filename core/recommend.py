@@ -20,12 +20,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config import RunConfig
 from .doctor import padding_free_rows_limit
 from .findings import Finding
-from .hardware import auto_attention, install_command
+from .hardware import GpuInfo, HardwareReport, auto_attention, install_command
+from .placement import placement
+
+if TYPE_CHECKING:
+    from .estimator import Estimate
+    from .models import ModelFacts
 
 # Leave this share of the GPU's usable memory free on top of the estimator's own margin.
 HEADROOM = 0.10
@@ -63,7 +68,7 @@ class Recommendation(Finding):
 class Recommendations:
     config: RunConfig
     items: list[Recommendation] = field(default_factory=list)
-    estimate: Any = None  # the memory estimate of the recommended config, when one was made
+    estimate: Estimate | None = None  # the memory estimate of the recommended config, when one was made
     notes: list[str] = field(default_factory=list)  # what the user may want to decide themselves
 
     def changes(self) -> dict[str, Any]:
@@ -102,19 +107,22 @@ class _Draft:
         self.items[setting] = Recommendation(setting, value, reason, _get(self.original, setting) != value)
 
 
-def _gpu(hardware: Any) -> Any:
-    gpus = list(getattr(hardware, "gpus", None) or [])
-    if not gpus or getattr(hardware, "torch_cuda", None) is False:
+def _gpu(cfg: RunConfig, hardware: HardwareReport) -> GpuInfo | None:
+    """The GPU the run's first process lands on (``placement``: CUDA_VISIBLE_DEVICES), None on a CPU."""
+    if hardware.torch_cuda is False:
         return None
-    best = getattr(hardware, "best_gpu", None)  # the GPU the run lands on (CUDA_VISIBLE_DEVICES)
-    return best() if callable(best) else gpus[0]
+    return placement(cfg, hardware).gpu
 
 
-def _usable_gib(gpu: Any) -> float | None:
-    mib = getattr(gpu, "usable_memory_mib", None)
-    if mib is None:
-        mib = getattr(gpu, "memory_free_mib", None)
-    return None if mib is None else mib / 1024
+def estimate_on(hardware: HardwareReport | None) -> Callable[..., Estimate]:
+    """The ``estimate_fn`` for a launch on ``hardware``: ``estimator.estimate_for``, the estimate
+    `sft-wizard estimate` and the memory bar give (the launch's GPU, processes and sharding)."""
+    from .estimator import estimate_for
+
+    def estimate(facts: ModelFacts, cfg: RunConfig, *, gpu_memory_gib: float | None = None) -> Estimate:
+        return estimate_for(cfg, hardware, facts, gpu_memory_gib=gpu_memory_gib)
+
+    return estimate
 
 
 def _has(hardware: Any, library: str) -> bool:
@@ -136,15 +144,16 @@ def cpu_bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     return next((f for f in ("amx_bf16", "avx512_bf16") if f in flags), None)
 
 
-def recommend(cfg: RunConfig, *, hardware: Any, facts: Any, audit: dict | None = None,
+def recommend(cfg: RunConfig, *, hardware: HardwareReport, facts: ModelFacts, audit: dict | None = None,
               estimate_fn: Callable[..., Any] | None = None) -> Recommendations:
     """Recommended settings for training ``cfg`` on ``hardware``; see the module docstring.
 
-    ``estimate_fn(facts, cfg, gpu_memory_gib=...)`` returns an object with ``total_gib`` (the
-    estimator's ``estimate_memory``); without it, memory-driven choices keep the config's values.
+    ``estimate_fn(facts, cfg, gpu_memory_gib=...)`` returns an object with ``total_gib``:
+    ``estimate_on(hardware)`` (the estimate of the launch, as `sft-wizard estimate` gives it) or the
+    bare ``estimator.estimate_memory``; without it, memory-driven choices keep the config's values.
     """
     d = _Draft(cfg)
-    gpu = _gpu(hardware)
+    gpu = _gpu(cfg, hardware)
     _precision(d, gpu)
     attn = _attention(d, gpu, hardware)
     packing = _packing(d, attn, audit)
@@ -293,7 +302,7 @@ def _batch_and_memory(d: _Draft, gpu: Any, hardware: Any, facts: Any, audit: dic
                       estimate_fn: Callable[..., Any] | None, attn: str, packing: bool) -> Any:
     target, target_why = _rows_per_step(d, audit, packing)
     one_row_per_forward = packing and padding_free_rows_limit(attn) == 1  # the doctor's rule
-    usable = _usable_gib(gpu) if gpu is not None else None
+    usable = gpu.usable_memory_mib / 1024 if gpu is not None else None
     optim = d.cfg.training.optim
     if optim == "adamw_torch":
         optim = FUSED_ADAMW

@@ -78,9 +78,10 @@ class Environment:
     def from_hardware(cls, report: Any) -> "Environment":
         """From ``probe_hardware``'s report (NVML, no torch): the GPU a single-process run lands
         on. A GPU that torch is known not to see (a CPU-only torch build) counts as none."""
-        gpus = list(getattr(report, "gpus", None) or [])
-        best = getattr(report, "best_gpu", None)
-        gpu = (best() if callable(best) else gpus[0]) if gpus else None
+        from .hardware import visible_gpus
+
+        gpus = visible_gpus(report)  # those CUDA_VISIBLE_DEVICES leaves, in CUDA's order
+        gpu = gpus[0] if gpus else None
         if gpu is not None and getattr(report, "torch_cuda", None) is False:
             gpu = None
         libraries = dict(getattr(report, "libraries", None) or {}) or None

@@ -229,3 +229,29 @@ def test_the_supervisor_starts_a_one_process_run_on_one_gpu_of_eight(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "False"]
     assert "pinned to GPU 0" in out.stderr
+
+
+@pytest.mark.parametrize("visible, processes", [("2,9", 1), ("GPU-h100-3,1", 2), ("-1", 0), (None, 8)])
+def test_the_launch_counts_the_gpus_cuda_shows(visible, processes):
+    """Machine.detect reads CUDA_VISIBLE_DEVICES as CUDA does (hardware.visible_gpus): ``2,9`` on
+    an 8-GPU box is one device — CUDA stops at the first entry it cannot match — not two; a UUID
+    names a GPU. (Fresh interpreter, NVML faked, torch not loaded.)"""
+    import os
+
+    code = (
+        "import sys, pynvml\n"
+        "from tests.fixtures import fake_nvml\n"
+        "fake = fake_nvml.h100x8()\n"
+        "for name in dir(fake):\n"
+        "    if name.startswith('nvml'): setattr(pynvml, name, getattr(fake, name))\n"
+        "from sftwizard.core.distributed import Machine\n"
+        "m = Machine.detect()\n"
+        "print(m.cuda_devices, m.bf16_supported, 'torch' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(processes), str(processes > 0), "False"]

@@ -185,7 +185,7 @@ def test_layer_activations_match_what_autograd_keeps(tmp_path, model_type, extra
                  method={"type": method, "lora_r": 8, "lora_dropout": dropout, "use_dora": dora},
                  training={"per_device_train_batch_size": batch, "max_length": seq, "bf16": False, "fp16": False})
     m = model_view(f)
-    knobs = replace(make_plan(m, cfg, None, 1, None, []).knobs, full_rows=not padded,
+    knobs = replace(make_plan(m, cfg, None, {}, 1, None, []).knobs, full_rows=not padded,
                     dropout_mask_bytes=0)  # CPU dropout keeps its mask in the input dtype (CUDA: bool)
     estimated = layer_bytes_per_token(m.shape, knobs) * batch * seq + dora_weight_copies(m.shape, knobs)
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
@@ -302,7 +302,7 @@ def test_training_step_peak_matches_live_tensors_on_cpu(tmp_path, method, attn, 
                            "gradient_checkpointing": checkpointing, "optim": optim,
                            "gradient_accumulation_steps": grad_accum})
     m = model_view(model_facts(str(folder)), grown_rows or None)
-    plan = replace(make_plan(m, cfg, None, 1, None, []), grown_embeddings=bool(grown_rows))
+    plan = replace(make_plan(m, cfg, None, {}, 1, None, []), grown_embeddings=bool(grown_rows))
     # CPU: no padding here, dropout masks in the input dtype, and TRL's head folds tiles in torch ops
     plan = replace(plan, knobs=replace(plan.knobs, full_rows=True, dropout_mask_bytes=0, torch_tile_fallback=True))
     estimated = compute(m, plan)["allocated"] - CUBLAS_WORKSPACE_BYTES

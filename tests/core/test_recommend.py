@@ -1,7 +1,6 @@
 """Recommended settings: each rule, on CPU and on several GPUs, with real ModelFacts.
 
-Hardware reports are the hardware module's own dataclasses when it is present (else a stand-in
-with the same fields); memory comes from the real estimator where the test is about it, and from
+Hardware reports are the hardware module's own dataclasses; memory comes from the real estimator where the test is about it, and from
 a small linear estimate where the test is about the decision rule itself.
 """
 
@@ -15,6 +14,7 @@ import pytest
 
 from sftwizard.core import recommend as recommend_mod
 from sftwizard.core.config import DataSource, RunConfig, apply_overrides, config_from_dict
+from sftwizard.core.hardware import GpuInfo, HardwareReport
 from sftwizard.core.recommend import HEADROOM, Recommendations, cpu_bf16_instructions, recommend
 
 QWEN_05B = {
@@ -36,12 +36,7 @@ def gpu(name, cc, total_gib, *, free_gib=None):
                   memory_total_mib=int(total_gib * 1024), memory_used_mib=int(total_gib * 1024) - free,
                   memory_free_mib=free, bf16=(major, minor) >= (8, 0), flash_attention_2=(major, minor) >= (8, 0),
                   fp8=(major, minor) >= (8, 9))
-    try:
-        from sftwizard.core.hardware import GpuInfo
-
-        return GpuInfo(**fields)
-    except ImportError:  # the hardware module has not landed here yet: same fields, same property
-        return SimpleNamespace(usable_memory_mib=free, **fields)
+    return GpuInfo(**fields)
 
 
 def machine(*gpus, libraries=(), cpu_count=16):
@@ -49,12 +44,7 @@ def machine(*gpus, libraries=(), cpu_count=16):
                   torch_cuda=bool(gpus), reason=None if gpus else "no NVIDIA driver", cpu_count=cpu_count,
                   ram_total_mib=128 * 1024,
                   libraries={name: name in libraries for name in ("flash_attn", "bitsandbytes", "liger_kernel")})
-    try:
-        from sftwizard.core.hardware import HardwareReport
-
-        return HardwareReport(**fields)
-    except ImportError:
-        return SimpleNamespace(**fields)
+    return HardwareReport(**fields)
 
 
 CPU = machine(cpu_count=2)
@@ -302,9 +292,9 @@ def test_the_recommender_sizes_for_the_launch_on_the_gpu_the_run_lands_on(qwen_f
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
     rec = services.recommend_settings(cfg, box, qwen_facts, AUDIT)
     assert rec.estimate.gpu_memory_gib == pytest.approx(free.usable_memory_mib / 1024, abs=0.01)  # GPU 1's room
-    same = estimate_for(qwen_facts, rec.config, box, gpu_memory_gib=rec.estimate.gpu_memory_gib)
+    same = estimate_for(rec.config, box, qwen_facts, gpu_memory_gib=rec.estimate.gpu_memory_gib)
     assert rec.estimate.total_gib == same.total_gib
     alone = estimate_memory(qwen_facts, rec.config, gpu_memory_gib=rec.estimate.gpu_memory_gib)  # one process
     assert same.components["optimizer"] == pytest.approx(alone.components["optimizer"] / 2, rel=0.01)  # ZeRO-3 over 2
-    bar = services.estimate_memory(qwen_facts, rec.config, None, box)  # the TUI's memory bar
+    bar = services.estimate_memory(rec.config, box, qwen_facts)  # the TUI's memory bar
     assert bar.total_gib == same.total_gib and bar.gpu_memory_gib == same.gpu_memory_gib

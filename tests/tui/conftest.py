@@ -2,68 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
+
+from sftwizard.core.hardware import GpuInfo, HardwareReport
 
 SIZES = {"small": (80, 24), "large": (120, 40)}
 
 
-@dataclass
-class FakeGpu:
-    """The fields the TUI reads, as ``sftwizard.core.hardware.GpuInfo`` has them."""
-
-    index: int = 0
-    name: str = "NVIDIA L4"
-    architecture: str = "Ada"
-    compute_capability: str = "8.9"
-    memory_total_mib: int = 23034
-    memory_used_mib: int = 0
-    memory_free_mib: int = 23034
-    bf16: bool = True
-    flash_attention_2: bool = True
-    fp8: bool = True
-
-    @property
-    def usable_memory_mib(self) -> int:
-        return self.memory_free_mib
-
-
-@dataclass
-class FakeReport:
-    gpus: list = field(default_factory=list)
-    driver_version: str | None = None
-    cuda_driver_version: str | None = None
-    torch_cuda: bool | None = None
-    reason: str | None = "no NVIDIA driver found"
-    cpu_count: int = 2
-    ram_total_mib: int | None = 8192
-    notes: list = field(default_factory=list)
-
-    def best_gpu(self):
-        """As ``HardwareReport.best_gpu``: the first of CUDA_VISIBLE_DEVICES (by index), else GPU 0."""
-        import os
-
-        if not self.gpus:
-            return None
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        return next((g for g in self.gpus if visible == str(g.index)), self.gpus[0])
-
-
-def cpu_report():
+def cpu_report() -> HardwareReport:
     """This machine as the tests pretend it is: 2 cores, no GPU — the same everywhere."""
-    try:
-        from sftwizard.core.hardware import HardwareReport
-
-        return HardwareReport(gpus=[], driver_version=None, cuda_driver_version=None, torch_cuda=None,
-                              reason="no NVIDIA driver found; training runs on the CPU", cpu_count=2,
-                              ram_total_mib=8192)
-    except ImportError:
-        return FakeReport(reason="no NVIDIA driver found; training runs on the CPU")
+    return HardwareReport(gpus=[], driver_version=None, cuda_driver_version=None, torch_cuda=None,
+                          reason="no NVIDIA driver found; training runs on the CPU", cpu_count=2, ram_total_mib=8192)
 
 
-def gpu_report():
-    return FakeReport(gpus=[FakeGpu()], driver_version="550.54", cuda_driver_version="12.4", reason=None)
+def gpu_report() -> HardwareReport:
+    """One NVIDIA L4 (22.5 GiB free), 2 cores."""
+    l4 = GpuInfo(index=0, name="NVIDIA L4", uuid=None, architecture="Ada", compute_capability="8.9",
+                 memory_total_mib=23034, memory_used_mib=0, memory_free_mib=23034, bf16=True, flash_attention_2=True,
+                 fp8=True)
+    return HardwareReport(gpus=[l4], driver_version="550.54", cuda_driver_version="12.4", torch_cuda=None,
+                          reason=None, cpu_count=2, ram_total_mib=8192)
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from tests.tui.helpers import settle
 def fixed_machine(monkeypatch, tmp_path):
     """The two user-specific lists the wizard shows, fixed: saved presets and the HF cache."""
     import sftwizard.core.presets as presets
+    from sftwizard.core.model_catalog import CachedModel
 
     monkeypatch.setattr(presets, "user_presets_dir", lambda: tmp_path / "no-user-presets")
-    monkeypatch.setattr(services, "cached_models",
-                        lambda: [services.CachedModel("Qwen/Qwen2.5-0.5B-Instruct", 988_097_824)])
+    monkeypatch.setattr(services, "cached_models", lambda: [CachedModel("Qwen/Qwen2.5-0.5B-Instruct", 988_097_824)])
 
 
 async def _steady(pilot) -> None:

@@ -8,6 +8,7 @@ token gets a flag line: the model may not have learned to stop.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +20,10 @@ from textual.widgets import Footer, Input, RichLog, Static
 from textual.worker import Worker, WorkerState
 
 from .. import chat_services
+
+if TYPE_CHECKING:
+    from sftwizard.core.chat import ChatModel, Reply
+    from sftwizard.core.config import RunConfig
 
 
 class ChatScreen(Screen):
@@ -36,9 +41,9 @@ class ChatScreen(Screen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__(id="chat-screen")
         self.run_dir = Path(run_dir)
-        self.model = None  # core.chat.ChatModel once loaded
-        self.base_model = None
-        self.cfg = None
+        self.model: ChatModel | None = None  # once loaded
+        self.base_model: ChatModel | None = None
+        self.cfg: RunConfig | None = None
         self.messages: list[dict] = []
         self.busy = True  # loading
 
@@ -67,12 +72,17 @@ class ChatScreen(Screen):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group = event.worker.group
-        if group not in ("chat-load", "chat-reply", "chat-compare"):
+        if group not in ("chat-load", "chat-reply", "chat-compare") or \
+                event.state not in (WorkerState.ERROR, WorkerState.SUCCESS):
             return
         if event.state == WorkerState.ERROR:
             self._failed(group, event.worker.error)
-        elif event.state == WorkerState.SUCCESS:
-            getattr(self, f"_{group.replace('-', '_')}_done")(event.worker.result)
+        elif group == "chat-load":
+            self._loaded(*event.worker.result)
+        elif group == "chat-reply":
+            self._answered(event.worker.result)
+        else:
+            self._compared(event.worker.result)
 
     def _failed(self, group: str, error: BaseException | None) -> None:
         what = {"chat-load": "Could not load the model", "chat-reply": "Could not answer",
@@ -87,22 +97,22 @@ class ChatScreen(Screen):
             return
         self._ready()
 
-    def _chat_load_done(self, result) -> None:
-        self.model, self.cfg = result
+    def _loaded(self, model: ChatModel, cfg: RunConfig) -> None:
+        self.model, self.cfg = model, cfg
         system = self.cfg.template.system_prompt if self.cfg is not None else None
         self.messages = [{"role": "system", "content": system}] if system else []
         self._write(Text(f"Loaded {self.model.description}. Greedy answers, up to "
                          f"{chat_services.MAX_NEW_TOKENS} new tokens.", style="dim"))
         self._ready()
 
-    def _chat_reply_done(self, turn) -> None:
+    def _answered(self, turn: chat_services.Turn) -> None:
         self.messages.append({"role": "assistant", "content": turn.reply.text})
         self._write(self._line("model", turn.reply.text or "(empty answer)", "bold green"))
         if not turn.stop.ok:
             self._write(Text(f"⚠ {turn.stop.message}", style="bold yellow"))
         self._ready()
 
-    def _chat_compare_done(self, result) -> None:
+    def _compared(self, result: chat_services.Comparison) -> None:
         self.base_model = result.base_model
         self._write(Text(f"Base vs fine-tuned on {len(result.rows)} held-out eval prompts", style="bold"))
         for i, row in enumerate(result.rows, 1):
@@ -152,7 +162,7 @@ class ChatScreen(Screen):
         return line
 
     @staticmethod
-    def _answer_text(reply) -> Text:
+    def _answer_text(reply: Reply) -> Text:
         text = Text(reply.text or "(empty answer)")
         if not reply.stopped:
             text.append(f"\n⚠ no end-of-turn within {reply.new_tokens} tokens", style="yellow")

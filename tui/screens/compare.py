@@ -7,6 +7,7 @@ Opened from the Runs screen with two or more runs marked (space, then ``o``). Re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +21,9 @@ from sftwizard.core.metrics import format_duration
 
 from .. import services
 from ..widgets.compare_chart import LETTERS, CompareChart
+
+if TYPE_CHECKING:
+    from sftwizard.core.compare import Comparison
 
 
 def _fmt(value, spec: str) -> str:
@@ -35,7 +39,7 @@ class CompareScreen(Screen):
     def __init__(self, run_dirs: list[Path]) -> None:
         super().__init__(id="compare-screen")
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.comparison = None
+        self.comparison: Comparison | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(f"[b]Compare {len(self.run_dirs)} runs[/b] — t: steps/tokens · Esc: back", id="compare-title")

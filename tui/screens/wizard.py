@@ -458,7 +458,7 @@ class WizardScreen(Screen):
             "doctor": lambda: services.doctor_warnings(cfg),
             "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
             "estimate": lambda facts=self.context.facts, hardware=self.context.hardware:
-                services.estimate_memory(facts, cfg, gpu_memory_gib(hardware), hardware),
+                services.estimate_memory(cfg, hardware, facts),
             "launch": lambda path=self.context.preset_path: services.launch(cfg, path if self.context.saved_equal else None),
         }
         worker = self._run_in_thread(runners[group], group)
@@ -527,9 +527,6 @@ class WizardScreen(Screen):
 
     def worker_failed(self, group: str, error: BaseException | None, busy: frozenset) -> None:
         """The one place engine failures land: inline on the step, or a notification if unexpected."""
-        if isinstance(error, services.NotAvailable):
-            self.push_context(busy=busy, unavailable={**self.context.unavailable, group: f"not available yet: {error}"})
-            return
         if isinstance(error, services.user_error_types()):
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
         else:

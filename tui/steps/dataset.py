@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from sftwizard.core.config import DataSource
 
-from .base import Step, WizardContext, problem_severity, problem_text
+from .base import Step, WizardContext, problem_text
 from .fields import ConfigField
 
 FORMATS = ["auto", "messages", "prompt_completion", "conversational_prompt_completion", "alpaca", "sharegpt", "text"]
@@ -40,10 +40,6 @@ class PathSuggester(Suggester):
         full = os.path.join(folder, names[0])
         suffix = "/" if os.path.isdir(full) else ""
         return value + names[0][len(prefix):] + suffix
-
-
-def _get(obj, name, default=None):
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 class DatasetStep(Step):
@@ -108,29 +104,26 @@ class DatasetStep(Step):
             return "[dim]reading the data…[/dim]"
         report = context.data_report
         if report is None:
-            reason = context.unavailable.get("data") if context.unavailable else None
-            return f"[dim]{escape(reason or '—')}[/dim]"
+            return "[dim]—[/dim]"
         lines = [
-            f"format [b]{escape(str(_get(report, 'format', '?')))}[/b] · {_get(report, 'rows', '?')} rows"
-            + (f" · converted {_get(report, 'converted_rows')}" if _get(report, "converted_rows") is not None else "")
-            + (f" · dropped {_get(report, 'dropped_rows')}" if _get(report, "dropped_rows") else "")
+            f"format [b]{escape(report.format)}[/b] · {report.rows} rows · converted {report.converted_rows}"
+            + (f" · dropped {report.dropped_rows}" if report.dropped_rows else "")
         ]
-        columns = _get(report, "columns")
-        if columns:
-            lines.append("columns: " + escape(", ".join(map(str, columns))))
-        problems = list(_get(report, "problems", []) or [])
+        if report.columns:
+            lines.append("columns: " + escape(", ".join(map(str, report.columns))))
+        problems = report.problems
         if problems:
-            errors = sum(1 for p in problems if problem_severity(p) == "error")
+            errors = sum(1 for p in problems if p.severity == "error")
             lines.append(f"[$error]{errors} bad row(s)[/], {len(problems) - errors} warning(s):" if errors
                          else f"[$warning]{len(problems)} warning(s):[/]")
             for p in problems[:MAX_PROBLEMS_SHOWN]:
-                mark = "[$error]✗[/]" if problem_severity(p) == "error" else "[$warning]⚠[/]"
+                mark = "[$error]✗[/]" if p.severity == "error" else "[$warning]⚠[/]"
                 lines.append(f"  {mark} {escape(problem_text(p))}")
             if len(problems) > MAX_PROBLEMS_SHOWN:
                 lines.append(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN} more")
         else:
             lines.append("[$success]no problems found[/]")
-        audit = _get(report, "audit")
+        audit = report.audit
         if context.data_progress:
             done, total = context.data_progress
             lines.append(f"[dim]token audit: {done}/{total} rows…[/dim]")
@@ -151,8 +144,7 @@ class DatasetStep(Step):
             return ctx.data_error
         if "data" in ctx.busy:
             return "still reading the data — a moment"
-        problems = [p for p in (_get(ctx.data_report, "problems", []) or []) if problem_severity(p) == "error"] \
-            if ctx.data_report is not None else []
+        problems = [p for p in ctx.data_report.problems if p.severity == "error"] if ctx.data_report is not None else []
         if problems and ctx.config.data.on_bad_rows == "stop":
             return (f"{len(problems)} bad row(s), first: {problem_text(problems[0])} — fix the file or set "
                     "'On bad rows' to drop")
@@ -163,9 +155,10 @@ def _pct(value) -> str:
     return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
 
 
-def _audit_lines(audit) -> list[str]:
-    """The token audit in a few lines: lengths, trained share, truncation, end-of-turn, padding."""
-    get = (lambda k: audit.get(k)) if isinstance(audit, dict) else (lambda k: getattr(audit, k, None))
+def _audit_lines(audit: dict) -> list[str]:
+    """The token audit (``audit.audit_dataset``'s dict) in a few lines: lengths, trained share,
+    truncation, end-of-turn, padding."""
+    get = audit.get
     lines = []
     lengths = get("token_length")
     if isinstance(lengths, dict):

@@ -6,7 +6,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
 
-from ..widgets.gpu_panel import gpu_memory_gib, has_cuda
+from ..widgets.gpu_panel import has_cuda
 from ..widgets.memory_bar import MemoryBar
 from .base import Step, WizardContext
 from .fields import ConfigField
@@ -20,13 +20,11 @@ METHODS = [
 
 def show_estimate(bar: MemoryBar, context: WizardContext) -> None:
     """Shared by the Method and Training steps: the bar follows every input on both."""
-    bar.gpu_gib = gpu_memory_gib(context.hardware)
     if context.estimate_error:
         bar.message = f"cannot estimate: {context.estimate_error}"
         bar.estimate = None
     elif context.estimate is None:
-        bar.message = context.unavailable.get("estimate") or (
-            "waiting for the model's facts…" if context.facts is None else "estimating…")
+        bar.message = "waiting for the model's facts…" if context.facts is None else "estimating…"
         bar.estimate = None
     else:
         bar.estimate = context.estimate

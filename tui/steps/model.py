@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual import on
 from textual.app import ComposeResult
 from textual.markup import escape
@@ -14,6 +16,9 @@ from sftwizard.core.model_catalog import format_params as _count
 
 from .base import Step, WizardContext
 from .fields import ConfigField
+
+if TYPE_CHECKING:
+    from sftwizard.core.model_catalog import ModelChoice
 
 
 def _size(n: int) -> str:
@@ -29,7 +34,7 @@ BADGES = {"fits": ("✓ fits", "$success"), "tight": ("~ tight", "$warning"), "d
 BADGE_WIDTH = 16
 
 
-def fit_text(choice) -> str:
+def fit_text(choice: ModelChoice) -> str:
     """The fit badge for the draft's method on the detected GPU (or why there is none), padded."""
     if choice.fit is not None:
         word, style = BADGES[choice.fit]
@@ -42,7 +47,7 @@ def fit_text(choice) -> str:
     return f"[{style}]{text}[/]" + " " * max(0, BADGE_WIDTH - len(text))
 
 
-def choice_label(choice) -> str:
+def choice_label(choice: ModelChoice) -> str:
     """One row (Textual markup): the fit badge first (it survives a narrow terminal), the id,
     then parameters and size on disk (or where the model is)."""
     size = _size(choice.size_bytes) if choice.size_bytes else WHERE.get(choice.source, choice.source)
@@ -53,14 +58,15 @@ def fit_basis(context: WizardContext) -> str:
     """What the badges assume: the draft's method and sizes, on which GPU."""
     if context.model_choices is None:
         return "[dim]sizing each model against this machine's GPU…[/dim]"
-    hw = context.hardware
-    gpu = hw.best_gpu() if hw is not None and getattr(hw, "gpus", None) else None
+    from sftwizard.core.placement import placement
+
+    gpu = placement(context.config, context.hardware).gpu  # the one estimate_for sizes against
     t = context.config.training
     what = f"{context.config.method.type}, max_length {t.max_length}, micro-batch {t.per_device_train_batch_size}"
     if gpu is None:
         return f"[dim]no GPU here: no fit badges ({what})[/dim]"
-    free = getattr(gpu, "usable_memory_mib", None) or getattr(gpu, "memory_free_mib", 0)
-    return f"[dim]fit for {escape(what)} on {escape(str(gpu.name))} ({free / 1024:.1f} GiB free) — memory estimator[/dim]"
+    free = gpu.usable_memory_mib / 1024
+    return f"[dim]fit for {escape(what)} on {escape(gpu.name)} ({free:.1f} GiB free) — memory estimator[/dim]"
 
 
 class ModelStep(Step):

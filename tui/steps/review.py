@@ -32,8 +32,10 @@ def command_lines(context: WizardContext) -> list[str]:
     lines = [f"sft-wizard run {target}", f"sft-wizard run {target} --detach    # survives the terminal"]
     lines.append(f"sft-wizard export {target} --to trl trl-{name}.yaml && trl sft --config trl-{name}.yaml"
                  "    # plain TRL, same rows")
+    from sftwizard.core.hardware import visible_gpus
+
     d = context.config.distributed
-    gpus = len(getattr(context.hardware, "gpus", None) or [])
+    gpus = len(visible_gpus(context.hardware))
     if (d.num_processes or 0) > 1 or d.num_machines > 1 or gpus > 1:
         lines.append(f"sft-wizard accelerate {target}    # the accelerate launch command(s), multi-GPU / multi-node")
     if not context.saved_equal:
@@ -70,9 +72,7 @@ class ReviewStep(Step):
                    f"batch {cfg.training.per_device_train_batch_size}×{cfg.training.gradient_accumulation_steps} · "
                    f"lr {cfg.training.learning_rate:g} · max_length {cfg.training.max_length}")
         if context.estimate is not None:
-            total = getattr(context.estimate, "total_gib", None)
-            if total is not None:
-                summary += f" · ~{float(total):.1f} GiB"
+            summary += f" · ~{context.estimate.total_gib:.1f} GiB"
         self.query_one("#review-summary", Static).update(summary)
         self.query_one("#review-commands", Static).update(escape("\n".join(command_lines(context))))
         text = self.yaml_text = services.dump_preset(cfg)

@@ -100,22 +100,18 @@ class TemplateStep(Step):
             return
         preview = context.preview
         if preview is None:
-            reason = context.unavailable.get("preview")
-            summary.update(f"[dim]{escape(reason)}[/dim]" if reason else "[dim]rendering…[/dim]")
+            summary.update("[dim]rendering…[/dim]")
             view.show([])
             problems.update("")
             return
-        get = (lambda k, d=None: preview.get(k, d)) if isinstance(preview, dict) else (lambda k, d=None: getattr(preview, k, d))
-        tokens = list(get("tokens", []) or [])
-        items = list(get("problems", []) or [])
+        tokens, items = preview.tokens, preview.problems
         if tokens != view.tokens or items != view.problems:
             view.show(tokens, items)
-        trained = sum(1 for t in tokens if (t.get("trained") if isinstance(t, dict) else getattr(t, "trained", False)))
+        trained = sum(1 for t in tokens if t["trained"])
         busy = " [dim](updating…)[/dim]" if "preview" in context.busy else ""
-        template = get("template") or {}
-        described = template.get("description") if isinstance(template, dict) else None
+        described = preview.template.get("description")
         summary.update(
-            f"template: [b]{escape(str(get('template_source', '?')))}[/b]"
+            f"template: [b]{escape(preview.template_source)}[/b]"
             + (f" ({escape(str(described))})" if described else "") + f" · {len(tokens)} tokens · "
             f"[$success]{trained} trained[/] · {len(tokens) - trained} masked{busy}"
         )

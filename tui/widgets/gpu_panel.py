@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
-def _gib(mib: Any) -> str:
-    return "?" if mib is None else f"{float(mib) / 1024:.1f}"
+if TYPE_CHECKING:
+    from sftwizard.core.hardware import HardwareReport
 
 
-def gpu_memory_gib(report: Any) -> float | None:
+def _gib(mib: int | None) -> str:
+    return "?" if mib is None else f"{mib / 1024:.1f}"
+
+
+def gpu_memory_gib(report: HardwareReport | None) -> float | None:
     """Free memory of the GPU a run lands on (the first of CUDA_VISIBLE_DEVICES) in GiB, or None in CPU mode."""
-    gpus = list(_get(report, "gpus", []) or []) if report is not None else []
-    if not gpus:
-        return None
-    best = getattr(report, "best_gpu", None)
-    gpu = best() if callable(best) else gpus[0]
-    free = _get(gpu, "usable_memory_mib")
-    if free is None:
-        free = _get(gpu, "memory_free_mib")
-    return None if free is None else float(free) / 1024
+    from sftwizard.core.hardware import visible_gpus
+
+    gpus = visible_gpus(report)
+    return gpus[0].usable_memory_mib / 1024 if gpus else None
 
 
-def has_cuda(report: Any) -> bool:
-    return bool(report is not None and _get(report, "gpus"))
+def has_cuda(report: HardwareReport | None) -> bool:
+    return bool(report is not None and report.gpus)
 
 
 class GpuPanel(Static):
@@ -40,7 +34,7 @@ class GpuPanel(Static):
     GpuPanel { height: auto; padding: 0 1; }
     """
 
-    report: reactive[Any] = reactive(None, always_update=True)
+    report: reactive[HardwareReport | None] = reactive(None, always_update=True)
     error: reactive[str] = reactive("")
 
     def watch_report(self) -> None:
@@ -55,15 +49,13 @@ class GpuPanel(Static):
         report = self.report
         if report is None:
             return Text("probing hardware…", style="dim")
-        gpus = list(_get(report, "gpus", []) or [])
-        cpu = f"CPU: {_get(report, 'cpu_count', '?')} cores"
-        ram = _get(report, "ram_total_mib")
-        if ram:
-            cpu += f", {_gib(ram)} GiB RAM"
-        libraries = _get(report, "libraries") or {}
-        libs = " · ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in sorted(libraries.items()))
+        gpus = report.gpus
+        cpu = f"CPU: {report.cpu_count} cores"
+        if report.ram_total_mib:
+            cpu += f", {_gib(report.ram_total_mib)} GiB RAM"
+        libs = " · ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in sorted(report.libraries.items()))
         if not gpus:
-            reason = str(_get(report, "reason") or "no GPU found").rstrip(".")
+            reason = (report.reason or "no GPU found").rstrip(".")
             return Text.assemble(
                 ("CPU mode", "bold"), f" — {reason}.\n",
                 "Training runs on the CPU: fine for the builtin demo and tiny models; "
@@ -76,15 +68,13 @@ class GpuPanel(Static):
         yes = lambda v: "yes" if v else "no"  # noqa: E731
         for g in gpus:
             table.add_row(
-                str(_get(g, "index", "?")), str(_get(g, "name", "?")), str(_get(g, "architecture", "?")),
-                str(_get(g, "compute_capability", "?")),
-                f"{_gib(_get(g, 'memory_used_mib'))}/{_gib(_get(g, 'memory_total_mib'))}",
-                _gib(_get(g, "memory_free_mib")), yes(_get(g, "bf16")), yes(_get(g, "flash_attention_2")),
-                yes(_get(g, "fp8")),
+                str(g.index), g.name, g.architecture, g.compute_capability,
+                f"{_gib(g.memory_used_mib)}/{_gib(g.memory_total_mib)}",
+                _gib(g.memory_free_mib), yes(g.bf16), yes(g.flash_attention_2), yes(g.fp8),
             )
-        driver = f"driver {_get(report, 'driver_version') or '?'} · CUDA {_get(report, 'cuda_driver_version') or '?'}"
+        driver = f"driver {report.driver_version or '?'} · CUDA {report.cuda_driver_version or '?'}"
         from rich.console import Group
 
         lines = [f"{driver} · {cpu}"] + ([f"optional libraries: {libs}"] if libs else []) + [
-            f"note: {n}" for n in (_get(report, "notes") or [])]
+            f"note: {n}" for n in report.notes]
         return Group(table, Text("\n".join(lines), style="dim"))

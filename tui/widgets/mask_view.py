@@ -36,12 +36,8 @@ VISIBLE_WHITESPACE = str.maketrans({" ": "·", "\t": "→", "\r": "␍", "\n": "
 _WORD_START = re.compile(r"(?<=\s)\S")
 
 
-def _field(token: Any, name: str, default: Any = None) -> Any:
-    return token.get(name, default) if isinstance(token, dict) else getattr(token, name, default)
-
-
-def _message(problem: Any) -> str:
-    return str(problem if isinstance(problem, str) else (_field(problem, "message") or problem))
+def _message(problem: dict[str, Any]) -> str:
+    return str(problem.get("message") or problem)
 
 
 class Spot(NamedTuple):
@@ -66,12 +62,12 @@ class MaskView(ScrollView, can_focus=True):
     COMPONENT_CLASSES = {"mask-view--trained", "mask-view--masked", "mask-view--id", "mask-view--truncated",
                          "mask-view--cursor"}
 
-    tokens: reactive[list] = reactive(list, always_update=True)
+    tokens: reactive[list[dict[str, Any]]] = reactive(list, always_update=True)
     token_view: reactive[bool] = reactive(False)
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.problems: list = []  # the preview's problems (only their places are used here)
+        self.problems: list[dict[str, Any]] = []  # the preview's problems (only their places are used here)
         self.hint = ""  # shown under the view until a jump says where it landed
         self.cursor: Spot | None = None  # where the last jump landed (shown reversed)
         self._lines: list[Text] = []
@@ -82,7 +78,7 @@ class MaskView(ScrollView, can_focus=True):
         self._strips: dict[int, Strip] = {}
 
     # ------------------------------------------------------------------ state
-    def show(self, tokens: list, problems: list | None = None) -> None:
+    def show(self, tokens: list[dict[str, Any]], problems: list[dict[str, Any]] | None = None) -> None:
         """New tokens (another row, another setting): the jump position starts over."""
         self.problems = list(problems or [])
         self.cursor = None
@@ -107,7 +103,7 @@ class MaskView(ScrollView, can_focus=True):
 
     @property
     def trained_count(self) -> int:
-        return sum(1 for t in self.tokens if _field(t, "trained"))
+        return sum(1 for t in self.tokens if t.get("trained"))
 
     @property
     def lines(self) -> list[Text]:
@@ -123,7 +119,7 @@ class MaskView(ScrollView, can_focus=True):
         """Every run of trained tokens (an assistant turn, or the completion)."""
         spots, start = [], None
         for i, token in enumerate([*self.tokens, None]):
-            trained = token is not None and bool(_field(token, "trained"))
+            trained = token is not None and bool(token.get("trained"))
             if trained and start is None:
                 start = i
             elif not trained and start is not None:
@@ -136,19 +132,19 @@ class MaskView(ScrollView, can_focus=True):
         """The places of the problems the preview located, in token order."""
         n = len(self.tokens)
         found: list[tuple[int, int, str]] = []
-        truncated = next((i for i, t in enumerate(self.tokens) if _field(t, "truncated")), None)
+        truncated = next((i for i, t in enumerate(self.tokens) if t.get("truncated")), None)
         for problem in self.problems:
-            token = _field(problem, "token")
-            span = _field(problem, "span")
+            token = problem.get("token")
+            span = problem.get("span")
             if isinstance(token, int) and not isinstance(token, bool):
                 found.append((token, token + 1, _message(problem)))
             elif (isinstance(span, (list, tuple)) and len(span) == 2
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in span)):
                 found.append((span[0], max(span[1], span[0] + 1), _message(problem)))
-            elif truncated is not None and str(_field(problem, "code", "")).startswith("truncated"):
+            elif truncated is not None and str(problem.get("code", "")).startswith("truncated"):
                 found.append((truncated, n, _message(problem)))
         for i, token in enumerate(self.tokens):
-            note = _field(token, "problem")
+            note = token.get("problem")
             if note:
                 found.append((i, i + 1, str(note)))
         if truncated is not None and not any(start == truncated for start, _, _ in found):
@@ -219,9 +215,9 @@ class MaskView(ScrollView, can_focus=True):
 
         previous_cut = False
         for token in self.tokens:
-            raw = str(_field(token, "text", ""))
-            trained = bool(_field(token, "trained"))
-            cut = bool(_field(token, "truncated"))
+            raw = str(token.get("text", ""))
+            trained = bool(token.get("trained"))
+            cut = bool(token.get("truncated"))
             style = styles["truncated"] if cut else styles["trained" if trained else "masked"]
             if cut and not previous_cut:
                 if token_view and at:
@@ -239,7 +235,7 @@ class MaskView(ScrollView, can_focus=True):
                 add(strip_control_codes(raw.translate(VISIBLE_WHITESPACE)) or "∅", style)
                 if style not in id_styles:
                     id_styles[style] = style + styles["id"]
-                add(f"{ID_SEP}{_field(token, 'id', '?')}", id_styles[style])
+                add(f"{ID_SEP}{token.get('id', '?')}", id_styles[style])
                 if trained:
                     add(TRAINED_CLOSE, style)
                 places.append((begin, at))

@@ -1,18 +1,21 @@
-"""The memory estimate as a bar against the GPU's memory, with a breakdown and a verdict."""
+"""The memory estimate as a bar against the GPU's memory, with a breakdown and a verdict.
+
+It draws an ``Estimate`` as ``estimator.estimate_for`` made it, memory to fit in included (the
+GPU the launch lands on), so the bar and `sft-wizard estimate` cannot disagree.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+if TYPE_CHECKING:
+    from sftwizard.core.estimator import Estimate
+
 BAR_STYLES = ["memory-bar--c0", "memory-bar--c1", "memory-bar--c2", "memory-bar--c3", "memory-bar--c4"]
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 class MemoryBar(Static):
@@ -29,8 +32,7 @@ class MemoryBar(Static):
     """
     COMPONENT_CLASSES = set(BAR_STYLES) | {"memory-bar--free", "memory-bar--fits", "memory-bar--over"}
 
-    estimate: reactive[Any] = reactive(None, always_update=True)
-    gpu_gib: reactive[float | None] = reactive(None)
+    estimate: reactive[Estimate | None] = reactive(None, always_update=True)
     message: reactive[str] = reactive("")
     apply_key: bool = True  # the first suggestion can be applied with ctrl+t (the wizard's binding)
 
@@ -43,15 +45,12 @@ class MemoryBar(Static):
     def watch_message(self) -> None:
         self.refresh_text()
 
-    def watch_gpu_gib(self) -> None:
-        self.refresh_text()
-
     def on_resize(self) -> None:
         self.refresh_text()
 
     @property
     def total_gib(self) -> float | None:
-        return None if self.estimate is None else float(_get(self.estimate, "total_gib", 0.0))
+        return None if self.estimate is None else self.estimate.total_gib
 
     def refresh_text(self) -> None:
         self.update(self.as_text())
@@ -60,13 +59,12 @@ class MemoryBar(Static):
         est = self.estimate
         if est is None:
             return Text(self.message or "estimating…", style="dim")
-        total = float(_get(est, "total_gib", 0.0))
-        components: dict[str, float] = dict(_get(est, "components", {}) or {})
-        capacity = self.gpu_gib or float(_get(est, "gpu_memory_gib", 0.0) or 0.0) or None
+        total = est.total_gib
+        capacity = est.gpu_memory_gib or None
         width = max(10, (self.size.width or 60) - 4)
         scale = max(total, capacity or 0.0) or 1.0
         out = Text()
-        parts = sorted(((k, v) for k, v in components.items() if v >= 0.005), key=lambda kv: -kv[1])
+        parts = sorted(((k, v) for k, v in est.components.items() if v >= 0.005), key=lambda kv: -kv[1])
         used = 0
         for i, (name, gib) in enumerate(parts):
             cells = int(round(gib / scale * width))
@@ -84,13 +82,12 @@ class MemoryBar(Static):
             out.append("■ ", style=self.get_component_rich_style(BAR_STYLES[i % len(BAR_STYLES)]))
             out.append(f"{name.replace('_', ' ')} {gib:.2f}")
         out.append("\n")
-        fits = _get(est, "fits", None)
+        fits = est.fits
         verdict = f"total {total:.2f} GiB"
         if capacity:
             verdict += f" of {capacity:.1f} GiB"
-            headroom = _get(est, "headroom_gib", None)
-            if headroom is not None:
-                verdict += f" · headroom {float(headroom):.2f} GiB"
+            if est.headroom_gib is not None:
+                verdict += f" · headroom {est.headroom_gib:.2f} GiB"
         if fits is None or not capacity:
             out.append(verdict + " · no GPU: training runs on the CPU (RAM)")
         elif fits:
@@ -99,15 +96,12 @@ class MemoryBar(Static):
         else:
             out.append("does not fit  ", style=self.get_component_rich_style("memory-bar--over"))
             out.append(verdict)
-        assumptions = list(_get(est, "assumptions", []) or [])
+        assumptions = est.assumptions
         for note in assumptions[:2]:  # what the estimate took as given (a grown vocabulary, a guessed dtype…)
             out.append(f"\nassumed: {note}", style="dim")
         if len(assumptions) > 2:
             out.append(f" (+{len(assumptions) - 2} more: sft-wizard estimate --json)", style="dim")
-        for i, suggestion in enumerate(list(_get(est, "suggestions", []) or [])[:3]):
-            text = suggestion if isinstance(suggestion, str) else (_get(suggestion, "message") or _get(suggestion, "text") or str(suggestion))
-            total_after = None if isinstance(suggestion, str) else _get(suggestion, "total_gib")
-            after = f" → {float(total_after):.2f} GiB" if total_after is not None else ""
+        for i, suggestion in enumerate(est.suggestions[:3]):
             key = "ctrl+t: " if i == 0 and self.apply_key else ""
-            out.append(f"\n• {key}{text}{after}", style="italic")
+            out.append(f"\n• {key}{suggestion.text} → {suggestion.total_gib:.2f} GiB", style="italic")
         return out
