@@ -147,14 +147,36 @@ async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_ap
         assert f"total {totals:.2f} GiB" in shown()
 
 
+async def test_without_a_preset_the_wizard_opens_the_shipped_demo_even_with_a_user_demo(make_app):
+    """Saving the demo under its offered name (ctrl+s on the demo offers "demo") makes a user preset
+    "demo"; `sft-wizard` with no preset still opens the embedded CPU demo (the README's promise).
+    The tests share one presets folder per session, so a test that saved one changed what later
+    tests opened."""
+    from sftwizard.core.config import apply_overrides, load_preset, save_preset
+    from sftwizard.core.presets import find_preset, shipped_presets_dir
+
+    shipped = shipped_presets_dir() / "demo.yaml"
+    mine = user_presets_dir() / "demo.yaml"
+    before = mine.read_bytes() if mine.exists() else None
+    try:
+        save_preset(apply_overrides(load_preset(shipped), ["method.type=lora", "training.max_steps=3"]), mine)
+        assert find_preset("demo") == mine  # by name, the user's comes first (`sft-wizard demo`)
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert app.wizard.draft == load_preset(shipped)
+            assert app.wizard.context.preset_path == str(shipped)
+    finally:
+        if before is None:
+            mine.unlink(missing_ok=True)
+        else:
+            mine.write_bytes(before)
+
+
 async def test_a_config_that_does_not_fit_gets_a_tip_applied_with_one_key(make_app):
-    from sftwizard.core.config import load_preset
-    from sftwizard.core.presets import shipped_presets_dir
     from tests.tui.conftest import gpu_report
 
-    # The shipped demo itself: a user preset named "demo" saved by another test must not stand in.
-    shipped = shipped_presets_dir() / "demo.yaml"
-    app = make_app(load_preset(shipped), str(shipped), start_step="training", hardware=gpu_report())
+    app = make_app(start_step="training", hardware=gpu_report())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         wizard = app.wizard

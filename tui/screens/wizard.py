@@ -1,7 +1,9 @@
 """The wizard: one draft RunConfig, eight steps, Back/Next, and every worker the steps need.
 
 The draft lives here and only here. Steps get it (with what the workers found) as their
-``context`` attribute and post ``XStep.Changed(config)`` with a new draft. Every blocking call
+``context`` attribute and post ``XStep.Changed(changes)`` with the settings an edit changed, which
+the wizard folds into the draft; it writes values into fields only when someone else changed them
+(``set_draft``). The engine work derived from the draft is one table, ``JOBS``. Every blocking call
 into the engine runs in a thread worker that only calls ``services``; results and failures come
 back through ``on_worker_state_changed`` — the one place they are handled.
 """
@@ -54,7 +56,8 @@ class Job:
 
     ``reads``: the settings (dotted paths or sections; ``""`` is the whole draft) and ``inputs``:
     what other workers found (``WizardContext`` fields). ``ready`` says whether it can run now;
-    ``after`` names jobs whose new run makes this one run again (their results are its inputs).
+    ``after`` names jobs whose new run makes this one run again, its results cleared meanwhile
+    (their results are its inputs: new facts, a new estimate).
     ``run`` is called in a thread with the draft and the context; its result lands in the context
     field ``result`` (``done`` sets more fields), an expected failure in ``error``. ``clears``: the
     fields that go stale the moment it starts. ``delay``: wait this long for the typing to stop.
@@ -473,10 +476,12 @@ class WizardScreen(Screen):
             if self._keys.get(job.name) == key:
                 continue
             self._keys[job.name] = key
+            stale = set(job.clears)
             for later in JOBS:
-                if job.name in later.after:
-                    self._keys.pop(later.name, None)  # their input is about to change
-            self.context = self.context.but(**{name: None for name in job.clears})
+                if job.name in later.after:  # their input is about to change: they run again, after it
+                    self._keys.pop(later.name, None)
+                    stale.update(later.clears)
+            self.context = self.context.but(**{name: None for name in stale})
             if job.delay:
                 timer = self._delayed.pop(job.name, None)
                 if timer is not None:
