@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import UserError, add_json_flag, add_set_flag, print_json
+from sftwizard.core.config import DATA_FORMATS, ON_BAD_ROWS, TEMPLATE_SOURCES
 
-FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "conversational_prompt_completion",
-                  "alpaca", "sharegpt", "text"]
-TEMPLATE_CHOICES = ["auto", "tokenizer", "trl-training", "file", "inferred", "chatml"]
+from .common import UserError, add_json_flag, add_set_flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _source_options(p)
     p.add_argument("--model", help="a model whose tokenizer and template audit the tokens (optional)")
     p.add_argument("--max-length", type=int, help="training.max_length for the audit (default 1024)")
-    p.add_argument("--on-bad-rows", choices=["stop", "drop"], default="stop",
+    p.add_argument("--on-bad-rows", choices=ON_BAD_ROWS, default="stop",
                    help="the run's policy to judge by: stop (the default; exit 1 when a row has an error) or drop "
                         "(exit 0 while some row is usable); every problem is reported either way")
     add_json_flag(p)
@@ -45,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--completion-only-loss", dest="completion_only_loss", action=argparse.BooleanOptionalAction,
                    default=None, help="train only completions (default: yes for prompt-completion data)")
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None, help="override training.packing")
-    p.add_argument("--template-source", choices=TEMPLATE_CHOICES, help="override template.source")
+    p.add_argument("--template-source", choices=TEMPLATE_SOURCES, help="override template.source")
     p.add_argument("--template-file", help="a Jinja chat template file (template.source: file)")
     p.add_argument("--system-prompt", help="override template.system_prompt")
     add_set_flag(p, "override a preset setting (repeatable)")
@@ -59,7 +57,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="dataset format (default: detect)")
+    p.add_argument("--format", choices=DATA_FORMATS, default="auto", help="dataset format (default: detect)")
     p.add_argument("--map", dest="maps", action="append", default=[], metavar="FIELD=COLUMN|role:THEIRS=OURS",
                    help="map a column to a field (prompt=question) or a role (role:human=user); repeatable")
     p.add_argument("--split", default="train", help="split of a Hub/folder dataset (default train)")

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import UserError, add_json_flag, print_json
+from sftwizard.core.config import DATA_FORMATS, ON_BAD_ROWS
 
-FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "conversational_prompt_completion",
-                  "alpaca", "sharegpt", "text"]
+from .common import UserError, add_json_flag, print_json
 
 
 def format_warning(w: dict) -> str:
@@ -38,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated kinds to remove: duplicate,empty,refusal,short,overlap "
                         "(default duplicate,empty,refusal,short)")
     p.add_argument("--against", metavar="EVAL_SOURCE", help="remove rows also found here (kind overlap)")
-    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="dataset format (default: detect)")
-    p.add_argument("--on-bad-rows", choices=["stop", "drop"], default="stop",
+    p.add_argument("--format", choices=DATA_FORMATS, default="auto", help="dataset format (default: detect)")
+    p.add_argument("--on-bad-rows", choices=ON_BAD_ROWS, default="stop",
                    help="malformed rows: stop (exit 2, the default) or leave them out too")
     add_json_flag(p)
     p.set_defaults(func=cmd_clean)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sftwizard.core.config import ATTN_IMPLEMENTATIONS, DTYPES, METHOD_TYPES
+
 from .common import UserError, add_json_flag, add_set_flag, print_json
 
 
@@ -49,15 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_setting_flags(p: argparse.ArgumentParser) -> None:
     """The settings a memory estimate depends on, as flags (`estimate` and `models`)."""
-    p.add_argument("--method", choices=["full", "lora", "qlora"])
+    p.add_argument("--method", choices=METHOD_TYPES)
     p.add_argument("--lora-r", type=int, metavar="N")
     p.add_argument("--lora-targets", metavar="all-linear|q_proj,v_proj,...")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--dtype", choices=[d for d in DTYPES if d != "auto"])
     p.add_argument("--max-length", type=int, metavar="N")
     p.add_argument("--batch-size", type=int, metavar="N", help="per-device micro-batch")
     p.add_argument("--grad-accum", type=int, metavar="N")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--attn", choices=["eager", "sdpa", "flash_attention_2"])
+    p.add_argument("--attn", choices=[a for a in ATTN_IMPLEMENTATIONS if a != "auto"])
     p.add_argument("--optim", metavar="NAME", help="a TrainingArguments optimizer name, e.g. adamw_8bit")
     add_set_flag(p, "any other setting, as for `run` (e.g. distributed.strategy=zero3)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="X",

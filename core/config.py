@@ -32,7 +32,27 @@ DataFormat = Literal[
 ]
 TemplateSource = Literal["auto", "tokenizer", "trl-training", "file", "inferred", "chatml"]
 MethodType = Literal["full", "lora", "qlora"]
+OnBadRows = Literal["stop", "drop"]
+Reasoning = Literal["template", "drop"]
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
+]
+IntervalStrategy = Literal["no", "steps", "epoch"]  # when to evaluate / save (TrainingArguments' name)
+DistributedStrategy = Literal["ddp", "fsdp", "zero2", "zero3"]
 OomChange = Literal["max_length"]  # what run.on_oom: adapt may change beyond batch and checkpointing
+
+# The choices, for every face that offers them (argparse choices, the wizard's lists): one home.
+DTYPES: tuple[str, ...] = get_args(Dtype)
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = get_args(Attn)
+DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
+TEMPLATE_SOURCES: tuple[str, ...] = get_args(TemplateSource)
+METHOD_TYPES: tuple[str, ...] = get_args(MethodType)
+ON_BAD_ROWS: tuple[str, ...] = get_args(OnBadRows)
+REASONING: tuple[str, ...] = get_args(Reasoning)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+INTERVAL_STRATEGIES: tuple[str, ...] = get_args(IntervalStrategy)
+DISTRIBUTED_STRATEGIES: tuple[str, ...] = get_args(DistributedStrategy)
 
 
 class ConfigError(UserError, ValueError):
@@ -84,7 +104,7 @@ class DataSection:
     eval_fraction: float = field(
         default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "must be >= 0 and < 1")
     )
-    on_bad_rows: Literal["stop", "drop"] = "stop"
+    on_bad_rows: OnBadRows = "stop"
 
 
 @dataclass
@@ -94,7 +114,7 @@ class TemplateSection:
     system_prompt: str | None = None
     # what happens to reasoning in the data (<think> in content, reasoning_content, thinking):
     # template = as the model's own template renders it; drop = removed, only answers train
-    reasoning: Literal["template", "drop"] = "template"
+    reasoning: Reasoning = "template"
 
 
 @dataclass
@@ -118,10 +138,7 @@ class TrainingSection:
     per_device_eval_batch_size: int = field(default=8, metadata=_check(positive, "must be > 0"))
     gradient_accumulation_steps: int = field(default=1, metadata=_check(positive, "must be > 0"))
     learning_rate: float = field(default=2e-4, metadata=_check(positive, "must be > 0"))
-    lr_scheduler_type: Literal[
-        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-        "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
-    ] = "linear"
+    lr_scheduler_type: Scheduler = "linear"
     warmup_ratio: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "must be >= 0 and < 1"))
     warmup_steps: int = field(default=0, metadata=_check(non_negative, "must be >= 0"))
     weight_decay: float = field(default=0.0, metadata=_check(non_negative, "must be >= 0"))
@@ -138,9 +155,9 @@ class TrainingSection:
     optim: str = "adamw_torch"
     seed: int = field(default=42, metadata=_check(lambda v: 0 <= v < 2 ** 32, "must be >= 0 and < 2**32 (numpy's range)"))
     logging_steps: float = field(default=10, metadata=_check(positive, "must be > 0"))
-    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_strategy: IntervalStrategy = "no"
     eval_steps: float | None = field(default=None, metadata=_check(positive, "must be > 0"))
-    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_strategy: IntervalStrategy = "steps"
     save_steps: float = field(default=500, metadata=_check(positive, "must be > 0"))
     save_total_limit: int | None = field(default=2, metadata=_check(positive, "must be > 0"))
     load_best_model_at_end: bool = False  # the final model is the checkpoint with the lowest eval loss
@@ -155,7 +172,7 @@ class DistributedSection:
     """Multi-GPU / multi-node through `accelerate launch` (never a launcher of our own)."""
 
     num_processes: int | None = field(default=None, metadata=_check(positive, "must be > 0"))  # None: visible GPUs
-    strategy: Literal["ddp", "fsdp", "zero2", "zero3"] = "ddp"
+    strategy: DistributedStrategy = "ddp"
     num_machines: int = field(default=1, metadata=_check(positive, "must be > 0"))
     machine_rank: int = field(default=0, metadata=_check(non_negative, "must be >= 0"))
     main_process_ip: str | None = None

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .config import DATA_FORMATS
 from .errors import UserError
 
-FORMATS = (
-    "messages", "prompt_completion", "conversational_prompt_completion",
-    "alpaca", "sharegpt", "text", "unknown",
-)
+# What detection finds: a format a source may name (all but "auto"), or "unknown".
+FORMATS = (*(f for f in DATA_FORMATS if f != "auto"), "unknown")
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",

@@ -23,13 +23,13 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig, resolved_precision
+from .config import DISTRIBUTED_STRATEGIES, RunConfig, resolved_precision
 from .errors import UserError
 from .paths import atomic_write
 
 ACCELERATE_CONFIG_FILE = "accelerate.yaml"
 RUNNER_MODULE = "sftwizard.core.runner"
-STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
+STRATEGIES = DISTRIBUTED_STRATEGIES
 # What each strategy splits across the processes (the estimator's `sharding` names match ours).
 SHARDS = {
     "ddp": "nothing (every process holds full weights, gradients and optimizer state)",

@@ -82,7 +82,11 @@ class SftWizardApp(App):
                  theme: str | None = None) -> None:
         super().__init__()
         if config is None:
-            preset_path = str(services.find_preset(DEMO_PRESET))
+            # The embedded CPU demo as shipped: a user preset saved as "demo" (ctrl+s offers that
+            # name on the demo) is opened by name, `sft-wizard demo`, not in its place.
+            from sftwizard.core.presets import shipped_presets_dir
+
+            preset_path = str(shipped_presets_dir() / f"{DEMO_PRESET}.yaml")
             config = services.load_preset(preset_path)
         self.initial_config = config
         self.preset_path = preset_path

@@ -147,14 +147,36 @@ async def test_the_estimate_on_screen_follows_rank_batch_size_and_length(make_ap
         assert f"total {totals:.2f} GiB" in shown()
 
 
+async def test_without_a_preset_the_wizard_opens_the_shipped_demo_even_with_a_user_demo(make_app):
+    """Saving the demo under its offered name (ctrl+s on the demo offers "demo") makes a user preset
+    "demo"; `sft-wizard` with no preset still opens the embedded CPU demo (the README's promise).
+    The tests share one presets folder per session, so a test that saved one changed what later
+    tests opened."""
+    from sftwizard.core.config import apply_overrides, load_preset, save_preset
+    from sftwizard.core.presets import find_preset, shipped_presets_dir
+
+    shipped = shipped_presets_dir() / "demo.yaml"
+    mine = user_presets_dir() / "demo.yaml"
+    before = mine.read_bytes() if mine.exists() else None
+    try:
+        save_preset(apply_overrides(load_preset(shipped), ["method.type=lora", "training.max_steps=3"]), mine)
+        assert find_preset("demo") == mine  # by name, the user's comes first (`sft-wizard demo`)
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert app.wizard.draft == load_preset(shipped)
+            assert app.wizard.context.preset_path == str(shipped)
+    finally:
+        if before is None:
+            mine.unlink(missing_ok=True)
+        else:
+            mine.write_bytes(before)
+
+
 async def test_a_config_that_does_not_fit_gets_a_tip_applied_with_one_key(make_app):
-    from sftwizard.core.config import load_preset
-    from sftwizard.core.presets import shipped_presets_dir
     from tests.tui.conftest import gpu_report
 
-    # The shipped demo itself: a user preset named "demo" saved by another test must not stand in.
-    shipped = shipped_presets_dir() / "demo.yaml"
-    app = make_app(load_preset(shipped), str(shipped), start_step="training", hardware=gpu_report())
+    app = make_app(start_step="training", hardware=gpu_report())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         wizard = app.wizard
@@ -444,71 +466,104 @@ async def test_a_run_whose_loss_went_nan_is_shown_not_crashed_on(make_app, tmp_p
 
 
 async def test_keys_typed_faster_than_the_wizard_handles_them_are_never_overwritten(make_app):
-    """The wizard shows each config it handles; under load those arrive after newer keys. Older
-    echoes of a field's own edits must not replace its text, and an edit in another field must
-    build on the newest draft, not on the one last shown."""
+    """A field's edit goes up as a change the wizard folds into its draft, in order; the wizard
+    writes into a field only when someone else changed its setting. So a draft handled late never
+    puts older text back, and edits in several fields made before the wizard handled the first all
+    land. No field tells its own echo from news: there is no echo."""
     from dataclasses import replace
 
     from textual.widgets import Input
-
-    from sftwizard.tui.steps.fields import ConfigField
 
     app = make_app(start_step="training")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         wizard = app.wizard
         step = wizard.current_step
-        length = step.query_one("#f-training-max-length", ConfigField)
-        batch = step.query_one("#f-training-per-device-train-batch-size", ConfigField)
+        length = step.field_for("training.max_length")
+        batch = step.field_for("training.per_device_train_batch_size")
+        seed = step.field_for("training.seed")
         old = wizard.draft
 
-        # One field: four keys' edits went up; the wizard shows them back one by one, late.
-        with length.control.prevent(Input.Changed):  # the keys' own messages are the sent() below
-            length.control.value = "512"  # what the user sees after: ctrl+k, 5, 1, 2
-        for typed in (None, 5, 51, 512):
-            length.sent(typed)
-        for echoed in (None, 5, 51):
-            step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=echoed)))
-            assert length.control.value == "512", echoed  # an old echo never replaces newer text
-        news = wizard.context.but(config=old.replace(training=replace(old.training, max_length=51)))
-        step.context = news  # other news (an estimate) with the same, older draft: still untouched
-        assert length.control.value == "512"
-        step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=512)))
-        assert length.control.value == "512" and length.in_flight == []
+        # Keys typed in one go: the text and the draft end as typed, whatever order the messages took.
+        length.control.focus()
+        await pilot.press("home", "ctrl+k", *"5126")
+        await settle(pilot)
+        assert length.control.value == "5126" and wizard.draft.training.max_length == 5126
 
-        # Back through the value it holds: 512 -> 5120 -> 512 -> 5126; the echo of the middle 512
-        # must not put "512" back while "5126" is typed.
+        # The wizard shows older drafts (other news: an estimate, an audit) while "512" is typed:
+        # the field keeps the text.
         with length.control.prevent(Input.Changed):
-            length.control.value = "5126"
-        for typed in (5120, 512, 5126):
-            length.sent(typed)
-        for echoed in (5120, 512):
-            step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=echoed)))
-            assert length.control.value == "5126", echoed
-        step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=5126)))
-        assert length.in_flight == []
+            length.control.value = "512"
+        for older in (None, 5, 51, 5126):
+            step.context = wizard.context.but(config=old.replace(training=replace(old.training, max_length=older)))
+            assert length.control.value == "512", older
+        step.context = wizard.context
 
-        # Two fields, before the wizard has handled the first edit: the second keeps the first.
-        for field, text in ((length, "384"), (batch, "3")):
-            with field.control.prevent(Input.Changed):
+        # Three fields edited before the wizard handled the first: each edit lands, in order.
+        for field, text in ((length, "384"), (batch, "3"), (seed, "7")):
+            with field.control.prevent(Input.Changed):  # the key's own message is the apply() below
                 field.control.value = text
-        first = step.apply("training.max_length", "384", length)
-        step.apply("training.per_device_train_batch_size", "3", batch)
-        wizard.set_draft(first, from_step=True)  # the wizard handles the first edit, the second still on its way
-        seed = step.query_one("#f-training-seed", ConfigField)
-        with seed.control.prevent(Input.Changed):
-            seed.control.value = "7"
-        step.apply("training.seed", "7", seed)  # a third edit: it must build on the second, not the first
+            step.apply(field.path, text)
         await settle(pilot)
         assert wizard.draft.training.max_length == 384
         assert wizard.draft.training.per_device_train_batch_size == 3
         assert wizard.draft.training.seed == 7
         assert length.control.value == "384" and batch.control.value == "3" and seed.control.value == "7"
 
-        # A value nobody typed here (a preset, an applied tip) still replaces the text.
+        # The same setting on another step shows the edit: max_length is on the Template step too.
+        wizard.action_goto("template")
+        await settle(pilot)
+        other = wizard.current_step.field_for("training.max_length")
+        assert other.control.value == "384"
+        other.control.focus()
+        await pilot.press("home", "ctrl+k", *"256")
+        await settle(pilot)
+        assert wizard.draft.training.max_length == 256 and other.control.value == "256"
+        assert length.control.value == "256"  # pushed into the Training step's field
+
+        # A value nobody typed here (a preset, an applied tip) replaces the text.
         wizard.set_draft(wizard.draft.replace(training=replace(wizard.draft.training, max_length=128)))
         await settle(pilot)
-        assert length.control.value == "128"
+        assert length.control.value == "128" and other.control.value == "128"
+
+
+async def test_doctor_warnings_show_on_the_step_that_edits_their_setting(make_app):
+    """A warning about model.dtype goes to the Method step (its field is there), not to the Model
+    step, whose only field is the model id; one about a setting no step edits shows on Review."""
+    from sftwizard.core.config import RunConfig, apply_overrides
+    from sftwizard.tui.screens.wizard import STEPS
+    from sftwizard.tui.steps.fields import ConfigField
+
+    cfg = apply_overrides(RunConfig(), ["method.type=full", "model.dtype=bf16", "training.max_steps=4"])
+    assert cfg.data.eval_source is None and cfg.data.eval_fraction == 0  # the doctor says "no eval split"
+    app = make_app(cfg, start_step="method")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.wizard.context.doctor is not None)
+        wizard = app.wizard
+        codes = {w["code"]: w for w in wizard.context.doctor}
+        assert codes["pure_half_full_finetune"]["setting"] == "model.dtype"
+        assert codes["no_eval"]["setting"] == "data.eval_fraction"
+
+        def notes() -> str:
+            found = wizard.current_step.query(".doctor-notes")
+            return str(found.first().render()) if found else ""
+
+        half, no_eval = codes["pure_half_full_finetune"]["message"][:60], codes["no_eval"]["message"][:60]
+        assert half in notes() and no_eval not in notes()
+        for step_id in ("model", "dataset"):
+            wizard.action_goto(step_id)
+            await settle(pilot)
+            assert half not in notes() and no_eval not in notes(), step_id
+        wizard.action_goto("review")
+        await settle(pilot)
+        assert half in notes() and no_eval in notes()
+
+        # What routes them: each step's declared settings are the ones its fields edit.
+        for index, cls in enumerate(STEPS):
+            wizard.action_goto(cls.step_id)
+            await settle(pilot)
+            paths = {f.path for f in wizard.current_step.query(ConfigField)}
+            assert paths <= set(cls.edits), (cls.step_id, paths - set(cls.edits))
 
 
 async def test_best_at_end_refused_for_a_save_setting_applies_once_that_setting_is_fixed(make_app):

@@ -1,16 +1,19 @@
 """The wizard: one draft RunConfig, eight steps, Back/Next, and every worker the steps need.
 
 The draft lives here and only here. Steps get it (with what the workers found) as their
-``context`` attribute and post ``XStep.Changed(config)`` with a new draft. Every blocking call
+``context`` attribute and post ``XStep.Changed(changes)`` with the settings an edit changed, which
+the wizard folds into the draft; it writes values into fields only when someone else changed them
+(``set_draft``). The engine work derived from the draft is one table, ``JOBS``. Every blocking call
 into the engine runs in a thread worker that only calls ``services``; results and failures come
 back through ``on_worker_state_changed`` — the one place they are handled.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from textual import on
 from textual.app import ComposeResult
@@ -24,8 +27,9 @@ from textual.worker import Worker, WorkerState
 from sftwizard.core.config import ConfigError, RunConfig, config_from_dict
 
 from .. import services
-from ..steps.base import Step, WizardContext
+from ..steps.base import Step, WizardContext, owns, with_changes
 from ..steps.dataset import DatasetStep
+from ..steps.fields import get_path
 from ..steps.hardware import HardwareStep
 from ..steps.method import MethodStep
 from ..steps.model import ModelStep
@@ -33,7 +37,6 @@ from ..steps.review import ReviewStep
 from ..steps.run import RunStep
 from ..steps.template import TemplateStep
 from ..steps.training import TrainingStep
-from ..widgets.gpu_panel import gpu_memory_gib
 from ..widgets.step_bar import StepBar
 
 STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, MethodStep, TrainingStep,
@@ -41,40 +44,101 @@ STEPS: list[type[Step]] = [HardwareStep, ModelStep, DatasetStep, TemplateStep, M
 STEP_IDS = [s.step_id for s in STEPS]
 DEBOUNCE_S = 0.15
 START_WORK_AFTER_S = 0.3
-DOCTOR_DELAY_S = 0.8
 
 
-def _facts_key(cfg: RunConfig) -> tuple:
-    return (cfg.model.id, cfg.model.revision, cfg.model.trust_remote_code)
+MODEL = ("model.id", "model.revision", "model.trust_remote_code")  # what names the model's files
+FIRST_SOURCE = "data.sources.0"  # the steps, the preview and the audit read the first source
 
 
-def _data_key(cfg: RunConfig) -> str:
-    return repr((cfg.data.sources[:1], cfg.data.on_bad_rows))
+@dataclass(frozen=True)
+class Job:
+    """A piece of engine work derived from the draft, re-run when what it reads changes.
+
+    ``reads``: the settings (dotted paths or sections; ``""`` is the whole draft) and ``inputs``:
+    what other workers found (``WizardContext`` fields). ``ready`` says whether it can run now;
+    ``after`` names jobs whose new run makes this one run again, its results cleared meanwhile
+    (their results are its inputs: new facts, a new estimate).
+    ``run`` is called in a thread with the draft and the context; its result lands in the context
+    field ``result`` (``done`` sets more fields), an expected failure in ``error``. ``clears``: the
+    fields that go stale the moment it starts. ``delay``: wait this long for the typing to stop.
+    """
+
+    name: str
+    reads: tuple[str, ...]
+    run: Callable[["WizardScreen", RunConfig, WizardContext], Any]
+    result: str
+    inputs: tuple[str, ...] = ()
+    ready: Callable[["WizardScreen"], bool] = lambda wizard: True
+    after: tuple[str, ...] = ()
+    error: str | None = None
+    clears: tuple[str, ...] = ()
+    done: tuple[tuple[str, Any], ...] = ()
+    delay: float = 0.0
+
+    def key(self, cfg: RunConfig, context: WizardContext) -> tuple:
+        return (tuple(cfg if path == "" else get_path(cfg, path) for path in self.reads),
+                tuple(getattr(context, name) for name in self.inputs))
 
 
-def _audit_key(cfg: RunConfig) -> str:
-    t = cfg.training
-    return repr((_facts_key(cfg), cfg.data.sources[:1], cfg.template, t.max_length, t.assistant_only_loss,
-                 t.completion_only_loss, t.packing, t.per_device_train_batch_size, t.padding_free))
+def _visited(step_id: str) -> Callable[["WizardScreen"], bool]:
+    return lambda wizard: STEP_IDS.index(step_id) in wizard.visited
 
 
-def _preview_key(cfg: RunConfig, row: int) -> str:
-    t = cfg.training
-    return repr((_facts_key(cfg), cfg.data.sources[:1], cfg.data.on_bad_rows, cfg.template, t.max_length,
-                 t.assistant_only_loss, t.completion_only_loss, row))
+def _seen_from(step_id: str) -> Callable[["WizardScreen"], bool]:
+    return lambda wizard: any(i >= STEP_IDS.index(step_id) for i in wizard.visited)
 
 
-def _choices_key(cfg: RunConfig, hardware: Any, cached: list) -> str:
-    """What the Model step's fit badges depend on: every setting but the model, the GPU, the cache
-    (and the folder typed, which is listed too)."""
-    return repr((cfg.model.dtype, cfg.model.attn_implementation, cfg.model.trust_remote_code, cfg.template,
-                 cfg.method, cfg.training, cfg.distributed, id(hardware), [m.id for m in cached],
-                 cfg.model.id if Path(cfg.model.id).expanduser().is_dir() else None))
+JOBS: tuple[Job, ...] = (
+    Job("facts", MODEL, lambda w, cfg, ctx: services.model_facts(cfg), result="facts", error="facts_error",
+        clears=("facts", "facts_error")),
+    Job("data", (FIRST_SOURCE, "data.on_bad_rows"), lambda w, cfg, ctx: services.inspect_data(cfg),
+        result="data_report", error="data_error", clears=("data_report", "data_error", "data_progress")),
+    # The token audit reads every row through the tokenizer: only once the Dataset step was seen,
+    # on the quick report; its failure is a note on that report (see worker_failed).
+    Job("audit", (*MODEL, FIRST_SOURCE, "template", "training.max_length", "training.assistant_only_loss",
+                  "training.completion_only_loss", "training.packing", "training.per_device_train_batch_size",
+                  "training.padding_free"),
+        lambda w, cfg, ctx: services.audit_data(cfg, progress=w.audit_progress), result="data_report",
+        ready=lambda w: w.context.data_report is not None and _visited("dataset")(w), after=("data",),
+        done=(("data_error", None), ("data_progress", None))),
+    Job("preview", (*MODEL, FIRST_SOURCE, "data.on_bad_rows", "template", "training.max_length",
+                    "training.assistant_only_loss", "training.completion_only_loss"),
+        lambda w, cfg, ctx: services.render_preview(cfg, ctx.preview_row), result="preview", inputs=("preview_row",),
+        ready=_seen_from("template"), error="preview_error", clears=("preview_error",)),
+    # The doctor reads the data and audits a sample: only once the draft is mostly set, and once
+    # the typing stops rather than per keystroke.
+    Job("doctor", ("",), lambda w, cfg, ctx: services.doctor_warnings(cfg), result="doctor",
+        ready=lambda w: w.step_index >= STEP_IDS.index("template"), delay=0.8),
+    # The Model step's fit badges: every setting but the model, on this GPU, for the cached models.
+    Job("choices", ("model.dtype", "model.attn_implementation", "model.trust_remote_code", "template", "method",
+                    "training", "distributed"),
+        lambda w, cfg, ctx: services.model_choices(cfg, ctx.hardware), result="model_choices",
+        inputs=("hardware", "cached_models", "typed_folder"),
+        ready=lambda w: (w.context.hardware is not None or bool(w.context.hardware_error))
+        and "models" not in w.context.busy),
+    # As the launch will run: the GPU(s) it lands on and its processes' sharding (core's estimate_for).
+    Job("estimate", ("model.dtype", "model.attn_implementation", "template", "method", "training", "distributed"),
+        lambda w, cfg, ctx: services.estimate_memory(cfg, ctx.hardware, ctx.facts),
+        result="estimate", inputs=("facts", "hardware"), ready=lambda w: w.context.facts is not None,
+        after=("facts",), error="estimate_error", clears=("estimate", "estimate_error")),
+    # The Training step's recommended settings: the whole draft, on this machine, for this model and data.
+    Job("recommend", ("",), lambda w, cfg, ctx: (cfg, services.recommend_settings(cfg, ctx.hardware, ctx.facts,
+                                                                             ctx.audit)),
+        result="recommended", inputs=("hardware", "facts", "audit"),
+        ready=lambda w: w.context.facts is not None and (w.context.hardware is not None
+                                                         or bool(w.context.hardware_error)) and _visited("training")(w),
+        error="recommend_error", clears=("recommend_error",), delay=0.3),
+)
+JOB_NAMES = {job.name: job for job in JOBS}
 
 
-def _estimate_key(cfg: RunConfig, facts: Any, gpu_gib: float | None) -> str:
-    return repr((id(facts), cfg.model.dtype, cfg.model.attn_implementation, cfg.template, cfg.method, cfg.training,
-                 gpu_gib))
+def doctor_by_step(warnings: list | None) -> dict[str, list]:
+    """Each doctor warning on the steps whose fields edit its setting (``Step.edits``); Review lists
+    them all, so one about a setting no step edits is still shown there."""
+    routed = {cls.step_id: [w for w in warnings or [] if owns(cls.edits, str(w.get("setting") or ""))]
+              for cls in STEPS}
+    routed["review"] = list(warnings or [])
+    return routed
 
 
 class WizardScreen(Screen):
@@ -118,15 +182,12 @@ class WizardScreen(Screen):
 
     def action_apply_suggestion(self) -> None:
         """Apply the estimator's first suggestion to the draft (validated like any edit)."""
-        from sftwizard.core.config import apply_overrides
-
         found = self.suggestions()
         if not found:
             return
         tip = found[0]
-        overrides = [f"{path}={json.dumps(value)}" for path, value in tip.changes.items()]
         try:
-            cfg = apply_overrides(self.draft, overrides)
+            cfg = with_changes(self.draft, tip.changes)
         except ConfigError as exc:
             self.notify("; ".join(exc.problems), title="Cannot apply the tip", severity="error")
             return
@@ -158,19 +219,17 @@ class WizardScreen(Screen):
     def __init__(self, config: RunConfig, preset_path: str | None = None, start_step: int = 0) -> None:
         super().__init__(id="wizard")
         self.draft = config
-        self.latest_draft = config  # the draft plus edits posted by steps and not yet handled here
         self.saved_config: RunConfig | None = config if preset_path else None
         self.context = WizardContext(config=config, preset_path=preset_path, saved_equal=bool(preset_path))
         self.step_index = start_step
         self.visited = {start_step}
         self._current: dict[str, Worker] = {}
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str, Any] = {}  # job name -> the key of its last run (see Job.key)
         self._debounce = None
+        self._delayed: dict[str, Any] = {}  # job name -> the timer of its delayed start
         self.launched: list = []
         self.work_started = False
         self.derive_pending = False
-        self.doctor_pending = False
-        self._doctor_timer = None
         self._steps: list[Step] = [cls() for cls in STEPS]  # mounted when first shown
 
     # ------------------------------------------------------------------ layout
@@ -203,7 +262,7 @@ class WizardScreen(Screen):
     @property
     def settled(self) -> bool:
         """No engine work started, pending or running (tests and benchmarks wait for this)."""
-        return self.work_started and not (self.derive_pending or self.doctor_pending or self.context.busy)
+        return self.work_started and not (self.derive_pending or self._delayed or self.context.busy)
 
     @property
     def steps(self) -> list[Step]:
@@ -219,16 +278,26 @@ class WizardScreen(Screen):
     # ------------------------------------------------------------------ attributes down
     def push_context(self, **changes: Any) -> None:
         self.context = self.context.but(**changes)
+        routed = doctor_by_step(self.context.doctor)
         for step in self.steps:
+            step.doctor = routed[step.step_id]
             step.context = self.context
         self.update_nav()
 
-    def set_draft(self, config: RunConfig, *, from_step: bool = False) -> None:
-        """Make ``config`` the draft. A step's edit (``from_step``) may already be followed by newer
-        ones it posted (``latest_draft``); any other change (a preset, a tip) replaces those."""
+    def set_draft(self, config: RunConfig, edit: Step.Changed | None = None) -> None:
+        """Make ``config`` the draft and start what derives from it.
+
+        ``edit``: the step edit it came from — its changed settings are shown in every other field
+        that shows them (the same setting on another step), never in the fields it was typed in.
+        Without one (a preset, an applied tip or recommendation) every field shows the new draft."""
         self.draft = config
-        if not from_step:
-            self.latest_draft = config
+        for step in self.steps:
+            if edit is None:
+                step.show_values(config)
+            else:
+                shown = set(edit.changes) - (edit.typed if step is edit.step else set())
+                if shown:
+                    step.show_values(config, shown)
         self.push_context(config=config, saved_equal=self.saved_config is not None and config == self.saved_config)
         if self._debounce is not None:
             self._debounce.stop()
@@ -277,8 +346,16 @@ class WizardScreen(Screen):
     # ------------------------------------------------------------------ messages up
     @on(Step.Changed)
     def _step_changed(self, event: Step.Changed) -> None:
+        """A step's edit, validated there against the draft as the step saw it: fold it into the
+        draft (edits the step posted before this one was handled are in it already)."""
         event.stop()
-        self.set_draft(event.config, from_step=True)
+        try:
+            cfg = with_changes(self.draft, event.changes)
+        except ConfigError as exc:  # another edit landed in between and a cross-field check refuses
+            for path in event.typed or event.changes:
+                event.step.refuse(path, "; ".join(exc.problems))
+            return
+        self.set_draft(cfg, event)
 
     @on(Step.ValidityChanged)
     def _validity_changed(self, event: Step.ValidityChanged) -> None:
@@ -389,79 +466,49 @@ class WizardScreen(Screen):
 
     # ------------------------------------------------------------------ workers
     def refresh_derived(self) -> None:
-        """Start the workers whose inputs changed since they last ran."""
+        """Start the jobs whose inputs changed since they last ran (see JOBS)."""
         if not self.work_started:
             return
         self.derive_pending = False
-        cfg = self.draft
-        key = _facts_key(cfg)
-        if self._keys.get("facts") != key:
-            self._keys["facts"] = key
-            self._keys.pop("estimate", None)
-            self.context = self.context.but(facts=None, facts_error=None, estimate=None, estimate_error=None)
-            self.start_worker("facts")
-        key = _data_key(cfg)
-        if self._keys.get("data") != key:
-            self._keys["data"] = key
-            self._keys.pop("audit", None)
-            self.context = self.context.but(data_report=None, data_error=None, data_progress=None)
-            self.start_worker("data")
-        elif (self.context.data_report is not None and STEP_IDS.index("dataset") in self.visited
-              and self._keys.get("audit") != _audit_key(cfg)):
-            # The token audit reads every row through the tokenizer: only once the Dataset step was seen.
-            self._keys["audit"] = _audit_key(cfg)
-            self.start_worker("audit")
-        template_index = STEP_IDS.index("template")
-        if any(i >= template_index for i in self.visited):
-            key = _preview_key(cfg, self.context.preview_row)
-            if self._keys.get("preview") != key:
-                self._keys["preview"] = key
-                self.context = self.context.but(preview_error=None)
-                self.start_worker("preview")
-        if self.step_index >= template_index:
-            # The doctor reads the data and audits a sample: only once the draft is mostly set.
-            key = repr(cfg)
-            if self._keys.get("doctor") != key:
-                self._keys["doctor"] = key
-                # It reads every row: wait until the typing stops rather than run per keystroke.
-                if self._doctor_timer is not None:
-                    self._doctor_timer.stop()
-                self.doctor_pending = True
-                self._doctor_timer = self.set_timer(DOCTOR_DELAY_S, self._start_doctor)
-        if (self.context.hardware is not None or self.context.hardware_error) and "models" not in self.context.busy:
-            key = _choices_key(cfg, self.context.hardware, self.context.cached_models)
-            if self._keys.get("choices") != key:
-                self._keys["choices"] = key
-                self.start_worker("choices")
-        if self.context.facts is not None:
-            gpu = gpu_memory_gib(self.context.hardware)
-            key = _estimate_key(cfg, self.context.facts, gpu)
-            if self._keys.get("estimate") != key:
-                self._keys["estimate"] = key
-                self.context = self.context.but(estimate_error=None)
-                self.start_worker("estimate")
+        for job in JOBS:
+            if not job.ready(self):
+                continue
+            key = job.key(self.draft, self.context)
+            if self._keys.get(job.name) == key:
+                continue
+            self._keys[job.name] = key
+            stale = set(job.clears)
+            for later in JOBS:
+                if job.name in later.after:  # their input is about to change: they run again, after it
+                    self._keys.pop(later.name, None)
+                    stale.update(later.clears)
+            self.context = self.context.but(**{name: None for name in stale})
+            if job.delay:
+                timer = self._delayed.pop(job.name, None)
+                if timer is not None:
+                    timer.stop()
+                self._delayed[job.name] = self.set_timer(job.delay, partial(self._start_delayed, job.name))
+            else:
+                self.start_worker(job.name)
         self.push_context()
 
-    def _start_doctor(self) -> None:
-        self.doctor_pending = False
-        self.start_worker("doctor")
+    def _start_delayed(self, name: str) -> None:
+        self._delayed.pop(name, None)
+        self.start_worker(name)
 
     def start_worker(self, group: str) -> None:
-        cfg = self.draft
-        runners = {
-            "hardware": lambda: self.app.hardware_probe(),
-            "models": services.cached_models,
-            "choices": lambda hardware=self.context.hardware: services.model_choices(cfg, hardware),
-            "facts": lambda: services.model_facts(cfg),
-            "data": lambda: services.inspect_data(cfg),
-            "audit": lambda: services.audit_data(cfg, progress=self._audit_progress),
-            "doctor": lambda: services.doctor_warnings(cfg),
-            "preview": lambda row=self.context.preview_row: services.render_preview(cfg, row),
-            "estimate": lambda facts=self.context.facts, hardware=self.context.hardware:
-                services.estimate_memory(cfg, hardware, facts),
-            "launch": lambda path=self.context.preset_path: services.launch(cfg, path if self.context.saved_equal else None),
-        }
-        worker = self._run_in_thread(runners[group], group)
+        cfg, context = self.draft, self.context
+        if group in JOB_NAMES:
+            job = JOB_NAMES[group]
+            runner = partial(job.run, self, cfg, context)
+        else:  # what does not derive from the draft: the machine, the cache, a launch
+            runners = {
+                "hardware": lambda: self.app.hardware_probe(),
+                "models": services.cached_models,
+                "launch": lambda path=context.preset_path: services.launch(cfg, path if context.saved_equal else None),
+            }
+            runner = runners[group]
+        worker = self._run_in_thread(runner, group)
         self._current[group] = worker
         self.context = self.context.but(busy=self.context.busy | {group}, unavailable={
             k: v for k, v in self.context.unavailable.items() if k != group})
@@ -479,7 +526,7 @@ class WizardScreen(Screen):
             self.done = done
             self.total = total
 
-    def _audit_progress(self, done: int, total: int | None) -> None:
+    def audit_progress(self, done: int, total: int | None) -> None:
         # Runs in the worker thread: post a message (thread-safe), nothing else.
         step = max(1, (total or 0) // 20)
         if total and (done == total or done // step != getattr(self, "_last_progress", -1)):
@@ -502,25 +549,23 @@ class WizardScreen(Screen):
             self.worker_failed(group, worker.error, busy)
 
     def worker_succeeded(self, group: str, result: Any, busy: frozenset) -> None:
-        results = {
-            "hardware": {"hardware": result, "hardware_error": None},
-            "models": {"cached_models": result or []},
-            "choices": {"model_choices": result},
-            "facts": {"facts": result, "facts_error": None},
-            "data": {"data_report": result, "data_error": None},
-            "audit": {"data_report": result, "data_error": None, "data_progress": None},
-            "preview": {"preview": result, "preview_error": None},
-            "estimate": {"estimate": result, "estimate_error": None},
-            "doctor": {"doctor": result},
-        }
         if group == "launch":
             self.push_context(busy=busy)
             self.launched.append(result.run_dir)
             self.app.remember_run(result.run_dir)
             self.run_worker(self.step_named("run").show_run(result.run_dir, result.process), exit_on_error=False)
             return
-        self.push_context(busy=busy, **results[group])
-        if group == "estimate":
+        if group == "hardware":
+            self.push_context(busy=busy, hardware=result, hardware_error=None)
+        elif group == "models":
+            self.push_context(busy=busy, cached_models=result or [])
+        else:
+            job = JOB_NAMES[group]
+            fields = {job.result: result, **dict(job.done)}
+            if job.error:
+                fields[job.error] = None
+            self.push_context(busy=busy, **fields)
+        if group in ("estimate", "recommend"):
             self.refresh_bindings()
         if group in ("facts", "hardware", "data", "models"):
             self.refresh_derived()
@@ -537,10 +582,9 @@ class WizardScreen(Screen):
             self.push_context(busy=busy, data_progress=None,
                               unavailable={**self.context.unavailable, "audit": f"no token audit: {message}"})
             return
-        fields = {"hardware": "hardware_error", "facts": "facts_error", "data": "data_error",
-                  "preview": "preview_error", "estimate": "estimate_error"}
-        if group in fields:
-            self.push_context(busy=busy, **{fields[group]: message})
+        error = "hardware_error" if group == "hardware" else JOB_NAMES[group].error if group in JOB_NAMES else None
+        if error:
+            self.push_context(busy=busy, **{error: message})
         else:
             self.push_context(busy=busy)
             if group == "launch" and isinstance(error, services.user_error_types()):

@@ -38,11 +38,26 @@ class WizardContext:
     estimate: Any = None
     estimate_error: str | None = None
     doctor: list | None = None  # the pre-launch doctor's warnings (dicts), for the whole draft
+    recommended: tuple | None = None  # (the draft it was made for, core's Recommendations)
+    recommend_error: str | None = None
     busy: frozenset = frozenset()  # worker groups now running
     unavailable: dict = field(default_factory=dict)  # worker group -> why the engine cannot answer yet
 
     def but(self, **changes: Any) -> "WizardContext":
         return replace(self, **changes)
+
+    @property
+    def audit(self) -> dict | None:
+        """The token audit of the data, once it ran."""
+        audit = getattr(self.data_report, "audit", None) if self.data_report is not None else None
+        return audit if isinstance(audit, dict) else None
+
+    @property
+    def typed_folder(self) -> str | None:
+        """The model id when it names a folder here (the Model step lists it with a badge)."""
+        from pathlib import Path
+
+        return self.config.model.id if Path(self.config.model.id).expanduser().is_dir() else None
 
 
 def problem_severity(problem: Any) -> str:
@@ -67,20 +82,42 @@ def problem_text(problem: Any) -> str:
     return (", ".join(where) + ": " if where else "") + str(msg)
 
 
+def with_changes(config: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """``config`` with each dotted path set to its value, validated by core (raises ConfigError)."""
+    return apply_overrides(config, [f"{path}={json.dumps(value)}" for path, value in changes.items()])
+
+
+def owns(edits: tuple[str, ...], setting: str) -> bool:
+    """Whether a step editing ``edits`` owns ``setting``: one of them is it, lies under it
+    (``data.sources`` holds ``data.sources.0.path``) or holds it."""
+    return any(e == setting or e.startswith(setting + ".") or setting.startswith(e + ".") for e in edits)
+
+
 class Step(VerticalScroll, can_focus=False):
-    """A wizard step. Subclasses set ``title``/``needs``, compose fields, and render ``context``."""
+    """A wizard step. Subclasses set ``title``/``needs``/``edits``, compose fields, and render ``context``.
+
+    The edit loop: a field's edit is validated here through core and posted up as
+    ``Step.Changed(changes)``; the wizard folds it into its draft. Fields are written only by
+    ``show_values``, which the wizard calls when someone else changed a setting (a preset, an
+    applied tip or recommendation, the same setting edited on another step) — never with the echo
+    of an edit made here, so a field never has to tell its own echo from news.
+    """
 
     title: ClassVar[str] = "Step"
-    doctor_section: ClassVar[str | None] = None  # which doctor warnings this step shows ("*": all)
+    # The settings this step's fields edit: the doctor's warnings about them are shown here.
+    edits: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[str] = ""
     step_id: ClassVar[str] = "step"
 
     class Changed(Message):
-        """The step made a new draft config."""
+        """The step changed settings: ``changes`` maps dotted paths to values core accepted.
+        ``typed`` are the paths whose fields on this step already show them (the user typed them)."""
 
-        def __init__(self, config: RunConfig) -> None:
+        def __init__(self, step: "Step", changes: dict[str, Any], typed: frozenset[str] = frozenset()) -> None:
             super().__init__()
-            self.config = config
+            self.step = step
+            self.changes = changes
+            self.typed = typed
 
     class ValidityChanged(Message):
         """A field became invalid or valid again (the wizard re-checks Next)."""
@@ -89,6 +126,8 @@ class Step(VerticalScroll, can_focus=False):
         super().__init__(id=kwargs.pop("id", self.step_id), **kwargs)
         self.invalid: dict[str, str] = {}
         self._wizard_context: WizardContext | None = None
+        self.doctor: list = []  # the doctor's warnings routed to this step (the wizard routes them)
+        self._mounted_fields = False  # set in on_mount, when is_mounted is not yet
 
     # ------------------------------------------------------------------ attributes down
     # A plain attribute rather than a reactive: steps are created up front but mounted only
@@ -99,40 +138,47 @@ class Step(VerticalScroll, can_focus=False):
 
     @context.setter
     def context(self, context: WizardContext | None) -> None:
+        first = self._wizard_context is None
         self._wizard_context = context
+        if first and context is not None:
+            self.show_values(context.config)  # the fields start from the draft (once mounted)
         if self.is_mounted:
             self.render_context()
 
     def on_mount(self) -> None:
-        if self.doctor_section and not self.query(".doctor-notes"):
+        if self.edits and not self.query(".doctor-notes"):
             self.mount(Static("", classes="doctor-notes"))
+        self._mounted_fields = True
+        if self._wizard_context is not None:
+            self.show_values(self._wizard_context.config)
         self.render_context()
 
     def render_context(self) -> None:
+        """Show what the workers found. Fields are not touched: they hold what the user typed."""
         context = self._wizard_context
         if context is None:
             return
-        for f in self.query(ConfigField):
-            f.show_value(get_path(context.config, f.path))
-            if not f.error:
-                self.invalid.pop(f.path, None)
         self.show_context(context)
-        if self.doctor_section:
-            self.show_doctor(context)
+        self.show_doctor()
 
-    def doctor_warnings(self, context: WizardContext) -> list:
-        section = self.doctor_section
-        return [w for w in (context.doctor or [])
-                if section == "*" or str(w.get("setting", "")).split(".", 1)[0] == section]
+    def show_values(self, config: RunConfig, paths: set[str] | None = None) -> None:
+        """Put ``config``'s values into the fields showing ``paths`` (None: every field), replacing
+        what was typed there; their errors go. Only for settings someone else changed."""
+        if not self._mounted_fields:
+            return  # a step fills its fields from its context when it mounts
+        for f in self.query(ConfigField):
+            if paths is None or f.path in paths:
+                f.show_value(get_path(config, f.path))
+                self.invalid.pop(f.path, None)
 
-    def show_doctor(self, context: WizardContext) -> None:
+    def show_doctor(self) -> None:
         from textual.markup import escape
 
         notes = self.query(".doctor-notes")
         if not notes:
             return
         lines = []
-        for w in self.doctor_warnings(context):
+        for w in self.doctor:
             line = f"[$warning]⚠[/] {escape(str(w.get('message')))}"
             if w.get("suggested") is not None:
                 line += f" [dim]→ {escape(str(w.get('setting')))}: {escape(str(w.get('suggested')))}[/dim]"
@@ -155,52 +201,49 @@ class Step(VerticalScroll, can_focus=False):
         return None
 
     # ------------------------------------------------------------------ messages up
-    def draft_config(self) -> RunConfig:
-        """The newest draft to edit: the wizard's, counting edits posted but not yet handled there, so
-        keys typed faster than the messages travel (in one field or across fields) lose nothing."""
-        try:
-            latest = getattr(self.screen, "latest_draft", None)
-        except Exception:  # not on a screen (a step tested alone)
-            latest = None
-        return latest if latest is not None else self.context.config
+    def field_for(self, path: str) -> ConfigField | None:
+        return next((f for f in self.query(ConfigField) if f.path == path), None)
 
-    def post_config(self, config: RunConfig) -> None:
-        try:
-            if hasattr(self.screen, "latest_draft"):
-                self.screen.latest_draft = config  # at once: the next key builds on it
-        except Exception:
-            pass
-        self.post_message(self.Changed(config))
+    def refuse(self, path: str, message: str) -> None:
+        """Show why the edit of ``path`` was refused, next to its field; Next waits for a fix."""
+        self.invalid[path] = message
+        widget = self.field_for(path)
+        if widget is not None:
+            widget.error = message
+        self.post_message(self.ValidityChanged())
 
-    def apply(self, path: str, raw_yaml: str, field_widget: ConfigField | None = None) -> RunConfig | None:
-        """Validate one edit through the core schema; show the reason inline or post the new config."""
+    def accept(self, path: str) -> None:
+        widget = self.field_for(path)
+        if widget is not None:
+            widget.error = ""
+        if self.invalid.pop(path, None) is not None:
+            self.post_message(self.ValidityChanged())
+
+    def apply(self, path: str, raw_yaml: str, typed: bool = True) -> RunConfig | None:
+        """Validate one edit through the core schema; show the reason inline or post the change.
+
+        It is checked against the draft as this step last saw it; the wizard folds the change into
+        its own draft (edits posted faster than it handles them all land, in order)."""
         if self.context is None:
             return None
         try:
-            cfg = apply_overrides(self.draft_config(), [f"{path}={raw_yaml}"])
+            cfg = apply_overrides(self.context.config, [f"{path}={raw_yaml}"])
         except ConfigError as exc:
             # The field's own problems without its path; another field's (a cross-field check) with it.
-            message = "; ".join(p.split(": ", 1)[1] if p.startswith(path + ": ") else p for p in exc.problems)
-            self.invalid[path] = message
-            if field_widget is not None:
-                field_widget.error = message
-            self.post_message(self.ValidityChanged())
+            self.refuse(path, "; ".join(p.split(": ", 1)[1] if p.startswith(path + ": ") else p
+                                        for p in exc.problems))
             return None
-        if self.invalid.pop(path, None) is not None:
-            self.post_message(self.ValidityChanged())
-        if field_widget is not None:
-            field_widget.error = ""
-            field_widget.sent(get_path(cfg, path))
-        cfg = self._retry_refused(cfg, path)
-        self.post_config(cfg)
+        self.accept(path)
+        changes = {path: get_path(cfg, path)}
+        cfg = self._retry_refused(cfg, path, changes)
+        self.post_message(self.Changed(self, changes, frozenset(changes) if typed else frozenset()))
         return cfg
 
-    def _retry_refused(self, cfg: RunConfig, edited: str) -> RunConfig:
+    def _retry_refused(self, cfg: RunConfig, edited: str, changes: dict[str, Any]) -> RunConfig:
         """Fields refused only because of another setting (a cross-field check) keep their text; once
         an edit elsewhere makes them valid, they apply too (and their error goes)."""
-        cleared = False
         for other in [p for p in self.invalid if p != edited]:
-            widget = next((f for f in self.query(ConfigField) if f.path == other), None)
+            widget = self.field_for(other)
             if widget is None:
                 continue
             try:
@@ -210,12 +253,8 @@ class Step(VerticalScroll, can_focus=False):
                 cfg = apply_overrides(cfg, [f"{other}={raw}"])
             except (ValueError, ConfigError):
                 continue
-            self.invalid.pop(other, None)
-            widget.error = ""
-            widget.sent(get_path(cfg, other))
-            cleared = True
-        if cleared:
-            self.post_message(self.ValidityChanged())
+            self.accept(other)
+            changes[other] = get_path(cfg, other)
         return cfg
 
     @on(Input.Changed)
@@ -226,20 +265,15 @@ class Step(VerticalScroll, can_focus=False):
         owner = control.parent if control is not None else None
         while owner is not None and not isinstance(owner, (ConfigField, Step)):
             owner = owner.parent
-        if not isinstance(owner, ConfigField) or owner.syncing:
+        if not isinstance(owner, ConfigField):
             return
         event.stop()
         try:
             raw = owner.raw_value()
         except ValueError as exc:
-            self.invalid[owner.path] = str(exc)
-            owner.error = str(exc)
-            self.post_message(self.ValidityChanged())
+            self.refuse(owner.path, str(exc))
             return
         if raw is None:
             return
-        self.apply(owner.path, raw, owner)
+        self.apply(owner.path, raw)
 
-
-def yaml_str(text: str) -> str:
-    return json.dumps(text)

@@ -9,12 +9,12 @@ from textual.app import ComposeResult
 from textual.suggester import Suggester
 from textual.widgets import Static
 
-from sftwizard.core.config import DataSource
+from sftwizard.core.config import DATA_FORMATS, ON_BAD_ROWS
 
 from .base import Step, WizardContext, problem_text
 from .fields import ConfigField
 
-FORMATS = ["auto", "messages", "prompt_completion", "conversational_prompt_completion", "alpaca", "sharegpt", "text"]
+ON_BAD_ROWS_LABELS = {"stop": "stop (fix the data first)", "drop": "drop them (reported)"}
 MAX_PROBLEMS_SHOWN = 12
 
 
@@ -45,7 +45,8 @@ class PathSuggester(Suggester):
 class DatasetStep(Step):
     title = "Dataset"
     step_id = "dataset"
-    doctor_section = "data"
+    edits = ("data.sources.0.path", "data.sources.0.format", "data.sources.0.columns", "data.sources.0.roles",
+             "data.sources.0.max_rows", "data.on_bad_rows", "data.eval_source.path")
     needs = "A JSONL/JSON/Parquet/CSV file or a hub dataset id. The format is detected; problems are shown by line."
 
     class Changed(Step.Changed):
@@ -54,7 +55,7 @@ class DatasetStep(Step):
     def compose(self) -> ComposeResult:
         yield ConfigField("data.sources.0.path", "Training data", "text", suggester=PathSuggester(),
                           placeholder="builtin:demo, data/train.jsonl or org/dataset")
-        yield ConfigField("data.sources.0.format", "Format", "select", options=FORMATS)
+        yield ConfigField("data.sources.0.format", "Format", "select", options=DATA_FORMATS)
         yield ConfigField("data.sources.0.columns", "Column mapping", "mapping",
                           placeholder="prompt=question, completion=answer",
                           hint="Only when the format is not detected: our field = your column.")
@@ -63,7 +64,7 @@ class DatasetStep(Step):
         yield ConfigField("data.sources.0.max_rows", "Max rows", "number", placeholder="all (empty) or a number",
                           hint="Use only the first N rows — a quick trial run.")
         yield ConfigField("data.on_bad_rows", "On bad rows", "select",
-                          options=[("stop (fix the data first)", "stop"), ("drop them (reported)", "drop")])
+                          options=[(ON_BAD_ROWS_LABELS.get(v, v), v) for v in ON_BAD_ROWS])
         yield ConfigField("data.eval_source.path", "Eval data", "text", suggester=PathSuggester(),
                           placeholder="optional: a held-out file (empty: none)")
         yield Static("[b]What was found[/b]", classes="section")
@@ -72,25 +73,16 @@ class DatasetStep(Step):
     def first_focus(self):
         return self.query_one(ConfigField).control
 
-    def apply(self, path, raw_yaml, field_widget=None):
-        if path != "data.eval_source.path" or self.context is None:
-            return super().apply(path, raw_yaml, field_widget)
-        # eval_source is optional: an empty path means none, which overrides cannot say.
-        text = json.loads(raw_yaml)
-        cfg = self.draft_config()
-        data = cfg.data
-        eval_source = None if not text else DataSource(path=text)
-        from dataclasses import replace
-
-        new = cfg.replace(data=replace(data, eval_source=eval_source))
-        if eval_source is None and new.training.eval_strategy != "no":
-            new = new.replace(training=replace(new.training, eval_strategy="no"))
-        if field_widget is not None:
-            field_widget.error = ""
-            field_widget.sent(text or None)
-        self.invalid.pop(path, None)
-        self.post_config(new)
-        return new
+    def apply(self, path, raw_yaml, typed=True):
+        if path != "data.eval_source.path" or self.context is None or json.loads(raw_yaml):
+            return super().apply(path, raw_yaml, typed)
+        # eval_source is optional: an empty path means none (and then nothing to evaluate on).
+        self.accept(path)
+        changes = {"data.eval_source": None}
+        if self.context.config.training.eval_strategy != "no":
+            changes["training.eval_strategy"] = "no"
+        self.post_message(self.Changed(self, changes, frozenset({path})))
+        return None
 
     def show_context(self, context: WizardContext) -> None:
         self.query_one("#data-report", Static).update(self._report_text(context))

@@ -38,10 +38,6 @@ def to_text(value: Any, kind: Kind) -> str:
     return str(value)
 
 
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
-
-
 class ConfigField(Widget):
     """Label, control and inline error for one config path."""
 
@@ -59,20 +55,16 @@ class ConfigField(Widget):
 
     error: reactive[str] = reactive("")
 
-    def __init__(self, path: str, label: str, kind: Kind = "number", *, options: list | None = None,
+    def __init__(self, path: str, label: str, kind: Kind = "number", *, options: list | tuple | None = None,
                  hint: str = "", placeholder: str = "", suggester=None, id: str | None = None) -> None:
         super().__init__(id=id or "f-" + path.replace(".", "-").replace("_", "-"))
         self.path = path
         self.label = label
         self.kind = kind
-        self.options = options or []
+        self.options = list(options or [])
         self.hint = hint
         self.placeholder = placeholder
         self.suggester = suggester
-        self.committed: Any = object()  # what the config holds, as last shown or applied
-        self.seen: Any = object()  # this path's value in the last config the wizard showed
-        self.in_flight: list[Any] = []  # values typed here and sent up, not yet shown back
-        self.syncing = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="row"):
@@ -123,47 +115,18 @@ class ConfigField(Widget):
             return json.dumps(items[0] if len(items) == 1 else items)
         return text if text else "null"
 
-    def sent(self, value: Any) -> None:
-        """The user's text here became ``value`` and went up to the wizard."""
-        self.committed = value
-        self.in_flight.append(value)  # every edit is shown back (the wizard renders each config it handles)
-
-    def show_value(self, value: Any, force: bool = False) -> None:
-        """Show what the config holds, unless it is what the user just typed (or is typing).
-
-        The wizard shows every config it handles; while keys arrive faster than it does, the
-        configs it shows are older than the text in the field. Those echoes of this field's own
-        edits are passed over (the newest text stands); a value nobody typed here (a preset, an
-        applied tip) replaces the text.
-        """
-        if not force:
-            for i, typed in enumerate(self.in_flight):
-                if _same(typed, value):
-                    del self.in_flight[: i + 1]
-                    self.seen = value
-                    return  # an echo of an edit made here: the field already shows it or newer
-            if _same(value, self.seen):
-                return  # this path did not change: other news (an estimate, an audit) came in
-            self.seen = value
-            self.in_flight.clear()
-            if _same(value, self.committed):
-                return
-        self.seen = value
-        self.committed = value
+    def show_value(self, value: Any) -> None:
+        """Show ``value``, which someone else put in the config (a preset, an applied tip): the
+        wizard calls this only then, never with the echo of an edit made here. Posts no Changed."""
         self.error = ""
         control = self.control
-        self.syncing = True
-        try:
-            if isinstance(control, Select):
+        if isinstance(control, Select):
+            if value in [v for _, v in self.pairs]:
                 with control.prevent(Select.Changed):
-                    values = [v for _, v in self.pairs]
-                    if value in values:
-                        control.value = value
-            elif isinstance(control, Checkbox):
-                with control.prevent(Checkbox.Changed):
-                    control.value = bool(value)
-            else:
-                with control.prevent(Input.Changed):
-                    control.value = to_text(value, self.kind)
-        finally:
-            self.syncing = False
+                    control.value = value
+        elif isinstance(control, Checkbox):
+            with control.prevent(Checkbox.Changed):
+                control.value = bool(value)
+        else:
+            with control.prevent(Input.Changed):
+                control.value = to_text(value, self.kind)

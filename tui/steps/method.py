@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
+
+from sftwizard.core.config import ATTN_IMPLEMENTATIONS, DTYPES, METHOD_TYPES
 
 from ..widgets.gpu_panel import has_cuda
 from ..widgets.memory_bar import MemoryBar
 from .base import Step, WizardContext
 from .fields import ConfigField
 
-METHODS = [
-    ("full", "Full fine-tune — every weight trains; most memory"),
-    ("lora", "LoRA — small adapters on frozen weights"),
-    ("qlora", "QLoRA — LoRA on 4-bit weights; least memory"),
-]
+METHOD_LABELS = {
+    "full": "Full fine-tune — every weight trains; most memory",
+    "lora": "LoRA — small adapters on frozen weights",
+    "qlora": "QLoRA — LoRA on 4-bit weights; least memory",
+}
 
 
 def show_estimate(bar: MemoryBar, context: WizardContext) -> None:
@@ -33,7 +37,8 @@ def show_estimate(bar: MemoryBar, context: WizardContext) -> None:
 class MethodStep(Step):
     title = "Method"
     step_id = "method"
-    doctor_section = "method"
+    edits = ("method.type", "method.lora_r", "method.lora_alpha", "method.lora_dropout", "method.lora_target_modules",
+             "method.use_dora", "model.dtype", "model.attn_implementation")
     needs = "How to train. The bar shows the memory the run will need against this machine's GPU."
 
     class Changed(Step.Changed):
@@ -41,8 +46,8 @@ class MethodStep(Step):
 
     def compose(self) -> ComposeResult:
         with RadioSet(id="method-type", compact=True):
-            for value, label in METHODS:
-                yield RadioButton(label, id=f"method-{value}")
+            for value in METHOD_TYPES:
+                yield RadioButton(METHOD_LABELS.get(value, value), id=f"method-{value}")
         yield Static("", id="method-note", classes="muted")
         yield ConfigField("method.lora_r", "LoRA rank (r)", "number")
         yield ConfigField("method.lora_alpha", "LoRA alpha", "number")
@@ -50,9 +55,9 @@ class MethodStep(Step):
         yield ConfigField("method.lora_target_modules", "Target modules", "list",
                           placeholder="all-linear, or q_proj, v_proj, …")
         yield ConfigField("method.use_dora", "DoRA", "switch", hint="weight-decomposed LoRA")
-        yield ConfigField("model.dtype", "Weights dtype", "select", options=["auto", "bf16", "fp16", "fp32"])
+        yield ConfigField("model.dtype", "Weights dtype", "select", options=DTYPES)
         yield ConfigField("model.attn_implementation", "Attention", "select",
-                          options=["auto", "sdpa", "eager", "flash_attention_2"])
+                          options=ATTN_IMPLEMENTATIONS)
         yield MemoryBar(id="memory-bar")
         yield Static("", id="runnable-note")
 
@@ -63,11 +68,6 @@ class MethodStep(Step):
         from textual.markup import escape
 
         method = context.config.method.type
-        radios = self.query_one(RadioSet)
-        button = self.query_one(f"#method-{method}", RadioButton)
-        if not button.value:
-            with radios.prevent(RadioSet.Changed), button.prevent(RadioButton.Changed):
-                button.value = True
         from sftwizard.core.runnable import BNB_CPU_VERSION, QLORA_ON_CPU, bnb_has_cpu_backend
 
         cuda = has_cuda(context.hardware)
@@ -84,6 +84,15 @@ class MethodStep(Step):
         show_estimate(self.query_one(MemoryBar), context)
         problem = self.runnable_problem()
         self.query_one("#runnable-note", Static).update(f"[$error]✗ {escape(problem)}[/]" if problem else "")
+
+    def show_values(self, config, paths=None) -> None:
+        super().show_values(config, paths)
+        if self._mounted_fields and (paths is None or "method.type" in paths):
+            radios = self.query_one(RadioSet)
+            button = self.query_one(f"#method-{config.method.type}", RadioButton)
+            # the button's own Changed goes on (the set turns the others off); the set's is not an edit
+            with radios.prevent(RadioSet.Changed):
+                button.value = True
 
     def runnable_problem(self) -> str | None:
         """What this machine cannot run in the draft (the runner's own pre-flight check)."""
@@ -102,5 +111,5 @@ class MethodStep(Step):
     def _method_changed(self, event: RadioSet.Changed) -> None:
         event.stop()
         value = (event.pressed.id or "").removeprefix("method-")
-        if self.context is not None and value and value != self.context.config.method.type:
-            self.apply("method.type", value)
+        if value:
+            self.apply("method.type", json.dumps(value))

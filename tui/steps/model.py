@@ -72,7 +72,7 @@ def fit_basis(context: WizardContext) -> str:
 class ModelStep(Step):
     title = "Model"
     step_id = "model"
-    doctor_section = "model"
+    edits = ("model.id",)
     needs = "A model id: the builtin demo, a model in your Hugging Face cache, a local folder, or a hub id."
 
     class Changed(Step.Changed):

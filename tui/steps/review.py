@@ -46,7 +46,6 @@ def command_lines(context: WizardContext) -> list[str]:
 class ReviewStep(Step):
     title = "Review"
     step_id = "review"
-    doctor_section = "*"
     needs = "Everything in one preset. Save it (ctrl+s) to rerun it headless, then go on to Run."
 
     class Changed(Step.Changed):

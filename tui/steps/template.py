@@ -7,6 +7,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Static
 
+from sftwizard.core.config import TEMPLATE_SOURCES
 from sftwizard.core.template_probe import REASONING_MODES
 
 from ..widgets.mask_view import MaskView
@@ -14,14 +15,15 @@ from .base import Step, WizardContext, problem_severity, problem_text
 from .dataset import PathSuggester
 from .fields import ConfigField
 
-SOURCES = [
-    ("auto (tokenizer's, else TRL's, else inferred)", "auto"),
-    ("tokenizer's own", "tokenizer"),
-    ("TRL training template", "trl-training"),
-    ("a Jinja file", "file"),
-    ("inferred masks (any template)", "inferred"),
-    ("apply ChatML", "chatml"),
-]
+SOURCE_LABELS = {
+    "auto": "auto (tokenizer's, else TRL's, else inferred)",
+    "tokenizer": "tokenizer's own",
+    "trl-training": "TRL training template",
+    "file": "a Jinja file",
+    "inferred": "inferred masks (any template)",
+    "chatml": "apply ChatML",
+}
+SOURCES = [(SOURCE_LABELS.get(source, source), source) for source in TEMPLATE_SOURCES]
 
 # template.reasoning: each value with its one-line meaning (the problems list says what the template does)
 REASONING = [(f"{mode}: {meaning}", mode) for mode, meaning in REASONING_MODES.items()]
@@ -30,7 +32,8 @@ REASONING = [(f"{mode}: {meaning}", mode) for mode, meaning in REASONING_MODES.i
 class TemplateStep(Step):
     title = "Template & masks"
     step_id = "template"
-    doctor_section = "template"
+    edits = ("template.source", "template.path", "template.reasoning", "training.max_length",
+             "training.assistant_only_loss")
     needs = "What will be trained: trained tokens are highlighted, masked ones dimmed. Check the end-of-turn token."
 
     token_view = False  # the mask view shows one cell per token (kept across rows)

@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.markup import escape
 from textual.widgets import Button, Static
-from textual.worker import Worker, WorkerState, get_current_worker
 
-from sftwizard.core.config import ConfigError, apply_overrides
+from sftwizard.core.config import INTERVAL_STRATEGIES, SCHEDULERS, ConfigError
 
 from .. import services
 from ..widgets.memory_bar import MemoryBar
-from .base import Step, WizardContext
-from .fields import ConfigField
+from .base import Step, WizardContext, with_changes
+from .fields import ConfigField, get_path
 from .method import show_estimate
 
-SCHEDULERS = ["linear", "cosine", "cosine_with_min_lr", "constant", "constant_with_warmup", "warmup_stable_decay",
-              "inverse_sqrt", "polynomial", "cosine_with_restarts", "reduce_lr_on_plateau"]
+# Common optimizers (training.optim takes any name TrainingArguments knows; a preset's own is added).
 OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
-
 LR_HINTS = {"full": "typical: 1e-5 – 5e-5 for full fine-tunes of real models",
             "lora": "typical: 1e-4 – 3e-4 for LoRA", "qlora": "typical: 1e-4 – 3e-4 for QLoRA"}
-RECOMMEND_DEBOUNCE_S = 0.3  # typing in a field recomputes once the keys stop
 
 
 def format_value(value: Any) -> str:
@@ -45,7 +40,11 @@ def recommendation_lines(recs: Any) -> list[str]:
 class TrainingStep(Step):
     title = "Training"
     step_id = "training"
-    doctor_section = "training"
+    edits = tuple(f"training.{name}" for name in (
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+        "lr_scheduler_type", "warmup_ratio", "max_length", "packing", "gradient_checkpointing", "optim",
+        "logging_steps", "eval_strategy", "eval_steps", "save_strategy", "save_steps", "load_best_model_at_end",
+        "seed", "report_to"))
     needs = "Hyper-parameters. Each is checked as you type; the memory bar follows batch size and length."
 
     BINDINGS = [
@@ -55,13 +54,6 @@ class TrainingStep(Step):
 
     class Changed(Step.Changed):
         pass
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.recommendations: Any = None  # core's Recommendations for ``_recs_config``
-        self._recs_config: Any = None
-        self._recs_key: Any = None
-        self._recs_worker: Worker | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Recommended[/b] [dim]waiting for the hardware and the model…[/dim]", id="recs-text")
@@ -80,9 +72,9 @@ class TrainingStep(Step):
                           hint="less activation memory, ~30% slower")
         yield ConfigField("training.optim", "Optimizer", "select", options=OPTIMIZERS)
         yield ConfigField("training.logging_steps", "Log every N steps", "number")
-        yield ConfigField("training.eval_strategy", "Evaluate", "select", options=["no", "steps", "epoch"])
+        yield ConfigField("training.eval_strategy", "Evaluate", "select", options=INTERVAL_STRATEGIES)
         yield ConfigField("training.eval_steps", "Eval every N steps", "number")
-        yield ConfigField("training.save_strategy", "Save", "select", options=["steps", "epoch", "no"])
+        yield ConfigField("training.save_strategy", "Save", "select", options=INTERVAL_STRATEGIES)
         yield ConfigField("training.save_steps", "Save every N steps", "number")
         yield ConfigField("training.load_best_model_at_end", "Best at end", "switch",
                           hint="the final model is the checkpoint with the lowest eval loss")
@@ -96,96 +88,59 @@ class TrainingStep(Step):
         # in a field still goes on.
         return self.query_one("#f-training-num-train-epochs #control")
 
+    def show_values(self, config, paths=None) -> None:
+        if self._mounted_fields:
+            for path in ("training.optim", "training.report_to"):
+                field = self.field_for(path)
+                value = get_path(config, path)
+                if (paths is None or path in paths) and isinstance(value, str) and value not in field.options:
+                    # a preset may name any optimizer TRL knows, or a tracker not installed here (the doctor says so)
+                    field.options = field.options + [value]
+                    field.control.set_options(field.pairs)
+        super().show_values(config, paths)
+
     def show_context(self, context: WizardContext) -> None:
-        for path, value in (("training.optim", context.config.training.optim),
-                            ("training.report_to", context.config.training.report_to)):
-            field = self.query_one("#f-" + path.replace(".", "-").replace("_", "-"), ConfigField)
-            if isinstance(value, str) and value not in field.options:
-                # a preset may name any optimizer TRL knows, or a tracker not installed here (the doctor says so)
-                field.options = field.options + [value]
-                field.control.set_options(field.pairs)
-                field.show_value(value, force=True)
         self.query_one("#lr-hint", Static).update(LR_HINTS.get(context.config.method.type, ""))
         show_estimate(self.query_one(MemoryBar), context)
-        self.show_recommendations()
-        self.refresh_recommendations(context)
+        self.show_recommendations(context)
 
     # ------------------------------------------------------------------ recommended settings
-    def _recommend_inputs(self, context: WizardContext) -> tuple | None:
-        """(hardware, facts, audit) once the workers found them, else None."""
-        if context.facts is None or (context.hardware is None and context.hardware_error is None):
-            return None
-        report = context.data_report
-        audit = getattr(report, "audit", None) if report is not None else None
-        return context.hardware, context.facts, audit if isinstance(audit, dict) else None
-
-    def refresh_recommendations(self, context: WizardContext) -> None:
-        """Recompute when the draft or what is known about it changed (debounced in the worker)."""
-        inputs = self._recommend_inputs(context)
-        if inputs is None:
-            return
-        key = (repr(context.config), id(inputs[0]), id(inputs[1]), id(inputs[2]))
-        if key == self._recs_key:
-            return
-        self._recs_key = key
-        cfg = context.config
-
-        def compute():
-            time.sleep(RECOMMEND_DEBOUNCE_S)  # a newer draft cancels this one (exclusive group)
-            if get_current_worker().is_cancelled:
-                return None
-            return cfg, services.recommend_settings(cfg, *inputs)
-
-        # The thread only calls the engine and returns; the result lands in on_worker_state_changed.
-        self._recs_worker = self.run_worker(compute, name="recommend", group="recommend", thread=True,
-                                            exclusive=True, exit_on_error=False)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "recommend":
-            return
-        event.stop()  # the wizard's handler is for its own groups
-        if event.worker is not self._recs_worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
-            return
-        if event.state == WorkerState.SUCCESS:
-            if event.worker.result is None:
-                return
-            self._recs_config, self.recommendations = event.worker.result
-            self.show_recommendations()
-            return
-        error = event.worker.error
-        self.recommendations = self._recs_config = None
-        if isinstance(error, services.user_error_types()):
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        else:
-            message = f"{type(error).__name__}: {error}".splitlines()[0]
-            self.notify(message, title="recommend failed", severity="error")
-            self.log.error("worker recommend failed", error)
-        self.query_one("#recs-text", Static).update(f"[b]Recommended[/b] [$error]{escape(message)}[/]")
-        self.query_one("#apply-recommended", Button).disabled = True
-        self.screen.refresh_bindings()
+    @property
+    def recommendations(self) -> Any:
+        """Core's Recommendations for the draft they were made for (the wizard's recommend job)."""
+        found = self.context.recommended if self.context is not None else None
+        return found[1] if found else None
 
     def pending_changes(self) -> dict[str, Any]:
         """What applying the recommendations would change in the current draft (empty when stale)."""
-        if self.recommendations is None or self.context is None or self._recs_config != self.context.config:
+        found = self.context.recommended if self.context is not None else None
+        if not found or found[0] != self.context.config:
             return {}
-        return self.recommendations.changes()
+        return found[1].changes()
 
-    def show_recommendations(self) -> None:
-        if self.recommendations is None or not self.is_mounted:
-            return
-        stale = self.context is not None and self._recs_config != self.context.config
-        lines = recommendation_lines(self.recommendations)
-        head = "[b]Recommended[/b]" + (" [dim](updating…)[/dim]" if stale else "")
-        if not any(r.changed for r in self.recommendations.items):
-            lines.insert(0, "[dim]the draft already follows every recommendation[/dim]")
+    def show_recommendations(self, context: WizardContext) -> None:
         text = self.query_one("#recs-text", Static)
+        button = self.query_one("#apply-recommended", Button)
+        if context.recommend_error:
+            text.update(f"[b]Recommended[/b] [$error]{escape(context.recommend_error)}[/]")
+            button.disabled = True
+            self.screen.refresh_bindings()
+            return
+        recs = self.recommendations
+        if recs is None:
+            return
+        stale = context.recommended[0] != context.config
+        lines = recommendation_lines(recs)
+        head = "[b]Recommended[/b]" + (" [dim](updating…)[/dim]" if stale else "")
+        if not any(r.changed for r in recs.items):
+            lines.insert(0, "[dim]the draft already follows every recommendation[/dim]")
         text.update("\n".join([head, *lines]))
         # one line each (the terminal's width cuts a long reason); the tooltip has them whole
         text.styles.text_wrap = "nowrap"
         text.styles.text_overflow = "ellipsis"
         text.tooltip = "\n".join(f"{r.setting} → {format_value(r.value)} — {r.reason}"
-                                  for r in self.recommendations.items if r.changed) or None
-        self.query_one("#apply-recommended", Button).disabled = not self.pending_changes()
+                                  for r in recs.items if r.changed) or None
+        button.disabled = not self.pending_changes()
         self.screen.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
@@ -204,9 +159,9 @@ class TrainingStep(Step):
         if not changes:
             return
         try:
-            cfg = apply_overrides(self.draft_config(), [f"{k}={json.dumps(v)}" for k, v in changes.items()])
+            with_changes(self.context.config, changes)
         except ConfigError as exc:
             self.notify("; ".join(exc.problems), title="Cannot apply the recommendations", severity="error")
             return
-        self.post_config(cfg)
+        self.post_message(self.Changed(self, changes))  # typed nowhere: the wizard shows them in the fields
         self.notify(f"{len(changes)} setting(s) changed.", title="Applied recommended")

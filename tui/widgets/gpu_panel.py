@@ -17,14 +17,6 @@ def _gib(mib: int | None) -> str:
     return "?" if mib is None else f"{mib / 1024:.1f}"
 
 
-def gpu_memory_gib(report: HardwareReport | None) -> float | None:
-    """Free memory of the GPU a run lands on (the first of CUDA_VISIBLE_DEVICES) in GiB, or None in CPU mode."""
-    from sftwizard.core.hardware import visible_gpus
-
-    gpus = visible_gpus(report)
-    return gpus[0].usable_memory_mib / 1024 if gpus else None
-
-
 def has_cuda(report: HardwareReport | None) -> bool:
     return bool(report is not None and report.gpus)
 
