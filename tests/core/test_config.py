@@ -143,10 +143,13 @@ def test_a_preset_loads_by_name_with_overrides_and_a_user_preset_comes_first(sft
     assert path == presets.shipped_presets_dir() / "demo.yaml" and cfg.training.max_steps == 7
     mine = apply_overrides(RunConfig(), ["training.max_steps=3"])
     save_preset(mine, user_presets_dir() / "demo.yaml")
-    path, cfg = presets.load("demo")
-    assert path == user_presets_dir() / "demo.yaml" and cfg.training.max_steps == 3
-    with pytest.raises(ConfigError, match="training.max_step: unknown key"):
-        presets.load("demo", ["training.max_step=7"])
+    try:
+        path, cfg = presets.load("demo")
+        assert path == user_presets_dir() / "demo.yaml" and cfg.training.max_steps == 3
+        with pytest.raises(ConfigError, match="training.max_step: unknown key"):
+            presets.load("demo", ["training.max_step=7"])
+    finally:  # the presets folder is shared by the session's tests: leave no user "demo" behind
+        (user_presets_dir() / "demo.yaml").unlink()
 
 
 def test_load_best_model_at_end_states_what_transformers_would_refuse_before_a_run():

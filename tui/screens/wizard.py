@@ -178,7 +178,7 @@ class WizardScreen(Screen):
     def suggestions(self) -> list:
         """The estimator's suggestions for the draft, cheapest first (each with apply-ready changes)."""
         estimate = self.context.estimate
-        return [s for s in (getattr(estimate, "suggestions", None) or []) if getattr(s, "changes", None)]
+        return [s for s in estimate.suggestions if s.changes] if estimate is not None else []
 
     def action_apply_suggestion(self) -> None:
         """Apply the estimator's first suggestion to the draft (validated like any edit)."""
@@ -192,7 +192,7 @@ class WizardScreen(Screen):
             self.notify("; ".join(exc.problems), title="Cannot apply the tip", severity="error")
             return
         self.set_draft(cfg)
-        self.notify(getattr(tip, "text", "applied"), title="Applied")
+        self.notify(tip.text, title="Applied")
 
     def action_scroll_step(self, direction: int) -> None:
         step = self.current_step

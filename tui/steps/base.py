@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on
 from textual.containers import VerticalScroll
@@ -15,6 +15,16 @@ from sftwizard.core.config import ConfigError, RunConfig, apply_overrides
 
 from .fields import ConfigField, get_path
 
+if TYPE_CHECKING:  # the engine's own types; imported for the checker only (start-up stays light)
+    from sftwizard.core.data import DataReport
+    from sftwizard.core.data_formats import Problem
+    from sftwizard.core.estimator import Estimate
+    from sftwizard.core.hardware import HardwareReport
+    from sftwizard.core.model_catalog import CachedModel, ModelChoice
+    from sftwizard.core.models import ModelFacts
+    from sftwizard.core.preview import Preview
+    from sftwizard.core.recommend import Recommendations
+
 
 @dataclass
 class WizardContext:
@@ -23,22 +33,22 @@ class WizardContext:
     config: RunConfig
     preset_path: str | None = None
     saved_equal: bool = False  # the preset at preset_path holds exactly this draft
-    hardware: Any = None
+    hardware: HardwareReport | None = None
     hardware_error: str | None = None
-    facts: Any = None
+    facts: ModelFacts | None = None
     facts_error: str | None = None
-    cached_models: list = field(default_factory=list)
-    model_choices: list | None = None  # the Model step's rows with fit badges (core.model_catalog.ModelChoice)
-    data_report: Any = None
+    cached_models: list[CachedModel] = field(default_factory=list)
+    model_choices: list[ModelChoice] | None = None  # the Model step's rows with fit badges
+    data_report: DataReport | None = None
     data_error: str | None = None
     data_progress: tuple | None = None  # (rows done, total) while the token audit runs
-    preview: Any = None
+    preview: Preview | None = None
     preview_error: str | None = None
     preview_row: int = 0
-    estimate: Any = None
+    estimate: Estimate | None = None
     estimate_error: str | None = None
     doctor: list | None = None  # the pre-launch doctor's warnings (dicts), for the whole draft
-    recommended: tuple | None = None  # (the draft it was made for, core's Recommendations)
+    recommended: tuple[RunConfig, Recommendations] | None = None  # (the draft it was made for, the advice)
     recommend_error: str | None = None
     busy: frozenset = frozenset()  # worker groups now running
     unavailable: dict = field(default_factory=dict)  # worker group -> why the engine cannot answer yet
@@ -49,8 +59,7 @@ class WizardContext:
     @property
     def audit(self) -> dict | None:
         """The token audit of the data, once it ran."""
-        audit = getattr(self.data_report, "audit", None) if self.data_report is not None else None
-        return audit if isinstance(audit, dict) else None
+        return self.data_report.audit if self.data_report is not None else None
 
     @property
     def typed_folder(self) -> str | None:
@@ -60,26 +69,22 @@ class WizardContext:
         return self.config.model.id if Path(self.config.model.id).expanduser().is_dir() else None
 
 
-def problem_severity(problem: Any) -> str:
-    if isinstance(problem, dict):
-        return str(problem.get("severity") or "error")
-    return str(getattr(problem, "severity", "error") or "error")
+def _located(message: str, line: int | None, row: int | None, field: str | None) -> str:
+    where = [f"line {line}" if line is not None else f"row {row}"] if (line is not None or row is not None) else []
+    if field:
+        where.append(str(field))
+    return (", ".join(where) + ": " if where else "") + message
 
 
-def problem_text(problem: Any) -> str:
-    """One line for a problem given as a string, a dict or an object (line/row, field, message)."""
-    if isinstance(problem, str):
-        return problem
-    get = problem.get if isinstance(problem, dict) else (lambda k, d=None: getattr(problem, k, d))
-    where = []
-    if get("line") is not None:
-        where.append(f"line {get('line')}")
-    elif get("row") is not None:
-        where.append(f"row {get('row')}")
-    if get("field"):
-        where.append(str(get("field")))
-    msg = get("message") or get("text") or str(problem)
-    return (", ".join(where) + ": " if where else "") + str(msg)
+def row_problem_text(problem: Problem) -> str:
+    """One line for a bad row of the data (core's ``data_formats.Problem``): line/row, field, message."""
+    return _located(problem.message, problem.line, problem.row, problem.field)
+
+
+def finding_text(finding: dict[str, Any]) -> str:
+    """One line for a finding as the preview writes it (``Finding.to_dict()``: code, message,
+    severity, and the row/field an audit finding names)."""
+    return _located(str(finding["message"]), finding.get("line"), finding.get("row"), finding.get("field"))
 
 
 def with_changes(config: RunConfig, changes: dict[str, Any]) -> RunConfig:

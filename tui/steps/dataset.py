@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from sftwizard.core.config import DATA_FORMATS, ON_BAD_ROWS
 
-from .base import Step, WizardContext, problem_text
+from .base import Step, WizardContext, row_problem_text
 from .fields import ConfigField
 
 ON_BAD_ROWS_LABELS = {"stop": "stop (fix the data first)", "drop": "drop them (reported)"}
@@ -110,7 +110,7 @@ class DatasetStep(Step):
                          else f"[$warning]{len(problems)} warning(s):[/]")
             for p in problems[:MAX_PROBLEMS_SHOWN]:
                 mark = "[$error]✗[/]" if p.severity == "error" else "[$warning]⚠[/]"
-                lines.append(f"  {mark} {escape(problem_text(p))}")
+                lines.append(f"  {mark} {escape(row_problem_text(p))}")
             if len(problems) > MAX_PROBLEMS_SHOWN:
                 lines.append(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN} more")
         else:
@@ -138,7 +138,7 @@ class DatasetStep(Step):
             return "still reading the data — a moment"
         problems = [p for p in ctx.data_report.problems if p.severity == "error"] if ctx.data_report is not None else []
         if problems and ctx.config.data.on_bad_rows == "stop":
-            return (f"{len(problems)} bad row(s), first: {problem_text(problems[0])} — fix the file or set "
+            return (f"{len(problems)} bad row(s), first: {row_problem_text(problems[0])} — fix the file or set "
                     "'On bad rows' to drop")
         return None
 

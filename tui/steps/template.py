@@ -11,7 +11,7 @@ from sftwizard.core.config import TEMPLATE_SOURCES
 from sftwizard.core.template_probe import REASONING_MODES
 
 from ..widgets.mask_view import MaskView
-from .base import Step, WizardContext, problem_severity, problem_text
+from .base import Step, WizardContext, finding_text
 from .dataset import PathSuggester
 from .fields import ConfigField
 
@@ -119,8 +119,8 @@ class TemplateStep(Step):
             f"[$success]{trained} trained[/] · {len(tokens) - trained} masked{busy}"
         )
         marks = {"error": "[$error]✗[/]", "warning": "[$warning]⚠[/]", "info": "[$primary]i[/]"}
-        lines = [f"{marks.get(problem_severity(p), marks['warning'])} {escape(problem_text(p))}" for p in items]
-        if not any(problem_severity(p) in ("error", "warning") for p in items):
+        lines = [f"{marks.get(p['severity'], marks['warning'])} {escape(finding_text(p))}" for p in items]
+        if not any(p["severity"] in ("error", "warning") for p in items):
             lines.append("[$success]no problems found in this row[/]")
         problems.update("\n".join(lines))
 
