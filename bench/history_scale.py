@@ -5,7 +5,7 @@ and after issue 15 item 11, measured in one run. Not a timed test: ``python benc
 Before: the curve doctor copied every loss logged so far at each new log (and scanned every eval
 for the best one), so replaying a history was quadratic; ``runs`` read a whole history into a list
 of dicts before summarising it. After: the doctor keeps its windows and best eval as it goes, and
-``runs`` feeds a ``RunSummary`` chunk by chunk (only what was appended since, on later calls).
+``runs`` feeds the fold (``run_model.RunState``) chunk by chunk (only what was appended since, on later calls).
 "Before" is replayed here by ``WholeListDoctor`` (the previous rule bodies) and by
 ``summarize(run_dir, read_events(...))`` (the previous way of reading, still the API for a list).
 The quadratic report is timed on fewer events (``--before-events``, default 20k) and the figure
@@ -102,7 +102,7 @@ def child(kind: str, arg: str) -> None:
         out = report.build_report(d, generations=0)
         result = {"steps": out["steps"], "warnings": len(out["curve_warnings"])}
     elif kind == "runs-after":
-        info = runs._summary_of(d).info(d, alive=False)
+        info = runs.info_of(d, runs.state_of(d), alive=False)
         result = {"step": info.step, "duration_s": info.duration_s}
     elif kind == "runs-before":
         info = runs.summarize(d, read_events(d / "events.jsonl"), alive=False)
