@@ -538,10 +538,6 @@ CHECKS = [
     check_padding_free, check_pure_half_full,
 ]
 
-# Which wizard step shows a warning: the first part of its setting.
+# The RunConfig sections a warning's setting lies in. (Which wizard step shows it is the TUI's
+# business: the step whose fields edit that setting, tui/steps/base.py ``Step.edits``.)
 SECTIONS = ("model", "data", "template", "method", "training")
-
-
-def warnings_for(warnings: list[DoctorWarning], section: str) -> list[DoctorWarning]:
-    """The warnings whose setting lies in ``section`` (``model``, ``data``, ``template``, ...)."""
-    return [w for w in warnings if w.setting.split(".", 1)[0] == section]
