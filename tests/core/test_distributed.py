@@ -104,6 +104,16 @@ def test_available_trackers_follow_what_is_installed(tmp_path, monkeypatch):
     assert trackers.tracker_problem("none") is None
 
 
+def _why_it_failed(log: Path) -> str:
+    """The lines of a failed multi-process run's log that say why (a rank's fatal error or abort
+    comes long before the launcher's summary at the end), then the end of the log."""
+    text = log.read_text(errors="replace")
+    keys = ("Fatal Python error", "terminate called", "Error", "error:", "Abort", "Traceback", "Thread 0x",
+            "File \"")
+    why = [line for line in text.splitlines() if any(k in line for k in keys)][:60]
+    return "\n".join(why) + "\n--- end of the log ---\n" + text[-2500:]
+
+
 def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model_dir, tmp_path):
     """The demo with 2 processes (torchrun launcher, gloo): finishes, loss falls, one event stream."""
     from sftwizard.core import runs
@@ -115,7 +125,7 @@ def test_two_processes_through_accelerate_launch_on_cpu(repo_root, builtin_model
     ])
     launched = runs.launch(cfg)  # what `sft-wizard run` does: a detached supervisor starts the training
     run_dir = launched.run_dir
-    assert launched.process.wait(timeout=300) == 0, (run_dir / "train.log").read_text()[-4000:]
+    assert launched.process.wait(timeout=300) == 0, _why_it_failed(run_dir / "train.log")
     assert (run_dir / "accelerate.yaml").exists()  # the supervisor went through `accelerate launch`
     events = read_events(run_dir / "events.jsonl")
     kinds = [e["event"] for e in events]
