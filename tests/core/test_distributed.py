@@ -213,6 +213,25 @@ def test_one_process_on_a_multi_gpu_box_is_pinned_to_one_device():
     assert "CUDA_VISIBLE_DEVICES" not in distributed.training_env(cfg_with(), GPU_BOX, {})  # launched: one per GPU
 
 
+def on_a_fake_8_gpu_box(body: str, visible: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``body`` in a fresh interpreter (torch not loaded) whose pynvml answers as an 8×H100 box,
+    with ``CUDA_VISIBLE_DEVICES`` set to ``visible`` (unset for None); it must exit 0."""
+    import os
+
+    code = ("import sys, pynvml\n"
+            "from tests.fixtures import fake_nvml\n"
+            "fake = fake_nvml.h100x8()\n"
+            "for name in dir(fake):\n"
+            "    if name.startswith('nvml'): setattr(pynvml, name, getattr(fake, name))\n" + body)
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]), env=env)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_the_supervisor_starts_a_one_process_run_on_one_gpu_of_eight(tmp_path):
     """What the supervisor hands the training process, on an 8-GPU box (NVML faked, in a fresh interpreter
     so that torch is not loaded and the launch reads NVML as it does for real)."""
@@ -221,22 +240,10 @@ def test_the_supervisor_starts_a_one_process_run_on_one_gpu_of_eight(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_preset(cfg_with("distributed.num_processes=1"), run_dir / "config.yaml")
-    code = (
-        "import sys, pynvml\n"
-        "from tests.fixtures import fake_nvml\n"
-        "fake = fake_nvml.h100x8()\n"
-        "for name in dir(fake):\n"
-        "    if name.startswith('nvml'): setattr(pynvml, name, getattr(fake, name))\n"
+    out = on_a_fake_8_gpu_box(
         "from sftwizard.core.supervisor import training_env\n"
         f"env = training_env(__import__('pathlib').Path({str(run_dir)!r}))\n"
-        "print(env.get('CUDA_VISIBLE_DEVICES'), 'torch' in sys.modules)\n"
-    )
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(Path(__file__).resolve().parents[2]), env=env)
-    assert out.returncode == 0, out.stderr
+        "print(env.get('CUDA_VISIBLE_DEVICES'), 'torch' in sys.modules)\n")
     assert out.stdout.split() == ["0", "False"]
     assert "pinned to GPU 0" in out.stderr
 
@@ -246,22 +253,8 @@ def test_the_launch_counts_the_gpus_cuda_shows(visible, processes):
     """Machine.detect reads CUDA_VISIBLE_DEVICES as CUDA does (hardware.visible_gpus): ``2,9`` on
     an 8-GPU box is one device — CUDA stops at the first entry it cannot match — not two; a UUID
     names a GPU. (Fresh interpreter, NVML faked, torch not loaded.)"""
-    import os
-
-    code = (
-        "import sys, pynvml\n"
-        "from tests.fixtures import fake_nvml\n"
-        "fake = fake_nvml.h100x8()\n"
-        "for name in dir(fake):\n"
-        "    if name.startswith('nvml'): setattr(pynvml, name, getattr(fake, name))\n"
+    out = on_a_fake_8_gpu_box(
         "from sftwizard.core.distributed import Machine\n"
         "m = Machine.detect()\n"
-        "print(m.cuda_devices, m.bf16_supported, 'torch' in sys.modules)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    if visible is not None:
-        env["CUDA_VISIBLE_DEVICES"] = visible
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(Path(__file__).resolve().parents[2]), env=env)
-    assert out.returncode == 0, out.stderr
+        "print(m.cuda_devices, m.bf16_supported, 'torch' in sys.modules)\n", visible=visible)
     assert out.stdout.split() == [str(processes), str(processes > 0), "False"]
